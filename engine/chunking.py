@@ -1,0 +1,334 @@
+"""Chunked, batched, streaming inference with overlap-add.
+
+The track is cut into windows of the model's training segment that overlap by a fraction
+of their length; each window's output is weighted by a triangular window and the weighted
+outputs are summed and normalised, exactly as `demucs.apply.apply_model` does with
+``shifts=0, split=True``. Unlike `apply_model`, windows can be processed in any order and
+several at a time, and every *region* of the output is emitted as soon as it is final,
+i.e. as soon as every window that covers it has been computed.
+
+All positions and lengths here are in samples at the model's sample rate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from engine.errors import CancelledError, InvalidArgumentError
+
+if TYPE_CHECKING:
+    import torch
+
+    from engine.models.base import SeparationModel
+
+
+@dataclass(frozen=True)
+class Window:
+    """One model input: real samples ``[offset, offset + length)`` of the track."""
+
+    index: int
+    offset: int
+    length: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+
+@dataclass(frozen=True)
+class RegionSpan:
+    """An elementary output region ``[start, end)`` and the windows that cover it
+    (ascending), i.e. whose outputs must all be known before the region is final."""
+
+    index: int
+    start: int
+    end: int
+    windows: tuple[int, ...]
+
+
+@dataclass
+class FinalRegion:
+    """A finalized region of the separated output.
+
+    Attributes:
+        start, end: sample range ``[start, end)`` at the model's rate.
+        audio: float32 tensor (sources, channels, end - start) on the CPU.
+    """
+
+    start: int
+    end: int
+    audio: torch.Tensor
+
+
+@dataclass
+class ChunkProgress:
+    """Progress after a batch: counts, seconds, and an ETA in seconds (None until known)."""
+
+    windows_done: int
+    windows_total: int
+    regions_done: int
+    regions_total: int
+    elapsed: float
+    eta: float | None
+
+
+@dataclass
+class ChunkStats:
+    """Where the time went, in seconds (filled in while iterating)."""
+
+    forward_seconds: float = 0.0
+    total_seconds: float = 0.0
+    first_region_seconds: float | None = None
+    batches: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+
+
+class CancelToken:
+    """Thread-safe cancellation flag, checked by the chunk loop between batches."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise CancelledError()
+
+
+class ChunkPlan:
+    """Windows, regions and the overlap-add weight for a track of `total_length` samples.
+
+    Windows start at ``range(0, total_length, stride)`` with
+    ``stride = int((1 - overlap) * segment_length)``; the last ones may hold fewer than
+    `segment_length` real samples (they are padded with real neighbouring audio by
+    `window_input`). Region boundaries are every window's start and end.
+    """
+
+    def __init__(
+        self,
+        total_length: int,
+        segment_length: int,
+        overlap: float = 0.25,
+        transition_power: float = 1.0,
+    ) -> None:
+        if total_length <= 0:
+            raise InvalidArgumentError("Cannot separate an empty signal: give at least 1 sample.")
+        if not 0.0 <= overlap < 1.0:
+            raise InvalidArgumentError(
+                f"overlap must be in [0, 1), got {overlap}: use e.g. 0.25 for 25 %."
+            )
+        if transition_power < 1.0:
+            raise InvalidArgumentError("transition_power must be >= 1.")
+        self.total_length = total_length
+        self.segment_length = segment_length
+        self.overlap = overlap
+        self.transition_power = transition_power
+        self.stride = max(1, int((1 - overlap) * segment_length))
+        self.windows = [
+            Window(i, off, min(segment_length, total_length - off))
+            for i, off in enumerate(range(0, total_length, self.stride))
+        ]
+        bounds = sorted({0, total_length} | {w.offset for w in self.windows}
+                        | {w.end for w in self.windows})
+        self.regions: list[RegionSpan] = []
+        for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+            cover = tuple(w.index for w in self.windows if w.offset <= start and w.end >= end)
+            self.regions.append(RegionSpan(len(self.regions), start, end, cover))
+        self._regions_of_window: list[list[int]] = [[] for _ in self.windows]
+        for region in self.regions:
+            for w in region.windows:
+                self._regions_of_window[w].append(region.index)
+
+    def regions_of(self, window: int) -> list[int]:
+        """Indices of the regions that window `window` contributes to."""
+        return self._regions_of_window[window]
+
+    def weight(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Triangular float32 weight (segment_length,), peak 1 in the middle (as demucs)."""
+        import torch
+
+        n = self.segment_length
+        w = torch.cat([torch.arange(1, n // 2 + 1, device=device),
+                       torch.arange(n - n // 2, 0, -1, device=device)])
+        w = w / w.max()
+        return w**self.transition_power if self.transition_power != 1.0 else w
+
+    def order(self, start_at: int | None = None) -> list[int]:
+        """Window processing order: from `start_at` (a sample position, e.g. the DAW's play
+        cursor) to the end, then from the start up to it. None or 0: from the start."""
+        if not start_at or start_at <= 0:
+            return [w.index for w in self.windows]
+        start_at = min(start_at, self.total_length - 1)
+        first = [w.index for w in self.windows if w.end > start_at]
+        # Begin with the earliest window covering start_at, so the region under the
+        # cursor is final after as few windows as possible.
+        rest = [w.index for w in self.windows if w.end <= start_at]
+        return first + rest
+
+
+def window_input(mix: torch.Tensor, window: Window, target_length: int) -> torch.Tensor:
+    """The model input for `window`: (channels, target_length) taken from `mix`
+    (channels, total) centred on the window, real audio where it exists, zeros outside the
+    track — identical to `demucs.apply.TensorChunk(mix, offset, length).padded(target)`."""
+    import torch.nn.functional as F
+
+    delta = target_length - window.length
+    if delta < 0:
+        raise ValueError(f"target length {target_length} < window length {window.length}")
+    total = mix.shape[-1]
+    start = window.offset - delta // 2
+    end = start + target_length
+    lo, hi = max(0, start), min(total, end)
+    chunk = mix[..., lo:hi]
+    if lo - start or end - hi:
+        chunk = F.pad(chunk, (lo - start, end - hi))
+    return chunk
+
+
+def _center_trim(out: torch.Tensor, length: int) -> torch.Tensor:
+    delta = out.shape[-1] - length
+    if delta < 0:
+        raise ValueError(f"model output ({out.shape[-1]}) shorter than its window ({length})")
+    if delta:
+        out = out[..., delta // 2: out.shape[-1] - (delta - delta // 2)]
+    return out
+
+
+def _batches(order: Sequence[int], windows: Sequence[Window], model: SeparationModel,
+             batch_size: int, first_batch: int) -> Iterator[list[int]]:
+    """Group windows in processing order into batches of equal padded length."""
+    batch: list[int] = []
+    batch_len = -1
+    limit = max(1, first_batch)
+    for idx in order:
+        vlen = model.valid_length(windows[idx].length)
+        if batch and (len(batch) >= limit or vlen != batch_len):
+            yield batch
+            batch = []
+            limit = max(1, batch_size)
+        batch.append(idx)
+        batch_len = vlen
+    if batch:
+        yield batch
+
+
+def iter_separate(
+    model: SeparationModel,
+    mix: torch.Tensor,
+    *,
+    overlap: float = 0.25,
+    batch_size: int = 1,
+    first_batch: int = 1,
+    start_at: int | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager[object]] | None = None,
+    cancel: CancelToken | None = None,
+    progress: Callable[[ChunkProgress], None] | None = None,
+    stats: ChunkStats | None = None,
+    transition_power: float = 1.0,
+) -> Iterator[FinalRegion]:
+    """Separate `mix` and yield each region as soon as it is final.
+
+    Args:
+        model: a loaded `SeparationModel`.
+        mix: float32 tensor (channels, samples) at the model's rate, on the CPU.
+        overlap: fraction of a window shared with the next (demucs' `overlap`).
+        batch_size: windows per forward pass after the first batch.
+        first_batch: windows in the first forward pass (1 gives the first region soonest).
+        start_at: sample position to start from (see `ChunkPlan.order`).
+        autocast: factory of the mixed-precision context to run the forward pass in.
+        cancel: checked between batches; raises `CancelledError` when set.
+        progress: called after every batch.
+        stats: filled in with timings.
+
+    Yields:
+        `FinalRegion`s covering ``[0, samples)`` exactly once, in the order they become
+        final. The concatenation equals `apply_model(model, mix[None], shifts=0,
+        split=True, overlap=overlap)[0]` up to float rounding (bit-exact with batch size 1).
+    """
+    import torch
+
+    if mix.dim() != 2:
+        raise InvalidArgumentError(f"mix must be (channels, samples), got {tuple(mix.shape)}")
+    stats = stats if stats is not None else ChunkStats()
+    plan = ChunkPlan(mix.shape[-1], model.segment_length, overlap, transition_power)
+    weight = plan.weight()
+    device = model.device
+    pending: dict[int, dict[int, torch.Tensor]] = {}
+    remaining = {r.index: len(r.windows) for r in plan.regions}
+    t0 = time.perf_counter()
+    windows_done = regions_done = 0
+    ctx = autocast or contextlib.nullcontext
+    for batch in _batches(plan.order(start_at), plan.windows, model, batch_size, first_batch):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        target = model.valid_length(plan.windows[batch[0]].length)
+        inp = torch.stack([window_input(mix, plan.windows[i], target) for i in batch])
+        tf = time.perf_counter()
+        with torch.inference_mode(), ctx():
+            out = model.forward(inp.to(device, non_blocking=True))
+        out = out.float().cpu()
+        stats.forward_seconds += time.perf_counter() - tf
+        stats.batches += 1
+        stats.batch_sizes.append(len(batch))
+        for j, idx in enumerate(batch):
+            win = plan.windows[idx]
+            chunk_out = _center_trim(out[j], win.length)
+            for r in plan.regions_of(idx):
+                region = plan.regions[r]
+                a, b = region.start - win.offset, region.end - win.offset
+                pending.setdefault(r, {})[idx] = weight[a:b] * chunk_out[..., a:b]
+                remaining[r] -= 1
+                if remaining[r] == 0:
+                    yield _finish(region, pending.pop(r), weight, plan)
+                    regions_done += 1
+                    if stats.first_region_seconds is None:
+                        stats.first_region_seconds = time.perf_counter() - t0
+            windows_done += 1
+        if progress is not None:
+            elapsed = time.perf_counter() - t0
+            total = len(plan.windows)
+            eta = elapsed / windows_done * (total - windows_done) if windows_done else None
+            progress(ChunkProgress(windows_done, total, regions_done, len(plan.regions),
+                                   elapsed, eta))
+    stats.total_seconds = time.perf_counter() - t0
+
+
+def _finish(region: RegionSpan, parts: dict[int, torch.Tensor], weight: torch.Tensor,
+            plan: ChunkPlan) -> FinalRegion:
+    """Sum the weighted window outputs in ascending window order (as apply_model does,
+    whatever order they were computed in) and normalise by the summed weights."""
+    import torch
+
+    acc: torch.Tensor | None = None
+    wsum: torch.Tensor | None = None
+    for w in region.windows:
+        a = region.start - plan.windows[w].offset
+        b = region.end - plan.windows[w].offset
+        acc = parts[w] if acc is None else acc + parts[w]
+        wsum = weight[a:b] if wsum is None else wsum + weight[a:b]
+    assert acc is not None and wsum is not None
+    return FinalRegion(region.start, region.end, acc / wsum)
+
+
+def separate(model: SeparationModel, mix: torch.Tensor, **kwargs: object) -> torch.Tensor:
+    """Whole-track convenience: (channels, samples) -> (sources, channels, samples)."""
+    import torch
+
+    out: torch.Tensor | None = None
+    for region in iter_separate(model, mix, **kwargs):  # type: ignore[arg-type]
+        if out is None:
+            out = torch.zeros(*region.audio.shape[:-1], mix.shape[-1])
+        out[..., region.start:region.end] = region.audio
+    assert out is not None
+    return out

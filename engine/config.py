@@ -1,0 +1,77 @@
+"""Typed engine configuration and the per-user folders it uses.
+
+Every field has a default, environment variables override the defaults, and CLI flags
+override both (see `bridge.cli`). Nothing here touches the disk at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def user_cache_dir() -> Path:
+    """Root of stembridge's per-user cache: ``$STEMBRIDGE_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/stembridge``, else ``~/.cache/stembridge`` (``%LOCALAPPDATA%`` on Windows)."""
+    env = os.environ.get("STEMBRIDGE_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
+        return Path(os.environ["LOCALAPPDATA"]) / "stembridge" / "cache"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "stembridge"
+
+
+def models_dir() -> Path:
+    """Where model weights live: ``$STEMBRIDGE_MODELS_DIR``, else ``<cache>/models``.
+
+    One sub-folder per model name, e.g. ``<models>/htdemucs/htdemucs.yaml``."""
+    env = os.environ.get("STEMBRIDGE_MODELS_DIR")
+    return Path(env).expanduser() if env else user_cache_dir() / "models"
+
+
+def results_cache_dir() -> Path:
+    """Where finished separations are cached (see `engine.cache`)."""
+    return user_cache_dir() / "results"
+
+
+@dataclass
+class Limits:
+    """Input validation limits, in seconds and Hz."""
+
+    min_seconds: float = 0.05
+    max_seconds: float = float(os.environ.get("STEMBRIDGE_MAX_SECONDS", 3 * 3600))
+    low_samplerate: int = 22050
+    short_seconds: float = 3.0
+
+
+@dataclass
+class EngineConfig:
+    """How the engine runs.
+
+    Attributes:
+        device: ``"auto"`` (CUDA, else MPS, else CPU) or a torch device string.
+        precision: ``"auto"`` (bf16/fp16 autocast on GPU, bf16 on a CPU that supports it,
+            else fp32), ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        batch_size: windows per forward pass; 0 chooses from device memory.
+        use_cache: look up and store finished results in the results cache.
+        cache_dir: results cache root (default `results_cache_dir()`).
+        models_dir: model weights root (default `models_dir()`).
+        threads: torch intra-op threads; 0 keeps torch's default.
+    """
+
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int = 0
+    use_cache: bool = True
+    cache_dir: Path | None = None
+    models_dir: Path | None = None
+    threads: int = 0
+    limits: Limits = field(default_factory=Limits)
+
+    def resolved_cache_dir(self) -> Path:
+        return self.cache_dir if self.cache_dir is not None else results_cache_dir()
+
+    def resolved_models_dir(self) -> Path:
+        return self.models_dir if self.models_dir is not None else models_dir()

@@ -1,0 +1,115 @@
+"""Choosing where and in what precision the models run.
+
+``auto`` device: CUDA if present, else Apple's MPS, else the CPU. ``auto`` precision:
+bf16 autocast on a GPU that supports it (fp16 otherwise), bf16 on a CPU with native bf16
+instructions (AVX512-BF16 or AMX), fp32 elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from engine.errors import DeviceError, InvalidArgumentError
+
+if TYPE_CHECKING:
+    import torch
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """Resolve a device name (``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``)."""
+    import torch
+
+    name = (name or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise DeviceError(f"Unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps.") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                "CUDA was requested but this PyTorch build sees no CUDA GPU. Use --device cpu, "
+                "or install a CUDA build of PyTorch (see README, 'GPU')."
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(
+                f"{name} does not exist: this machine has {torch.cuda.device_count()} GPU(s)."
+            )
+    elif device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise DeviceError("MPS was requested but is not available; use --device cpu.")
+    elif device.type != "cpu":
+        raise DeviceError(f"Unsupported device {name!r}: use auto, cpu, cuda or mps.")
+    return device
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    import torch
+
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        if probe is not None and not probe():
+            return False
+    except (RuntimeError, AttributeError):
+        pass
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            flags = fh.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def select_precision(device: torch.device, precision: str = "auto") -> str:
+    """Resolve ``auto`` to ``fp32``, ``bf16`` or ``fp16`` for `device`."""
+    import torch
+
+    precision = (precision or "auto").lower()
+    if precision not in PRECISIONS:
+        raise InvalidArgumentError(f"Unknown precision {precision!r}: use one of {PRECISIONS}.")
+    if precision != "auto":
+        if precision == "fp16" and device.type == "cpu":
+            raise InvalidArgumentError("fp16 is not supported on the CPU: use bf16 or fp32.")
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "mps":
+        return "fp16"
+    return "bf16" if cpu_supports_bf16() else "fp32"
+
+
+def autocast_factory(
+    device: torch.device, precision: str
+) -> Callable[[], contextlib.AbstractContextManager[object]]:
+    """A zero-argument factory of the autocast context for `precision` on `device`."""
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return functools.partial(torch.autocast, device_type=device.type, dtype=dtype)
+
+
+def auto_batch_size(device: torch.device, bytes_per_window: int) -> int:
+    """Windows per forward pass: 1 on the CPU (batching buys nothing on a few cores and
+    delays the first region); on a GPU as many as fit in half the free memory, up to 16."""
+    import torch
+
+    if device.type != "cuda":
+        return 1
+    free, _total = torch.cuda.mem_get_info(device)
+    return int(max(1, min(16, (free // 2) // max(1, bytes_per_window))))

@@ -1,0 +1,78 @@
+"""What every separation model looks like to the chunk loop.
+
+A `SeparationModel` maps a batch of fixed-length waveform windows at the model's sample
+rate to per-source waveforms of the same length:
+
+    forward(mix: (batch, channels, samples)) -> (batch, sources, channels, samples)
+
+`samples` is whatever `valid_length(n)` returned for a window that holds `n` real samples;
+the chunk loop pads each window to that length with the real neighbouring audio (zeros
+outside the track), exactly as `demucs.apply.TensorChunk.padded` does, and trims the
+output back to the `n` real samples, centred.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Static facts about a named model, known without loading it.
+
+    Attributes:
+        name: registry name, e.g. ``"htdemucs"``.
+        version: a string that changes whenever the weights change (part of the cache key).
+        family: ``"spleeter"`` or ``"demucs"``: which loader builds it.
+        sources: stem names in the order the model outputs them.
+        samplerate: the rate the model runs at, in Hz.
+        segment_seconds: training window length in seconds (the chunk loop's window).
+        default_overlap: fraction of a window shared with the next one.
+        description: one line for `stembridge models list`.
+        size_mb: approximate download size of the weights, in MB.
+        license: licence of the weights.
+        embedded: True when the weights ship inside a registry package (no download).
+    """
+
+    name: str
+    version: str
+    family: str
+    sources: tuple[str, ...]
+    samplerate: int
+    segment_seconds: float
+    default_overlap: float = 0.25
+    description: str = ""
+    size_mb: float = 0.0
+    license: str = ""
+    embedded: bool = False
+    extra: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
+
+
+class SeparationModel(Protocol):
+    """A loaded, ready-to-run model (weights on a device, eval mode)."""
+
+    spec: ModelSpec
+    #: window length in samples at ``spec.samplerate`` (the chunk loop's segment).
+    segment_length: int
+    #: Whether the engine should normalise the whole track to zero mean / unit std before
+    #: separation and undo it afterwards (what `demucs.api.Separator` does).
+    normalize_input: bool
+
+    def valid_length(self, length: int) -> int:
+        """Input length (samples) the model needs for a window holding `length` samples."""
+        ...
+
+    def forward(self, mix: torch.Tensor) -> torch.Tensor:
+        """(batch, channels, samples) float32 -> (batch, sources, channels, samples)."""
+        ...
+
+    def to(self, device: torch.device) -> SeparationModel:
+        """Move weights to `device`; returns self."""
+        ...
+
+    @property
+    def device(self) -> torch.device: ...

@@ -1,0 +1,6 @@
+"""stembridge wire contract: the single source of truth for codes and (later) messages.
+
+This package imports nothing else of stembridge.
+"""
+
+PROTOCOL_VERSION = 1
