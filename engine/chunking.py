@@ -207,12 +207,12 @@ def _center_trim(out: torch.Tensor, length: int) -> torch.Tensor:
 
 def _batches(order: Sequence[int], windows: Sequence[Window], model: SeparationModel,
              batch_size: int, first_batch: int) -> Iterator[list[int]]:
-    """Group windows in processing order into batches of equal padded length."""
+    """Group windows in processing order into batches of equal real and padded length."""
     batch: list[int] = []
-    batch_len = -1
+    batch_len: tuple[int, int] = (-1, -1)
     limit = max(1, first_batch)
     for idx in order:
-        vlen = model.valid_length(windows[idx].length)
+        vlen = (model.valid_length(windows[idx].length), windows[idx].length)
         if batch and (len(batch) >= limit or vlen != batch_len):
             yield batch
             batch = []
@@ -276,7 +276,8 @@ def iter_separate(
         inp = torch.stack([window_input(mix, plan.windows[i], target) for i in batch])
         tf = time.perf_counter()
         with torch.inference_mode(), ctx():
-            out = model.forward(inp.to(device, non_blocking=True))
+            out = model.forward(inp.to(device, non_blocking=True),
+                                length=plan.windows[batch[0]].length)
         out = out.float().cpu()
         stats.forward_seconds += time.perf_counter() - tf
         stats.batches += 1

@@ -66,8 +66,12 @@ class SeparationModel(Protocol):
         """Input length (samples) the model needs for a window holding `length` samples."""
         ...
 
-    def forward(self, mix: torch.Tensor) -> torch.Tensor:
-        """(batch, channels, samples) float32 -> (batch, sources, channels, samples)."""
+    def forward(self, mix: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """(batch, channels, samples) float32 -> (batch, sources, channels, samples).
+
+        `length` is the number of real samples in each window (centred in `samples`); a
+        model may use it (a bag whose members need different padded lengths) or ignore it
+        and return all `samples` (the caller trims)."""
         ...
 
     def to(self, device: torch.device) -> SeparationModel:

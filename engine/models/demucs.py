@@ -127,19 +127,35 @@ class DemucsSeparator:
             self._scales = [s.to(device) for s in self._scales]
         return self
 
-    def valid_length(self, length: int) -> int:
-        m = self.models[0]
-        return int(m.valid_length(length)) if hasattr(m, "valid_length") else length
+    @staticmethod
+    def _valid(model: Any, length: int) -> int:
+        return int(model.valid_length(length)) if hasattr(model, "valid_length") else length
 
-    def forward(self, mix: torch.Tensor) -> torch.Tensor:
-        """(batch, channels, samples) -> (batch, sources, channels, samples)."""
+    def valid_length(self, length: int) -> int:
+        """The longest input any member needs for `length` real samples."""
+        return max(self._valid(m, length) for m in self.models)
+
+    def _run(self, model: Any, mix: torch.Tensor, length: int | None) -> torch.Tensor:
+        """Run one member on its own centred crop of `mix` (as `apply_model` pads for it),
+        trimmed back to `length` samples."""
+        if length is None:
+            return model(mix)
+        total = mix.shape[-1]
+        need = self._valid(model, length)
+        start = (total - length) // 2 - (need - length) // 2
+        out = model(mix[..., start:start + need])
+        delta = out.shape[-1] - length
+        return out[..., delta // 2: delta // 2 + length] if delta else out
+
+    def forward(self, mix: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """(batch, channels, samples) -> (batch, sources, channels, length or samples)."""
         if self._scales is None:
-            return self.models[0](mix)
+            return self._run(self.models[0], mix, length)
         out = None
         for model, scale in zip(self.models, self._scales, strict=True):
             if bool((scale == 0).all()):
                 continue
-            part = model(mix) * scale.to(mix.device)[None, :, None, None]
+            part = self._run(model, mix, length) * scale.to(mix.device)[None, :, None, None]
             out = part if out is None else out + part
         assert out is not None
         return out
@@ -395,9 +411,11 @@ def _arch(klass: str, size: str, sources: tuple[str, ...], segment: float) -> di
         kw.update(channels=48 if size == "full" else 4)
         return kw
     if klass == "Demucs":
-        kw = dict(sources=list(sources), audio_channels=2, samplerate=44100, segment=segment,
-                  depth=6, resample=True)
-        kw.update(channels=64 if size == "full" else 4)
+        kw = dict(sources=list(sources), audio_channels=2, samplerate=44100, segment=segment)
+        if size == "full":
+            kw.update(channels=64, depth=6, resample=True)
+        else:  # the sinc resampler and 2 LSTM layers make even a tiny v2 slow on a CPU
+            kw.update(channels=4, depth=4, resample=False, lstm_layers=1)
         return kw
     raise ValueError(klass)
 

@@ -1,0 +1,422 @@
+"""The engine API: a long-lived `Engine` holding warm models, and `Job`s that stream
+finalized regions.
+
+    engine = Engine(EngineConfig())
+    job = engine.prepare(SplitRequest(Path("song.flac"), stems=2, start_at=42.0))
+    for region in job.run(cancel=token, on_progress=print):
+        ...  # region.stems["vocals"]: (channels, frames) float32 at the source rate
+    job.result.metadata                           # model, runtime, device, warnings, ...
+
+`prepare` validates the input (before any model runs) and resolves model and stems;
+`run` loads the model if it is not warm yet, separates in the requested order, and
+stores the result in the cache. A cache hit replays the stored stems at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from engine import __version__ as ENGINE_VERSION
+from engine.config import EngineConfig
+from engine.errors import InvalidArgumentError, StembridgeError
+
+if TYPE_CHECKING:
+    import torch
+
+    from engine.audio import DecodedAudio
+    from engine.cache import CacheEntry
+    from engine.models.base import ModelSpec, SeparationModel
+    from engine.stems import StemPlan
+
+#: Seconds of audio per region replayed from the cache.
+CACHE_REPLAY_SECONDS = 30.0
+
+
+@dataclass
+class SplitRequest:
+    """What to separate and how.
+
+    Attributes:
+        path: input audio file (never modified).
+        stems: 2, 4, 6 or None (the model's own sources).
+        model: registry name, or None for the default for `stems`.
+        start_at: seconds from the start of the file where separation begins (the DAW's
+            play cursor); the rest follows.
+        overlap: window overlap fraction, None for the model's default.
+    """
+
+    path: Path
+    stems: int | None = None
+    model: str | None = None
+    start_at: float = 0.0
+    overlap: float | None = None
+
+
+@dataclass
+class Region:
+    """A finalized stretch of every output stem, at the source sample rate.
+
+    Attributes:
+        start, end: frame range ``[start, end)`` at `samplerate`.
+        samplerate: the input file's rate in Hz.
+        stems: stem name -> float32 array (channels, end - start); channels as the input.
+    """
+
+    start: int
+    end: int
+    samplerate: int
+    stems: dict[str, np.ndarray]
+
+    @property
+    def start_seconds(self) -> float:
+        return self.start / self.samplerate
+
+    @property
+    def end_seconds(self) -> float:
+        return self.end / self.samplerate
+
+
+@dataclass
+class Progress:
+    """Job progress: regions final so far of all, seconds elapsed, ETA in seconds."""
+
+    regions_done: int
+    regions_total: int
+    frames_done: int
+    frames_total: int
+    elapsed: float
+    eta: float | None
+
+
+@dataclass
+class JobResult:
+    """Metadata of a finished job (see `Job.metadata_dict`)."""
+
+    metadata: dict[str, Any]
+    cache_entry: CacheEntry | None = None
+
+
+@dataclass
+class Timings:
+    """Seconds spent per stage of one job."""
+
+    decode: float = 0.0
+    model_load: float = 0.0
+    first_region: float | None = None
+    forward: float = 0.0
+    total: float = 0.0
+
+
+class Engine:
+    """Holds loaded models warm across jobs; thread-safe model loading.
+
+    Args:
+        config: device, precision, batch size, cache and model folders.
+    """
+
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = config or EngineConfig()
+        self._models: dict[str, SeparationModel] = {}
+        self._lock = threading.Lock()
+        self._device: torch.device | None = None
+        self._precision: str | None = None
+        if self.config.threads:
+            import torch
+
+            torch.set_num_threads(self.config.threads)
+
+    @property
+    def device(self) -> torch.device:
+        if self._device is None:
+            from engine.device import select_device
+
+            self._device = select_device(self.config.device)
+        return self._device
+
+    @property
+    def precision(self) -> str:
+        if self._precision is None:
+            from engine.device import select_precision
+
+            self._precision = select_precision(self.device, self.config.precision)
+        return self._precision
+
+    def loaded_models(self) -> list[str]:
+        return list(self._models)
+
+    def model(self, name: str) -> SeparationModel:
+        """The warm model `name`, loading it on first use."""
+        with self._lock:
+            if name not in self._models:
+                from engine.models import registry
+
+                self._models[name] = registry.load(name, self.device,
+                                                   self.config.resolved_models_dir())
+            return self._models[name]
+
+    def unload(self, name: str) -> None:
+        with self._lock:
+            self._models.pop(name, None)
+
+    def prepare(self, request: SplitRequest) -> Job:
+        """Validate the input and resolve model and stems; raises before any model runs."""
+        from engine import audio
+        from engine.models import registry
+        from engine.stems import plan_stems
+
+        name = registry.choose_model(request.model, request.stems)
+        spec = registry.get_spec(name)
+        plan = plan_stems(name, spec.sources, request.stems)
+        overlap = spec.default_overlap if request.overlap is None else request.overlap
+        if not 0.0 <= overlap < 1.0:
+            raise InvalidArgumentError(f"--overlap must be in [0, 1), got {overlap}.")
+        if request.start_at < 0:
+            raise InvalidArgumentError(f"--start-at must be >= 0 seconds, got {request.start_at}.")
+        t0 = time.perf_counter()
+        decoded, warnings = audio.load(Path(request.path), self.config.limits)
+        return Job(self, request, spec, plan, overlap, decoded, warnings,
+                   decode_seconds=time.perf_counter() - t0)
+
+    def split(self, request: SplitRequest, **run_kwargs: Any) -> tuple[Job, list[Region]]:
+        """Convenience for tests and scripts: run a job to the end, keep every region."""
+        job = self.prepare(request)
+        regions = list(job.run(**run_kwargs))
+        return job, regions
+
+
+class Job:
+    """One separation: created by `Engine.prepare`, executed by `run`."""
+
+    def __init__(self, engine: Engine, request: SplitRequest, spec: ModelSpec,
+                 plan: StemPlan, overlap: float, decoded: DecodedAudio,
+                 warnings: list[str], decode_seconds: float) -> None:
+        self.engine = engine
+        self.request = request
+        self.spec = spec
+        self.plan = plan
+        self.overlap = overlap
+        self.audio = decoded
+        self.warnings = list(warnings)
+        self.timings = Timings(decode=decode_seconds)
+        self.result: JobResult | None = None
+        self.cache_hit = False
+        self._key: str | None = None
+
+    # ------------------------------------------------------------------ facts
+
+    @property
+    def stem_names(self) -> tuple[str, ...]:
+        return self.plan.names
+
+    @property
+    def samplerate(self) -> int:
+        return self.audio.samplerate
+
+    @property
+    def frames(self) -> int:
+        return int(self.audio.samples.shape[-1])
+
+    @property
+    def channels(self) -> int:
+        return int(self.audio.samples.shape[0])
+
+    def cache_key(self) -> str:
+        if self._key is None:
+            from engine.cache import cache_key, file_sha256
+
+            self._key = cache_key(file_sha256(Path(self.request.path)), self.spec.name,
+                                  self.spec.version, self.plan.config_id(), self.overlap,
+                                  self.engine.precision)
+        return self._key
+
+    def metadata_dict(self, *, runtime: float) -> dict[str, Any]:
+        info = self.audio.info
+        return {
+            "engine_version": ENGINE_VERSION,
+            "model_name": self.spec.name,
+            "model_version": self.spec.version,
+            "runtime": "torch",
+            "runtime_seconds": round(runtime, 4),
+            "device": str(self.engine.device),
+            "precision": self.engine.precision,
+            "overlap": self.overlap,
+            "stems": list(self.plan.names),
+            "warnings": list(self.warnings),
+            "cache_hit": self.cache_hit,
+            "start_at": self.request.start_at,
+            "input": {
+                "path": str(self.request.path),
+                "duration": round(self.frames / self.samplerate, 6),
+                "samplerate": self.samplerate,
+                "channels": self.channels,
+                "frames": self.frames,
+                "format": info.format,
+                "subtype": info.subtype,
+            },
+            "timings": {k: (round(v, 4) if isinstance(v, float) else v)
+                        for k, v in asdict(self.timings).items()},
+        }
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, *, cancel: Any = None, on_progress: Callable[[Progress], None] | None = None
+            ) -> Iterator[Region]:
+        """Yield every output `Region` once, in the order they become final; afterwards
+        `self.result` holds the metadata. Raises `CancelledError` when `cancel` is set."""
+        t0 = time.perf_counter()
+        cache = None
+        if self.engine.config.use_cache:
+            from engine.cache import ResultCache
+
+            cache = ResultCache(self.engine.config.resolved_cache_dir())
+            entry = cache.get(self.cache_key())
+            if entry is not None:
+                self.cache_hit = True
+                yield from self._replay(entry, on_progress, t0)
+                self.timings.total = time.perf_counter() - t0
+                self.result = JobResult(self.metadata_dict(runtime=self.timings.total), entry)
+                return
+        store = _CacheWriter(cache, self) if cache is not None else None
+        try:
+            for region in self._compute(cancel, on_progress, t0):
+                if store is not None:
+                    store.write(region)
+                yield region
+            self.timings.total = time.perf_counter() - t0
+            meta = self.metadata_dict(runtime=self.timings.total)
+            entry = store.commit(meta) if store is not None else None
+            self.result = JobResult(meta, entry)
+        finally:
+            if store is not None:
+                store.abort()
+
+    def _replay(self, entry: CacheEntry, on_progress: Callable[[Progress], None] | None,
+                t0: float) -> Iterator[Region]:
+        import soundfile as sf
+
+        files = {name: sf.SoundFile(str(entry.files[name])) for name in self.plan.names}
+        try:
+            block = max(1, int(CACHE_REPLAY_SECONDS * self.samplerate))
+            starts = list(range(0, self.frames, block))
+            first = int(self.request.start_at * self.samplerate) // block * block
+            order = [s for s in starts if s >= first] + [s for s in starts if s < first]
+            for i, start in enumerate(order):
+                n = min(block, self.frames - start)
+                stems = {}
+                for name, fh in files.items():
+                    fh.seek(start)
+                    stems[name] = np.ascontiguousarray(fh.read(n, dtype="float32",
+                                                                always_2d=True).T)
+                if self.timings.first_region is None:
+                    self.timings.first_region = time.perf_counter() - t0
+                yield Region(start, start + n, self.samplerate, stems)
+                if on_progress is not None:
+                    on_progress(Progress(i + 1, len(order), 0, self.frames,
+                                         time.perf_counter() - t0, 0.0))
+        finally:
+            for fh in files.values():
+                fh.close()
+
+    def _compute(self, cancel: Any, on_progress: Callable[[Progress], None] | None,
+                 t0: float) -> Iterator[Region]:
+        import torch
+
+        from engine import audio
+        from engine.chunking import ChunkProgress, ChunkStats, iter_separate
+        from engine.device import auto_batch_size, autocast_factory
+
+        engine = self.engine
+        tl = time.perf_counter()
+        model = engine.model(self.spec.name)
+        self.timings.model_load = time.perf_counter() - tl
+        sr_model = self.spec.samplerate
+        mix_np = audio.to_model_channels(self.audio.samples, 2)
+        mix_np = audio.resample(mix_np, self.samplerate, sr_model)
+        mix = torch.from_numpy(np.ascontiguousarray(mix_np, dtype=np.float32))
+        mean, std = 0.0, 1.0
+        if model.normalize_input:
+            ref = mix.mean(0)
+            mean, std = float(ref.mean()), float(ref.std())
+            if std < 1e-8:  # silent input: nothing to normalise
+                mean, std = 0.0, 1.0
+            mix = (mix - mean) / std
+        total_model = mix.shape[-1]
+        resampler = audio.RegionResampler(sr_model, self.samplerate, total_model)
+        groups = [list(s) for s in self.plan.sources]
+        batch = engine.config.batch_size or auto_batch_size(
+            engine.device, int(self.spec.extra.get("bytes_per_window", 1 << 30)))
+        stats = ChunkStats()
+        frames_done = 0
+        regions_done = 0
+
+        def chunk_progress(p: ChunkProgress) -> None:
+            if on_progress is not None:
+                on_progress(Progress(p.regions_done, p.regions_total, frames_done,
+                                     self.frames, time.perf_counter() - t0, p.eta))
+
+        start_at = int(round(self.request.start_at * sr_model))
+        for fr in iter_separate(model, mix, overlap=self.overlap, batch_size=batch,
+                                first_batch=1, start_at=start_at,
+                                autocast=autocast_factory(engine.device, engine.precision),
+                                cancel=cancel, progress=chunk_progress, stats=stats):
+            src = fr.audio
+            out = torch.stack([src[g].sum(0) if len(g) > 1 else src[g[0]] for g in groups])
+            if std != 1.0 or mean != 0.0:
+                out = out * std + mean
+            for dst_start, arr in resampler.push(fr.start, out.numpy()):
+                arr = audio.from_model_channels(arr, self.channels)
+                stems = {name: np.ascontiguousarray(arr[k], dtype=np.float32)
+                         for k, name in enumerate(self.plan.names)}
+                frames_done += arr.shape[-1]
+                regions_done += 1
+                if self.timings.first_region is None:
+                    self.timings.first_region = time.perf_counter() - t0
+                yield Region(dst_start, dst_start + arr.shape[-1], self.samplerate, stems)
+        self.timings.forward = stats.forward_seconds
+        if frames_done != self.frames:
+            raise StembridgeError(f"internal: produced {frames_done} of {self.frames} frames")
+
+
+class _CacheWriter:
+    """Writes a job's regions into a cache staging folder; commits or aborts."""
+
+    def __init__(self, cache: Any, job: Job) -> None:
+        from engine.audio import StemFileWriter
+
+        self.cache = cache
+        self.job = job
+        self.staging = cache.staging()
+        self.names = {n: f"{n}.wav" for n in job.plan.names}
+        self.writers = {
+            n: StemFileWriter(self.staging, job.frames, job.channels, job.samplerate)
+            for n in job.plan.names
+        }
+        self.done = False
+
+    def write(self, region: Region) -> None:
+        for name, arr in region.stems.items():
+            self.writers[name].write(region.start, arr)
+
+    def commit(self, meta: dict[str, Any]) -> Any:
+        for name, writer in self.writers.items():
+            writer.commit(self.staging / self.names[name])
+        entry = self.cache.commit(self.job.cache_key(), self.staging, self.names, meta)
+        self.done = True
+        return entry
+
+    def abort(self) -> None:
+        if self.done:
+            return
+        import shutil
+
+        for writer in self.writers.values():
+            writer.abort()
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.done = True

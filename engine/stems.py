@@ -1,0 +1,59 @@
+"""Which output stems a job produces from a model's sources.
+
+``stems=None`` keeps the model's own sources. ``2`` gives vocals + instrumental (the sum
+of every other source); ``4`` from a 6-source model folds guitar and piano into other.
+Output order puts vocals first, as a DAW user expects them at the top.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.errors import StembridgeError
+from protocol.errors import ErrorCode
+
+ORDER = ("vocals", "drums", "bass", "other", "guitar", "piano", "instrumental", "accompaniment")
+TWO = ("vocals", "instrumental")
+FOUR = ("vocals", "drums", "bass", "other")
+
+
+@dataclass(frozen=True)
+class StemPlan:
+    """Output stem names and, for each, the indices of model sources summed into it."""
+
+    names: tuple[str, ...]
+    sources: tuple[tuple[int, ...], ...]
+
+    def config_id(self) -> str:
+        """A short string for the cache key, e.g. ``vocals=3|instrumental=0+1+2``."""
+        return "|".join(f"{n}={'+'.join(map(str, s))}" for n, s in zip(self.names, self.sources))
+
+
+def _sorted(names: list[str]) -> list[str]:
+    return sorted(names, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
+
+
+def plan_stems(model_name: str, model_sources: tuple[str, ...], stems: int | None) -> StemPlan:
+    """The `StemPlan` for `stems` (None, 2, 4 or 6) from a model with `model_sources`."""
+    idx = {name: i for i, name in enumerate(model_sources)}
+    n = len(model_sources)
+    if stems is None or stems == n:
+        if n == 2 and "vocals" in idx:
+            other = next(s for s in model_sources if s != "vocals")
+            return StemPlan(TWO, ((idx["vocals"],), (idx[other],)))
+        names = _sorted(list(model_sources))
+        return StemPlan(tuple(names), tuple((idx[s],) for s in names))
+    if stems == 2 and "vocals" in idx:
+        rest = tuple(i for s, i in idx.items() if s != "vocals")
+        return StemPlan(TWO, ((idx["vocals"],), rest))
+    if stems == 4 and set(FOUR) <= set(idx):
+        extra = tuple(i for s, i in idx.items() if s not in FOUR)
+        return StemPlan(FOUR, tuple((idx[s],) + (extra if s == "other" else ())
+                                    for s in FOUR))
+    suggestion = {2: "spleeter-2stems", 4: "htdemucs", 6: "htdemucs_6s"}.get(stems or 0)
+    hint = f" Use --model {suggestion}." if suggestion else " Use --stems 2, 4 or 6."
+    raise StembridgeError(
+        f"{model_name} separates {n} sources ({', '.join(model_sources)}) and cannot give "
+        f"{stems} stems.{hint}",
+        code=ErrorCode.STEMS_UNSUPPORTED,
+    )
