@@ -307,6 +307,7 @@ class Job:
             starts = list(range(0, self.frames, block))
             first = int(self.request.start_at * self.samplerate) // block * block
             order = [s for s in starts if s >= first] + [s for s in starts if s < first]
+            done = 0
             for i, start in enumerate(order):
                 n = min(block, self.frames - start)
                 stems = {}
@@ -317,8 +318,9 @@ class Job:
                 if self.timings.first_region is None:
                     self.timings.first_region = time.perf_counter() - t0
                 yield Region(start, start + n, self.samplerate, stems)
+                done += n
                 if on_progress is not None:
-                    on_progress(Progress(i + 1, len(order), 0, self.frames,
+                    on_progress(Progress(i + 1, len(order), done, self.frames,
                                          time.perf_counter() - t0, 0.0))
         finally:
             for fh in files.values():
@@ -367,9 +369,9 @@ class Job:
                                 autocast=autocast_factory(engine.device, engine.precision),
                                 cancel=cancel, progress=chunk_progress, stats=stats):
             src = fr.audio
+            if std != 1.0 or mean != 0.0:  # undo per model source, as demucs does
+                src = src * std + mean
             out = torch.stack([src[g].sum(0) if len(g) > 1 else src[g[0]] for g in groups])
-            if std != 1.0 or mean != 0.0:
-                out = out * std + mean
             for dst_start, arr in resampler.push(fr.start, out.numpy()):
                 arr = audio.from_model_channels(arr, self.channels)
                 stems = {name: np.ascontiguousarray(arr[k], dtype=np.float32)

