@@ -9,6 +9,7 @@ never sees a half-written entry and a crash leaves at most an ignored temporary 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -68,10 +69,8 @@ class ResultCache:
         files = {stem: folder / name for stem, name in meta.get("files", {}).items()}
         if not files or not all(p.is_file() for p in files.values()):
             return None
-        try:
+        with contextlib.suppress(OSError):
             os.utime(meta_path)  # recency, for a future size-bounded eviction
-        except OSError:
-            pass
         return CacheEntry(key, folder, files, meta)
 
     def staging(self) -> Path:

@@ -309,7 +309,6 @@ def _finish(region: RegionSpan, parts: dict[int, torch.Tensor], weight: torch.Te
             plan: ChunkPlan) -> FinalRegion:
     """Sum the weighted window outputs in ascending window order (as apply_model does,
     whatever order they were computed in) and normalise by the summed weights."""
-    import torch
 
     acc: torch.Tensor | None = None
     wsum: torch.Tensor | None = None

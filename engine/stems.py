@@ -26,7 +26,7 @@ class StemPlan:
 
     def config_id(self) -> str:
         """A short string for the cache key, e.g. ``vocals=3|instrumental=0+1+2``."""
-        return "|".join(f"{n}={'+'.join(map(str, s))}" for n, s in zip(self.names, self.sources))
+        return "|".join(f"{n}={'+'.join(map(str, s))}" for n, s in zip(self.names, self.sources, strict=True))
 
 
 def _sorted(names: list[str]) -> list[str]:

@@ -1,0 +1,199 @@
+"""Benchmark the engine against demucs' own `apply_model`, in one process.
+
+    python bench/bench_engine.py --model htdemucs --seconds 30 300
+    python bench/bench_engine.py --model spleeter-2stems --seconds 60
+    python bench/bench_engine.py --model htdemucs --seconds 1200 --rss-only
+
+For every duration it prints: wall time of a warm `Engine` job (decode to files written),
+real-time factor (wall / audio seconds), time to the first finalized region, model-forward
+time vs everything else (overhead %), and for demucs models the same audio through
+`demucs.apply.apply_model(model, mix, shifts=0, split=True, overlap=same)` as a ratio.
+`--rss-only` runs the job in a fresh child process and reports its peak RSS.
+
+Demucs models use random weights of the released architecture (`make-test --size full`),
+since real weights cannot be downloaded here; speed does not depend on weight values.
+The audio is the real MUSDB18 excerpt that stempeg ships, looped to the duration (or
+`--audio FILE`). Machines are noisy: compare the ratios, not absolute times across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _source_audio(path: str | None) -> tuple[np.ndarray, int]:
+    from engine.audio import decode
+
+    if path is None:
+        import stempeg
+
+        path = stempeg.example_stem_path()
+    audio = decode(Path(path))
+    return audio.samples, audio.samplerate
+
+
+def make_input(seconds: float, folder: Path, audio: str | None) -> Path:
+    import soundfile as sf
+
+    samples, sr = _source_audio(audio)
+    n = int(seconds * sr)
+    reps = int(np.ceil(n / samples.shape[-1]))
+    data = np.tile(samples, (1, reps))[:, :n]
+    path = folder / f"input-{seconds:g}s.wav"
+    sf.write(path, data.T, sr, subtype="PCM_16")
+    return path
+
+
+def models_dir_for(model: str, folder: Path) -> Path:
+    from engine.models import demucs
+
+    if model in demucs.SPECS:
+        demucs.make_test_model(model, folder, size="full", fmt="safetensors")
+    return folder
+
+
+def run_job(engine, path: Path, model: str, out: Path, start_at: float = 0.0) -> dict:
+    """One job as the CLI runs it: regions written to stem files, committed at the end."""
+    from engine.audio import StemFileWriter
+    from engine.separator import SplitRequest
+
+    t0 = time.perf_counter()
+    job = engine.prepare(SplitRequest(path, model=model, start_at=start_at))
+    writers = {n: StemFileWriter(out, job.frames, job.channels, job.samplerate)
+               for n in job.stem_names}
+    first = None
+    for region in job.run():
+        if first is None:
+            first = time.perf_counter() - t0
+        for n, a in region.stems.items():
+            writers[n].write(region.start, a)
+    for n, w in writers.items():
+        w.commit(out / f"{n}.wav")
+    wall = time.perf_counter() - t0
+    return {"wall": wall, "first_region": first, "forward": job.timings.forward,
+            "decode": job.timings.decode, "duration": job.frames / job.samplerate}
+
+
+def reference_apply_model(engine, model: str, path: Path, overlap: float) -> float:
+    """Seconds for demucs' apply_model on the same (normalised) mix, fp32, same threads."""
+    import torch
+    from demucs.apply import apply_model
+
+    from engine import audio
+
+    sep = engine.model(model)
+    decoded = audio.decode(path)
+    mix = torch.from_numpy(audio.resample(audio.to_model_channels(decoded.samples),
+                                          decoded.samplerate, 44100))
+    ref = mix.mean(0)
+    mix = (mix - ref.mean()) / ref.std()
+    t0 = time.perf_counter()
+    apply_model(sep.raw, mix[None], shifts=0, split=True, overlap=overlap, device="cpu")
+    return time.perf_counter() - t0
+
+
+def child_rss(args: argparse.Namespace, seconds: float, models: Path, work: Path) -> None:
+    """Run one job in a fresh process; print its peak RSS (MB)."""
+    code = f"""
+import sys, json, resource, time
+sys.path.insert(0, {str(ROOT)!r})
+from pathlib import Path
+from engine.config import EngineConfig
+from engine.separator import Engine
+from bench.bench_engine import run_job
+e = Engine(EngineConfig(precision={args.precision!r}, use_cache=False, models_dir=Path({str(models)!r})))
+r = run_job(e, Path({str(work / f'input-{seconds:g}s.wav')!r}), {args.model!r}, Path({str(work)!r}))
+r['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(r))
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if res.returncode:
+        print(res.stderr)
+        return
+    r = json.loads(res.stdout.strip().splitlines()[-1])
+    print(f"[{args.model} {seconds:g}s, child process] wall {r['wall']:.1f}s "
+          f"RTF {r['wall'] / r['duration']:.3f}  peak RSS {r['peak_rss_mb']:.0f} MB")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="htdemucs")
+    p.add_argument("--seconds", type=float, nargs="+", default=[30.0])
+    p.add_argument("--audio", default=None, help="audio file to loop (default: stempeg's)")
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--batch-size", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-reference", action="store_true", help="skip apply_model")
+    p.add_argument("--fp32-too", action="store_true", help="also time the engine in fp32")
+    p.add_argument("--rss-only", action="store_true", help="peak RSS of a child process")
+    args = p.parse_args(argv)
+
+    import torch
+
+    from engine.config import EngineConfig
+    from engine.models.registry import get_spec
+    from engine.separator import Engine
+
+    spec = get_spec(args.model)
+    with tempfile.TemporaryDirectory(prefix="stembridge-bench-") as tmp:
+        work = Path(tmp)
+        models = models_dir_for(args.model, work / "models")
+        for seconds in args.seconds:
+            make_input(seconds, work, args.audio)
+        if args.rss_only:
+            for seconds in args.seconds:
+                child_rss(args, seconds, models, work)
+            return
+        engine = Engine(EngineConfig(device=args.device, precision=args.precision,
+                                     batch_size=args.batch_size, use_cache=False,
+                                     models_dir=models))
+        t0 = time.perf_counter()
+        engine.model(args.model)
+        print(f"model {args.model} loaded in {time.perf_counter() - t0:.2f}s on "
+              f"{engine.device} ({engine.precision}); torch threads {torch.get_num_threads()}; "
+              f"cpu count {os.cpu_count()}")
+        warm = work / "warm.wav"
+        import shutil
+
+        shutil.copy(work / f"input-{args.seconds[0]:g}s.wav", warm)
+        run_job(engine, warm, args.model, work)  # warm-up (allocator, kernels)
+        for seconds in args.seconds:
+            path = work / f"input-{seconds:g}s.wav"
+            r = run_job(engine, path, args.model, work)
+            overhead = (r["wall"] - r["forward"]) / r["wall"] * 100
+            line = (f"[{args.model} {seconds:g}s {engine.precision}] wall {r['wall']:.2f}s  "
+                    f"RTF {r['wall'] / seconds:.3f} ({seconds / r['wall']:.1f}x real time)  "
+                    f"first region {r['first_region']:.2f}s  forward {r['forward']:.2f}s  "
+                    f"overhead {overhead:.1f}%  peak RSS so far "
+                    f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+            print(line, flush=True)
+            if args.fp32_too and engine.precision != "fp32":
+                e32 = Engine(EngineConfig(device=args.device, precision="fp32",
+                                          batch_size=args.batch_size, use_cache=False,
+                                          models_dir=models))
+                r32 = run_job(e32, path, args.model, work)
+                print(f"    engine fp32: wall {r32['wall']:.2f}s RTF {r32['wall'] / seconds:.3f}"
+                      f"  (bf16 speed-up {r32['wall'] / r['wall']:.2f}x)", flush=True)
+            if spec.family == "demucs" and not args.no_reference:
+                ref = reference_apply_model(engine, args.model, path, spec.default_overlap)
+                print(f"    demucs apply_model (fp32, shifts=0, overlap "
+                      f"{spec.default_overlap}): {ref:.2f}s RTF {ref / seconds:.3f}  -> engine "
+                      f"is {ref / r['wall']:.2f}x faster", flush=True)
+
+
+if __name__ == "__main__":
+    main()
