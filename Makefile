@@ -26,7 +26,7 @@ install-test: install
 
 demo: install  ## separate the real MUSDB18 excerpt that stempeg ships, offline
 	$(PIP) install -q stempeg
-	stembridge split "$$($(PY) -c 'import stempeg; print(stempeg.example_stem_path())')" \
+	$(PY) -m bridge split "$$($(PY) -c 'import stempeg; print(stempeg.example_stem_path())')" \
 	  --out stems_demo
 
 test: install-test

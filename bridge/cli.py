@@ -136,7 +136,7 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
 def _split_one(engine: Any, path: Path, args: argparse.Namespace, out_dir: Path,
                used: set[Path]) -> dict[str, Any]:
-    from engine.audio import StemFileWriter
+    from engine.audio import StemFileWriter, remove_stale_temp_files
     from engine.separator import SplitRequest
 
     job = engine.prepare(SplitRequest(path, stems=args.stems, model=args.model,
@@ -148,6 +148,7 @@ def _split_one(engine: Any, path: Path, args: argparse.Namespace, out_dir: Path,
         n += 1
     used.add(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(folder)  # left by a run that was killed a day or more ago
     ext = "flac" if args.format == "flac" else "wav"
     subtype = "PCM_24" if (args.pcm24 or args.format == "flac") else "FLOAT"
     writers = {name: StemFileWriter(folder, job.frames, job.channels, job.samplerate)

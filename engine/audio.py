@@ -1563,17 +1563,57 @@ class StemFileWriter:
         self._temps.append(tmp)
         try:
             container = _container("wav", self.channels, self.total_frames, "FLOAT")
-            with sf.SoundFile(
-                str(tmp), "w", self.samplerate, self.channels, "FLOAT", format=container
-            ) as fh:
-                block = max(1, _WRITE_BLOCK_SECONDS * self.samplerate)
-                zeros = np.zeros((min(block, self.total_frames), self.channels), np.float32)
-                for start in range(0, self.total_frames, block):
-                    fh.write(zeros[: min(block, self.total_frames - start)])
+            if not (container == "WAV" and self._create_sparse(tmp)):
+                with sf.SoundFile(
+                    str(tmp), "w", self.samplerate, self.channels, "FLOAT", format=container
+                ) as fh:
+                    block = max(1, _WRITE_BLOCK_SECONDS * self.samplerate)
+                    zeros = np.zeros((min(block, self.total_frames), self.channels), np.float32)
+                    for start in range(0, self.total_frames, block):
+                        fh.write(zeros[: min(block, self.total_frames - start)])
             self._file = sf.SoundFile(str(tmp), "r+")
         except (OSError, RuntimeError) as exc:
             self._remove_temps()
             raise _output_error(tmp, exc) from None
+
+    def _create_sparse(self, tmp: Path) -> bool:
+        """Make `tmp` a float WAV of `total_frames` zero frames without writing them: write
+        one frame with libsndfile, extend the file (the hole reads as zeros, instantly) and
+        patch the RIFF, ``fact`` and ``data`` sizes. False if the layout is not the expected
+        one (the caller then writes zeros)."""
+        import soundfile as sf
+
+        with sf.SoundFile(str(tmp), "w", self.samplerate, self.channels, "FLOAT",
+                          format="WAV") as fh:
+            fh.write(np.zeros((1, self.channels), np.float32))
+        frame_bytes = 4 * self.channels
+        with open(tmp, "r+b") as fh:
+            head = bytearray(fh.read(4096))
+            size = os.fstat(fh.fileno()).st_size
+            if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return False
+            pos, fact, data = 12, None, None
+            while pos + 8 <= len(head):
+                cid, csize = bytes(head[pos:pos + 4]), int.from_bytes(head[pos + 4:pos + 8],
+                                                                       "little")
+                if cid == b"fact":
+                    fact = pos + 8
+                if cid == b"data":
+                    data = pos
+                    break
+                pos += 8 + csize + (csize & 1)
+            if data is None or data + 8 + frame_bytes != size:
+                return False
+            data_bytes = self.total_frames * frame_bytes
+            head[data + 4:data + 8] = data_bytes.to_bytes(4, "little")
+            head[4:8] = (data + 8 + data_bytes - 8).to_bytes(4, "little")
+            if fact is not None:
+                head[fact:fact + 4] = self.total_frames.to_bytes(4, "little")
+            fh.truncate(data + 8 + data_bytes)
+            fh.seek(0)
+            fh.write(head[:data + 8])
+        with sf.SoundFile(str(tmp)) as check:
+            return check.frames == self.total_frames
 
     @staticmethod
     def _check_space(directory: Path, needed: int) -> None:

@@ -203,6 +203,8 @@ class Job:
         self.plan = plan
         self.overlap = overlap
         self.audio = decoded
+        self._frames = int(decoded.samples.shape[-1])
+        self._channels = int(decoded.samples.shape[0])
         self.warnings = list(warnings)
         self.timings = Timings(decode=decode_seconds)
         self.result: JobResult | None = None
@@ -221,11 +223,11 @@ class Job:
 
     @property
     def frames(self) -> int:
-        return int(self.audio.samples.shape[-1])
+        return self._frames
 
     @property
     def channels(self) -> int:
-        return int(self.audio.samples.shape[0])
+        return self._channels
 
     def cache_key(self) -> str:
         if self._key is None:
@@ -340,15 +342,21 @@ class Job:
         self.timings.model_load = time.perf_counter() - tl
         sr_model = self.spec.samplerate
         mix_np = audio.to_model_channels(self.audio.samples, 2)
-        mix_np = audio.resample(mix_np, self.samplerate, sr_model)
+        if self.samplerate != sr_model:
+            mix_np = audio.resample(mix_np, self.samplerate, sr_model)
+        elif mix_np is self.audio.samples:
+            mix_np = mix_np.copy() if self.audio.samples.flags.writeable is False else mix_np
+        # The job owns the decoded audio: release it (the model-rate mix replaces it), so
+        # a long song is held once, not three times.
+        self.audio.samples = np.zeros((self._channels, 0), np.float32)
         mix = torch.from_numpy(np.ascontiguousarray(mix_np, dtype=np.float32))
+        del mix_np
         mean, std = 0.0, 1.0
         if model.normalize_input:
-            ref = mix.mean(0)
-            mean, std = float(ref.mean()), float(ref.std())
+            mean, std = _mono_mean_std(mix)
             if std < 1e-8:  # silent input: nothing to normalise
                 mean, std = 0.0, 1.0
-            mix = (mix - mean) / std
+            mix.sub_(mean).div_(std)  # in place: `mix` is our own buffer
         total_model = mix.shape[-1]
         resampler = audio.RegionResampler(sr_model, self.samplerate, total_model)
         groups = [list(s) for s in self.plan.sources]
@@ -384,6 +392,20 @@ class Job:
         self.timings.forward = stats.forward_seconds
         if frames_done != self.frames:
             raise StembridgeError(f"internal: produced {frames_done} of {self.frames} frames")
+
+
+def _mono_mean_std(mix: torch.Tensor, block: int = 1 << 20) -> tuple[float, float]:
+    """Mean and (unbiased) std of the channel average of `mix` (channels, samples), as
+    demucs computes them, in blocks (no full-length temporary), accumulated in float64."""
+    n = mix.shape[-1]
+    total = 0.0
+    for start in range(0, n, block):
+        total += float(mix[:, start:start + block].mean(0).double().sum())
+    mean = total / n
+    sq = 0.0
+    for start in range(0, n, block):
+        sq += float(((mix[:, start:start + block].mean(0).double() - mean) ** 2).sum())
+    return mean, (sq / max(1, n - 1)) ** 0.5
 
 
 class _CacheWriter:
