@@ -60,6 +60,34 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     s.add_argument("--json", action="store_true", help="print the result metadata as JSON")
 
+    sv = sub.add_parser("serve", help="run the warm engine server (OSC over UDP)")
+    sv.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; "
+                    "anything else requires --token)")
+    sv.add_argument("--port", type=int, default=47800, help="UDP port (0 = any free one)")
+    sv.add_argument("--token", default=os.environ.get("STEMBRIDGE_TOKEN"),
+                    help="secret every request must carry (required off loopback)")
+    sv.add_argument("--device", default=os.environ.get("STEMBRIDGE_DEVICE", "auto"))
+    sv.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    sv.add_argument("--preload", default="", help="models to load at start, e.g. "
+                    "spleeter-2stems,htdemucs")
+    sv.add_argument("--output-root", type=Path, default=None,
+                    help="where job folders are written (default ~/.cache/stembridge/jobs)")
+    sv.add_argument("--models-dir", type=Path, default=None)
+    sv.add_argument("--detach", action="store_true", help="start in the background and "
+                    "return once it answers (idempotent: reuses a running server)")
+
+    sb = sub.add_parser("submit", help="send a file to the running server")
+    sb.add_argument("file", type=Path)
+    sb.add_argument("--stems", type=int, choices=(2, 4, 6), default=None)
+    sb.add_argument("--model", default=None)
+    sb.add_argument("--start-at", type=float, default=0.0)
+    sb.add_argument("--wait", action="store_true", help="follow progress until done")
+    st = sub.add_parser("status", help="server status, or one job's")
+    st.add_argument("job", nargs="?", default="")
+    ca = sub.add_parser("cancel", help="cancel a job")
+    ca.add_argument("job")
+    sub.add_parser("ping", help="check that the server answers")
+
     m = sub.add_parser("models", help="list, fetch or create models")
     msub = m.add_subparsers(dest="models_command")
     ml = msub.add_parser("list", help="known models, where they are installed")
@@ -258,6 +286,88 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 2
 
 
+# ---------------------------------------------------------------------- server
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+
+    if args.detach:
+        from bridge.client import ensure_running
+
+        info = ensure_running()
+        print(f"stembridge server running on {info['host']}:{info['port']} (pid {info['pid']})")
+        return 0
+    from bridge.server import ServerConfig, StembridgeServer, default_output_root
+    from engine.config import EngineConfig
+    from engine.separator import Engine
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    engine = Engine(EngineConfig(device=args.device, precision=args.precision,
+                                 models_dir=args.models_dir))
+    for name in filter(None, args.preload.split(",")):
+        engine.model(name.strip())
+    config = ServerConfig(host=args.host, port=args.port, token=args.token,
+                          output_root=args.output_root or default_output_root())
+    try:
+        server = StembridgeServer(config, engine).start()
+    except ValueError as exc:
+        print(f"stembridge serve: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"stembridge serve: cannot listen on {args.host}:{args.port}: {exc}. Is another "
+              "server running? (`stembridge ping`) Use --port 0 for any free port.",
+              file=sys.stderr)
+        return 10
+
+    def _stop(signum: int, frame: object) -> None:
+        server._stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    host, port = server.address
+    print(f"stembridge server listening on {host}:{port} (pid {os.getpid()})", flush=True)
+    server.wait()
+    server.stop()
+    print("stembridge server stopped", flush=True)
+    return 0
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    from bridge.client import Client, ClientError
+
+    try:
+        client = Client.connect(start=args.command == "submit")
+    except ClientError as err:
+        print(f"stembridge: {err}", file=sys.stderr)
+        return 11
+    with client:
+        try:
+            if args.command == "ping":
+                print(f"pong in {client.ping() * 1000:.1f} ms from "
+                      f"{client.server[0]}:{client.server[1]}")
+            elif args.command == "status":
+                print(json.dumps(client.status(args.job), indent=2))
+            elif args.command == "cancel":
+                print(json.dumps(client.cancel(args.job), indent=2))
+            elif args.command == "submit":
+                job = client.split(args.file, stems=args.stems, model=args.model,
+                                   start_at=args.start_at)
+                print(f"job {job}")
+                if args.wait:
+                    for kind, data in client.events(job):
+                        if kind == "progress":
+                            print(f"  progress {data[0]}/{data[1]}", file=sys.stderr)
+                        elif kind == "done":
+                            for stem, path in data["files"].items():
+                                print(f"  {stem:13s} {path}")
+        except ClientError as err:
+            print(f"stembridge: error [{err.code}]: {err}", file=sys.stderr)
+            return 11 if err.code in ("timeout", "not_running") else 12
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
@@ -274,6 +384,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "split":
             return cmd_split(args)
+        if args.command == "serve":
+            return cmd_serve(args)
+        if args.command in ("submit", "status", "cancel", "ping"):
+            return cmd_client(args)
         return cmd_models(args)
     except StembridgeError as err:
         print(f"stembridge: error [{err.code.value}]: {err}", file=sys.stderr)

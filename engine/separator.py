@@ -47,9 +47,11 @@ class SplitRequest:
         path: input audio file (never modified).
         stems: 2, 4, 6 or None (the model's own sources).
         model: registry name, or None for the default for `stems`.
-        start_at: seconds from the start of the file where separation begins (the DAW's
-            play cursor); the rest follows.
+        start_at: seconds from the start of the separated audio (the section, if any)
+            where separation begins (the DAW's play cursor); the rest follows.
         overlap: window overlap fraction, None for the model's default.
+        section_start, section_length: seconds; separate only this part of the file
+            (None length: to the end). Output frame 0 is the section's first frame.
     """
 
     path: Path
@@ -57,6 +59,8 @@ class SplitRequest:
     model: str | None = None
     start_at: float = 0.0
     overlap: float | None = None
+    section_start: float = 0.0
+    section_length: float | None = None
 
 
 @dataclass
@@ -181,6 +185,8 @@ class Engine:
             raise InvalidArgumentError(f"--start-at must be >= 0 seconds, got {request.start_at}.")
         t0 = time.perf_counter()
         decoded, warnings = audio.load(Path(request.path), self.config.limits)
+        if request.section_start or request.section_length is not None:
+            decoded = _section(decoded, request.section_start, request.section_length)
         return Job(self, request, spec, plan, overlap, decoded, warnings,
                    decode_seconds=time.perf_counter() - t0)
 
@@ -233,9 +239,12 @@ class Job:
         if self._key is None:
             from engine.cache import cache_key, file_sha256
 
+            section = ""
+            if self.request.section_start or self.request.section_length is not None:
+                section = f"|section={self.request.section_start!r}:{self.request.section_length!r}"
             self._key = cache_key(file_sha256(Path(self.request.path)), self.spec.name,
-                                  self.spec.version, self.plan.config_id(), self.overlap,
-                                  self.engine.precision)
+                                  self.spec.version, self.plan.config_id() + section,
+                                  self.overlap, self.engine.precision)
         return self._key
 
     def metadata_dict(self, *, runtime: float) -> dict[str, Any]:
@@ -255,6 +264,8 @@ class Job:
             "start_at": self.request.start_at,
             "input": {
                 "path": str(self.request.path),
+                "section_start": self.request.section_start,
+                "section_length": self.request.section_length,
                 "duration": round(self.frames / self.samplerate, 6),
                 "samplerate": self.samplerate,
                 "channels": self.channels,
@@ -392,6 +403,21 @@ class Job:
         self.timings.forward = stats.forward_seconds
         if frames_done != self.frames:
             raise StembridgeError(f"internal: produced {frames_done} of {self.frames} frames")
+
+
+def _section(decoded: DecodedAudio, start: float, length: float | None) -> DecodedAudio:
+    """`decoded` cut to ``[start, start + length)`` seconds (length None: to the end)."""
+    from dataclasses import replace
+
+    sr = decoded.samplerate
+    total = decoded.samples.shape[-1]
+    a = int(round(start * sr))
+    b = total if length is None else min(total, a + int(round(length * sr)))
+    if start < 0 or a >= total or b <= a:
+        raise InvalidArgumentError(
+            f"The section {start:.3f}s + {length}s lies outside the file "
+            f"({total / sr:.3f}s long): check the item's start offset and length.")
+    return replace(decoded, samples=np.ascontiguousarray(decoded.samples[:, a:b]))
 
 
 def _mono_mean_std(mix: torch.Tensor, block: int = 1 << 20) -> tuple[float, float]:
