@@ -122,7 +122,9 @@ class Client:
                 msg = self.receive(timeout)
                 if msg.address == Address.ERROR:
                     body = unpack(msg.args[0])
-                    if match is None or match(msg):
+                    # an error naming no job and no request answers what we just sent
+                    generic = not body.get("job") and body.get("request_id", -1) == -1
+                    if generic or match is None or match(msg):
                         raise ClientError(body.get("code", "error"), body.get("message", ""))
                 if msg.address in addresses and (match is None or match(msg)):
                     return msg

@@ -33,9 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from protocol import PROTOCOL_VERSION
+from protocol.errors import ErrorCode
 from protocol.files import MANIFEST, cache_root, discovery_path, region_file, runtime_dir
 from protocol.messages import (
     MAX_DATAGRAM,
+    PUSHES,
     REQUESTS,
     Address,
     Message,
@@ -64,9 +66,18 @@ def is_loopback(host: str) -> bool:
 
 
 def _atomic_json(path: Path, data: dict[str, Any]) -> None:
+    """Replace `path` atomically. On Windows a reader holding the file open makes
+    os.replace fail for a moment: retry briefly."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    for attempt in range(50):
+        try:
+            os.replace(tmp, path)
+            return
+        except PermissionError:
+            if attempt == 49:
+                raise
+            time.sleep(0.02)
 
 
 @dataclass
@@ -107,6 +118,7 @@ class JobRecord:
     created: float = field(default_factory=time.time)
     cancel: Any = None
     source_stat: tuple[int, int] | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def summary(self) -> dict[str, Any]:
         return {"job": self.id, "state": self.state, "source": self.request.source,
@@ -131,7 +143,7 @@ class StembridgeServer:
             engine = Engine()
         self.engine = engine
         self.stats = {"received": 0, "handled": 0, "malformed": 0, "unknown": 0,
-                      "unauthorized": 0, "internal": 0}
+                      "unauthorized": 0, "internal": 0, "ignored": 0}
         self.jobs: dict[str, JobRecord] = {}
         self._queue: list[tuple[int, int, str]] = []
         self._seq = itertools.count()
@@ -153,6 +165,8 @@ class StembridgeServer:
     def start(self) -> StembridgeServer:
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
+        with __import__("contextlib").suppress(OSError):  # absorb bursts of requests
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         sock.bind((self.config.host, self.config.port))
         sock.settimeout(0.2)
         self._sock = sock
@@ -262,6 +276,10 @@ class StembridgeServer:
             log.info("malformed datagram from %s: %s", addr, exc)
             self._error(addr, "bad_message", f"Malformed OSC message: {exc}")
             return
+        if msg.address in PUSHES:
+            # never answer a push: two peers (or a spoofed sender) would ping-pong forever
+            self.stats["ignored"] += 1
+            return
         if msg.address not in REQUESTS:
             self.stats["unknown"] += 1
             log.info("unknown address %r from %s", msg.address, addr)
@@ -289,7 +307,11 @@ class StembridgeServer:
             handler(msg, body, addr)
         except ProtocolError as exc:
             self.stats["malformed"] += 1
-            self._error(addr, exc.code, f"{msg.address}: {exc}")
+            rid = body.get("request_id") if body else None
+            port = body.get("reply_port") if body else None
+            to = (addr[0], port) if type(port) is int and 0 < port < 65536 else addr
+            self._error(to, exc.code, f"{msg.address}: {exc}",
+                        request_id=rid if type(rid) is int else -1)
             return
         self.stats["handled"] += 1
 
@@ -349,11 +371,13 @@ class StembridgeServer:
             rec = JobRecord(job_id, req, reply_to, folder,
                             0 if req.priority == "interactive" else 1)
             self.jobs[job_id] = rec
-            heapq.heappush(self._queue, (rec.priority, next(self._seq), job_id))
-            self._cond.notify_all()
+        # Manifest and `accepted` first, then queue: a job's pushes never precede them.
         self._write_manifest(rec, {"state": "queued"})
         self.send(reply_to, Address.ACCEPTED, {"request_id": req.request_id, "job": job_id,
                                                "folder": str(folder)})
+        with self._cond:
+            heapq.heappush(self._queue, (rec.priority, next(self._seq), job_id))
+            self._cond.notify_all()
 
     def _on_cancel(self, msg: Message, body: Any, addr: tuple[str, int]) -> None:
         job_id = msg.args[0] if msg.args and isinstance(msg.args[0], str) else ""
@@ -362,10 +386,13 @@ class StembridgeServer:
             if rec is None:
                 self._error(addr, "unknown_job", f"No job {job_id!r}.", job=job_id)
                 return
-            if rec.state == "queued":
+            was_queued = rec.state == "queued"
+            if was_queued:
                 rec.state = "cancelled"
             elif rec.state == "running" and rec.cancel is not None:
                 rec.cancel.cancel()
+        if was_queued:
+            self._fail(rec, "cancelled", "The job was cancelled before it started.")
         self.send(addr, Address.STATUS_REPLY, rec.summary())
 
     def _on_status(self, msg: Message, body: Any, addr: tuple[str, int]) -> None:
@@ -418,6 +445,11 @@ class StembridgeServer:
 
     def _write_manifest(self, rec: JobRecord, update: dict[str, Any],
                         regions: list[dict[str, Any]] | None = None) -> None:
+        with rec.lock:
+            self._write_manifest_locked(rec, update, regions)
+
+    def _write_manifest_locked(self, rec: JobRecord, update: dict[str, Any],
+                               regions: list[dict[str, Any]] | None) -> None:
         path = rec.folder / MANIFEST
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -481,10 +513,14 @@ class StembridgeServer:
                     "samplerate": job.samplerate, "start_s": region.start_seconds,
                     "end_s": region.end_seconds,
                     "files": {s: str(rec.folder / f) for s, f in files.items()}})
-            st = source.stat()
+            try:
+                st = source.stat()
+            except OSError as exc:
+                raise StembridgeError(f"{source} disappeared while it was being separated "
+                                      f"({exc}).", code=ErrorCode.INPUT_MISSING) from exc
             if (st.st_size, st.st_mtime_ns) != rec.source_stat:
                 raise StembridgeError(f"{source} changed while it was being separated; "
-                                      "split it again.")
+                                      "split it again.", code=ErrorCode.SOURCE_CHANGED)
             final = {}
             for s, w in writers.items():
                 w.commit(rec.folder / f"{s}.wav")

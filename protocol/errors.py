@@ -22,6 +22,7 @@ class ErrorCode(str, Enum):
     INPUT_TOO_LONG = "input_too_long"
     INPUT_NOT_FINITE = "input_not_finite"
     INPUT_CHANNELS = "input_channels"
+    SOURCE_CHANGED = "source_changed"
     DECODER_MISSING = "decoder_missing"
     # models
     MODEL_UNKNOWN = "model_unknown"
@@ -48,6 +49,7 @@ EXIT_CODES: dict[ErrorCode, int] = {
     ErrorCode.INPUT_TOO_LONG: 5,
     ErrorCode.INPUT_NOT_FINITE: 5,
     ErrorCode.INPUT_CHANNELS: 5,
+    ErrorCode.SOURCE_CHANGED: 4,
     ErrorCode.DECODER_MISSING: 6,
     ErrorCode.MODEL_UNKNOWN: 7,
     ErrorCode.MODEL_NOT_INSTALLED: 8,

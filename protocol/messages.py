@@ -12,6 +12,7 @@ Requests (client -> server) may carry the server's access token: in the payload 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +81,18 @@ def _osc_string(text: str) -> bytes:
 
 
 def encode(address: str, *args: Any) -> bytes:
+    """One OSC message (see `_encode`); raises only `ProtocolError`."""
+    import struct
+
+    try:
+        return _encode(address, *args)
+    except ProtocolError:
+        raise
+    except (struct.error, OverflowError, TypeError, ValueError) as exc:
+        raise ProtocolError(f"cannot encode {address}: {exc}") from exc
+
+
+def _encode(address: str, *args: Any) -> bytes:
     """One OSC message: address, type tags, arguments. Supported argument types:
     int (``i``, 32-bit), float (``f``, 32-bit), str (``s``), bytes (``b``), bool (T/F),
     None (``N``). Dicts and lists are packed into a msgpack blob."""
@@ -206,6 +219,8 @@ def unpack(blob: Any) -> dict[str, Any]:
         raise ProtocolError(f"bad msgpack payload: {exc}") from exc
     if not isinstance(value, dict):
         raise ProtocolError("payload must be a msgpack map")
+    if not all(type(k) is str for k in value):
+        raise ProtocolError("payload keys must be strings")
     return value
 
 
@@ -290,7 +305,10 @@ class SplitRequestMsg:
         if msg.priority not in ("interactive", "batch"):
             raise ProtocolError("priority must be 'interactive' or 'batch'",
                                 code="invalid_argument")
-        if msg.start_at < 0 or msg.section_start < 0 or (
+        times = [msg.start_at, msg.section_start] + (
+            [msg.section_length] if msg.section_length is not None else [])
+        if not all(math.isfinite(t) for t in times) or msg.start_at < 0 or (
+                msg.section_start < 0) or (
                 msg.section_length is not None and msg.section_length <= 0):
             raise ProtocolError("times must be >= 0 (section_length > 0)",
                                 code="invalid_argument")
