@@ -288,7 +288,9 @@ class StembridgeServer:
             return
         body: dict[str, Any] | None = None
         try:
-            if msg.address in (Address.HELLO, Address.SPLIT):
+            if msg.address == Address.SPLIT and msg.args and isinstance(msg.args[0], str):
+                body = SplitRequestMsg.payload_from_args(msg.args)
+            elif msg.address in (Address.HELLO, Address.SPLIT):
                 body = payload(msg)
         except ProtocolError as exc:
             self.stats["malformed"] += 1

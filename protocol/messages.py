@@ -285,6 +285,27 @@ class SplitRequestMsg:
                 out[key] = value
         return out
 
+    @staticmethod
+    def payload_from_args(args: tuple[Any, ...]) -> dict[str, Any]:
+        """The payload map of the plain-argument form of ``/stembridge/split``, for OSC
+        tools that cannot send blobs (liblo's oscsend, TouchOSC):
+        ``s source [i stems (0: default)] [f start_at] [i reply_port (0: sender's)]
+        [s token]``. Its ``request_id`` is 0."""
+        if not args or not isinstance(args[0], str):
+            raise ProtocolError("plain split needs the source path as first argument")
+        kinds = (str, int, (int, float), int, str)
+        names = ("source", "stems", "start_at", "reply_port", "token")
+        if len(args) > len(names):
+            raise ProtocolError("plain split takes at most 5 arguments")
+        out: dict[str, Any] = {"request_id": 0}
+        for name, kind, value in zip(names, kinds, args, strict=False):
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ProtocolError(f"plain split argument {name!r} has the wrong type")
+            if name in ("stems", "reply_port") and value == 0:
+                continue
+            out[name] = float(value) if name == "start_at" else value
+        return out
+
     @classmethod
     def from_payload(cls, data: dict[str, Any]) -> SplitRequestMsg:
         msg = cls(

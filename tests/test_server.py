@@ -319,3 +319,42 @@ def test_ping_cli_is_fast_and_light(server, tmp_path):
 
 def test_pack_is_deterministic():
     assert pack({"a": 1, "b": [1, 2]}) == pack({"a": 1, "b": [1, 2]})
+
+
+@pytest.mark.skipif(not __import__("shutil").which("oscsend"), reason="liblo-tools missing")
+def test_liblo_oscsend_and_oscdump_drive_the_server(server, tmp_path):
+    """A third-party OSC implementation (liblo) submits a split with plain arguments and
+    receives the pushes: accepted, progress, region, done."""
+    import subprocess
+
+    src = _song(tmp_path / "liblo song.wav", 4.0)
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    log_path = tmp_path / "oscdump.txt"
+    with open(log_path, "w") as log_file:
+        dump = subprocess.Popen(["oscdump", "-L", str(port)], stdout=log_file,
+                                stderr=subprocess.STDOUT)
+    try:
+        time.sleep(0.3)
+        host, srv_port = server.address
+        subprocess.run(["oscsend", host, str(srv_port), "/stembridge/split", "sifi", str(src),
+                        "4", "0.0", str(port)], check=True, timeout=10)
+        deadline = time.time() + 60
+        text = ""
+        while time.time() < deadline:
+            text = log_path.read_text()
+            if "/stembridge/job/done" in text or "/stembridge/error" in text:
+                break
+            time.sleep(0.1)
+    finally:
+        dump.terminate()
+        dump.wait(5)
+    # oscdump prints: <timetag> <address> <types> <values...>
+    for address in ("/stembridge/job/accepted", "/stembridge/job/progress",
+                    "/stembridge/job/region", "/stembridge/job/done"):
+        assert address in text, text[-2000:]
+    progress = next(line.split() for line in text.splitlines()
+                    if "/stembridge/job/progress" in line)
+    assert progress[2] == "siif"  # plain arguments, as PROTOCOL.md says

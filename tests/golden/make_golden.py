@@ -71,6 +71,7 @@ def requests() -> list[tuple[str, str, tuple[Any, ...]]]:
         ("ping_token", Address.PING, (2, TOKEN)),
         ("split", Address.SPLIT, (split.to_payload(),)),
         ("split_minimal", Address.SPLIT, (minimal.to_payload(),)),
+        ("split_plain", Address.SPLIT, ("/home/user/Music/song.wav", 4, 12.5, 47811)),
         ("cancel", Address.CANCEL, (JOB,)),
         ("status_job", Address.STATUS, (JOB,)),
         ("status_server", Address.STATUS, ()),
