@@ -107,7 +107,7 @@ class JobRecord:
 
     id: str
     request: SplitRequestMsg
-    reply_to: tuple[str, int]
+    reply_to: tuple[str, int] | None
     folder: Path
     priority: int
     state: str = "queued"  # queued | running | done | failed | cancelled
@@ -115,6 +115,7 @@ class JobRecord:
     regions_total: int = 0
     eta: float | None = None
     error: dict[str, str] | None = None
+    resume: list[dict[str, Any]] = field(default_factory=list)
     created: float = field(default_factory=time.time)
     cancel: Any = None
     source_stat: tuple[int, int] | None = None
@@ -171,6 +172,7 @@ class StembridgeServer:
         sock.settimeout(0.2)
         self._sock = sock
         self.config.output_root.mkdir(parents=True, exist_ok=True)
+        self._recover()
         for target, name in ((self._receive_loop, "osc-receive"), (self._work_loop, "engine")):
             t = threading.Thread(target=target, name=f"stembridge-{name}", daemon=True)
             t.start()
@@ -179,6 +181,34 @@ class StembridgeServer:
             self._write_discovery()
         log.info("listening on %s:%d", *self.address)
         return self
+
+    def _recover(self) -> None:
+        """Re-queue the jobs a previous server left unfinished (crash, kill -9, power
+        loss): they resume from the regions their manifests list as final."""
+        root = self.config.output_root
+        for manifest in sorted(root.glob(f"*/{MANIFEST}")):
+            try:
+                data = json.loads(manifest.read_text(encoding="utf-8"))
+                if data.get("state") not in ("queued", "running"):
+                    continue
+                req = SplitRequestMsg.from_payload(
+                    {k: v for k, v in data["request"].items() if v is not None})
+            except (OSError, ValueError, KeyError, ProtocolError) as exc:
+                log.warning("cannot recover %s: %s", manifest, exc)
+                continue
+            job_id = manifest.parent.name
+            for stale in manifest.parent.glob(".*.tmp*"):  # the dead process's temp files
+                stale.unlink(missing_ok=True)
+            for stale in manifest.parent.glob(".stembridge-tmp-*"):
+                stale.unlink(missing_ok=True)
+            rec = JobRecord(job_id, req, None, manifest.parent,
+                            0 if req.priority == "interactive" else 1,
+                            resume=list(data.get("regions") or []))
+            if data.get("source_stat"):
+                rec.source_stat = tuple(data["source_stat"])  # type: ignore[assignment]
+            self.jobs[job_id] = rec
+            heapq.heappush(self._queue, (rec.priority, next(self._seq), job_id))
+            log.info("resuming job %s (%d regions already final)", job_id, len(rec.resume))
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop receiving, cancel the running job (its files stay for later pick-up),
@@ -221,7 +251,9 @@ class StembridgeServer:
 
     # ------------------------------------------------------------------ sending
 
-    def send(self, addr: tuple[str, int], address: str, *args: Any) -> None:
+    def send(self, addr: tuple[str, int] | None, address: str, *args: Any) -> None:
+        if addr is None:  # a job recovered after a restart: its client is gone
+            return
         try:
             data = encode(address, *args)
         except ProtocolError:
@@ -465,6 +497,36 @@ class StembridgeServer:
         data["updated"] = time.time()
         _atomic_json(path, data)
 
+    def _reload_regions(self, rec: JobRecord, writers: dict[str, Any]
+                        ) -> tuple[list[dict[str, Any]], list[tuple[int, int]]]:
+        """Put a recovered job's finished region files back into the stem writers.
+        Returns the manifest entries kept and their frame ranges; a region whose files
+        are missing or unreadable is dropped (and recomputed)."""
+        import soundfile as sf
+
+        kept: list[dict[str, Any]] = []
+        for entry in rec.resume:
+            try:
+                files = entry["files"]
+                if set(files) != set(writers):
+                    continue
+                data = {}
+                for stem, rel in files.items():
+                    path = (rec.folder / rel).resolve()
+                    if rec.folder.resolve() not in path.parents:
+                        raise ValueError(f"region file outside the job folder: {rel}")
+                    arr, _sr = sf.read(str(path), dtype="float32", always_2d=True)
+                    if arr.shape[0] != entry["end"] - entry["start"]:
+                        raise ValueError(f"{rel} has {arr.shape[0]} frames")
+                    data[stem] = arr.T
+            except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+                log.warning("job %s: dropping region %s (%s)", rec.id, entry, exc)
+                continue
+            for stem, arr in data.items():
+                writers[stem].write(int(entry["start"]), arr)
+            kept.append(entry)
+        return kept, [(int(e["start"]), int(e["end"])) for e in kept]
+
     def _run(self, rec: JobRecord) -> None:
         from engine.audio import StemFileWriter, write_audio
         from engine.errors import StembridgeError
@@ -474,6 +536,11 @@ class StembridgeServer:
         source = Path(req.source)
         try:
             st = source.stat()
+            if rec.resume and rec.source_stat is not None and \
+                    tuple(rec.source_stat) != (st.st_size, st.st_mtime_ns):
+                self._fail(rec, ErrorCode.SOURCE_CHANGED.value,
+                           f"{source} changed since the job started; split it again.")
+                return
             rec.source_stat = (st.st_size, st.st_mtime_ns)
             job = self.engine.prepare(SplitRequest(
                 source, stems=req.stems, model=req.model, start_at=req.start_at,
@@ -487,12 +554,15 @@ class StembridgeServer:
         stems = list(job.stem_names)
         self._write_manifest(rec, {
             "state": "running", "stems": stems, "samplerate": job.samplerate,
-            "channels": job.channels, "frames": job.frames})
+            "channels": job.channels, "frames": job.frames,
+            "source_stat": list(rec.source_stat)})
         for s in stems:
             (rec.folder / "regions" / s).mkdir(parents=True, exist_ok=True)
         writers = {s: StemFileWriter(rec.folder, job.frames, job.channels, job.samplerate)
                    for s in stems}
-        regions: list[dict[str, Any]] = []
+        if job.samplerate != job.spec.samplerate:
+            rec.resume = []  # resampled output: regions are recomputed (see Job.run)
+        regions, resume = self._reload_regions(rec, writers)
 
         def progress(p: Any) -> None:
             rec.regions_done, rec.regions_total, rec.eta = p.regions_done, p.regions_total, p.eta
@@ -500,7 +570,7 @@ class StembridgeServer:
                       int(p.regions_total), float(-1.0 if p.eta is None else p.eta))
 
         try:
-            for region in job.run(cancel=rec.cancel, on_progress=progress):
+            for region in job.run(cancel=rec.cancel, on_progress=progress, resume=resume):
                 files = {}
                 for s, arr in region.stems.items():
                     writers[s].write(region.start, arr)

@@ -236,6 +236,7 @@ def iter_separate(
     progress: Callable[[ChunkProgress], None] | None = None,
     stats: ChunkStats | None = None,
     transition_power: float = 1.0,
+    already_final: Sequence[tuple[int, int]] = (),
 ) -> Iterator[FinalRegion]:
     """Separate `mix` and yield each region as soon as it is final.
 
@@ -250,6 +251,8 @@ def iter_separate(
         cancel: checked between batches; raises `CancelledError` when set.
         progress: called after every batch.
         stats: filled in with timings.
+        already_final: sample ranges finished earlier (a resumed job): regions inside them
+            are neither computed nor yielded, and windows that only cover them are skipped.
 
     Yields:
         `FinalRegion`s covering ``[0, samples)`` exactly once, in the order they become
@@ -265,11 +268,14 @@ def iter_separate(
     weight = plan.weight()
     device = model.device
     pending: dict[int, dict[int, torch.Tensor]] = {}
-    remaining = {r.index: len(r.windows) for r in plan.regions}
+    skip = {r.index for r in plan.regions if _inside(r.start, r.end, already_final)}
+    needed = {w for r in plan.regions if r.index not in skip for w in r.windows}
+    remaining = {r.index: len(r.windows) for r in plan.regions if r.index not in skip}
     t0 = time.perf_counter()
     windows_done = regions_done = 0
     ctx = autocast or contextlib.nullcontext
-    for batch in _batches(plan.order(start_at), plan.windows, model, batch_size, first_batch):
+    order = [w for w in plan.order(start_at) if w in needed]
+    for batch in _batches(order, plan.windows, model, batch_size, first_batch):
         if cancel is not None:
             cancel.raise_if_cancelled()
         target = model.valid_length(plan.windows[batch[0]].length)
@@ -286,6 +292,8 @@ def iter_separate(
             win = plan.windows[idx]
             chunk_out = _center_trim(out[j], win.length)
             for r in plan.regions_of(idx):
+                if r in skip:
+                    continue
                 region = plan.regions[r]
                 a, b = region.start - win.offset, region.end - win.offset
                 pending.setdefault(r, {})[idx] = weight[a:b] * chunk_out[..., a:b]
@@ -298,11 +306,23 @@ def iter_separate(
             windows_done += 1
         if progress is not None:
             elapsed = time.perf_counter() - t0
-            total = len(plan.windows)
+            total = len(order)
             eta = elapsed / windows_done * (total - windows_done) if windows_done else None
             progress(ChunkProgress(windows_done, total, regions_done, len(plan.regions),
                                    elapsed, eta))
     stats.total_seconds = time.perf_counter() - t0
+
+
+def _inside(start: int, end: int, ranges: Sequence[tuple[int, int]]) -> bool:
+    """Whether ``[start, end)`` lies within the union of `ranges`."""
+    pos = start
+    for a, b in sorted(ranges):
+        if a > pos:
+            break
+        pos = max(pos, b)
+        if pos >= end:
+            return True
+    return pos >= end
 
 
 def _finish(region: RegionSpan, parts: dict[int, torch.Tensor], weight: torch.Tensor,

@@ -216,6 +216,7 @@ class Job:
         self.result: JobResult | None = None
         self.cache_hit = False
         self._key: str | None = None
+        self._resume: list[tuple[int, int]] = []
 
     # ------------------------------------------------------------------ facts
 
@@ -279,13 +280,19 @@ class Job:
 
     # ------------------------------------------------------------------ running
 
-    def run(self, *, cancel: Any = None, on_progress: Callable[[Progress], None] | None = None
-            ) -> Iterator[Region]:
+    def run(self, *, cancel: Any = None, on_progress: Callable[[Progress], None] | None = None,
+            resume: list[tuple[int, int]] | None = None) -> Iterator[Region]:
         """Yield every output `Region` once, in the order they become final; afterwards
-        `self.result` holds the metadata. Raises `CancelledError` when `cancel` is set."""
+        `self.result` holds the metadata. Raises `CancelledError` when `cancel` is set.
+
+        `resume`: frame ranges (source rate) a previous, interrupted run already produced.
+        When the source rate is the model's, the regions inside them are skipped (neither
+        computed nor yielded); otherwise everything is recomputed. A resumed run does not
+        write the cache (it never sees the whole result)."""
         t0 = time.perf_counter()
+        self._resume = list(resume or [])
         cache = None
-        if self.engine.config.use_cache:
+        if self.engine.config.use_cache and not self._resume:
             from engine.cache import ResultCache
 
             cache = ResultCache(self.engine.config.resolved_cache_dir())
@@ -383,8 +390,9 @@ class Job:
                                      self.frames, time.perf_counter() - t0, p.eta))
 
         start_at = int(round(self.request.start_at * sr_model))
+        already = self._resume if self.samplerate == sr_model else []
         for fr in iter_separate(model, mix, overlap=self.overlap, batch_size=batch,
-                                first_batch=1, start_at=start_at,
+                                first_batch=1, start_at=start_at, already_final=already,
                                 autocast=autocast_factory(engine.device, engine.precision),
                                 cancel=cancel, progress=chunk_progress, stats=stats):
             src = fr.audio
@@ -401,6 +409,7 @@ class Job:
                     self.timings.first_region = time.perf_counter() - t0
                 yield Region(dst_start, dst_start + arr.shape[-1], self.samplerate, stems)
         self.timings.forward = stats.forward_seconds
+        frames_done += sum(b - a for a, b in already)
         if frames_done != self.frames:
             raise StembridgeError(f"internal: produced {frames_done} of {self.frames} frames")
 

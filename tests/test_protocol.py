@@ -535,9 +535,12 @@ class _FakeJob:
     samplerate, channels, frames = 44100, 2, 8820
 
     def __init__(self) -> None:
-        self.result: Any = None
+        import types
 
-    def run(self, *, cancel: Any = None, on_progress: Any = None) -> Any:
+        self.result: Any = None
+        self.spec = types.SimpleNamespace(samplerate=44100)
+
+    def run(self, *, cancel: Any = None, on_progress: Any = None, resume: Any = None) -> Any:
         import numpy as np
 
         from engine.separator import JobResult, Progress, Region

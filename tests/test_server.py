@@ -358,3 +358,105 @@ def test_liblo_oscsend_and_oscdump_drive_the_server(server, tmp_path):
     progress = next(line.split() for line in text.splitlines()
                     if "/stembridge/job/progress" in line)
     assert progress[2] == "siif"  # plain arguments, as PROTOCOL.md says
+
+
+def _start_server_process(tmp_path: Path, models: Path, out: Path):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "STEMBRIDGE_RUNTIME_DIR": str(tmp_path / "run"),
+           "STEMBRIDGE_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve", "--port", "0",
+                             "--precision", "fp32", "--models-dir", str(models),
+                             "--output-root", str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "listening on" in line:
+            host, port = line.split("listening on ")[1].split()[0].rsplit(":", 1)
+            return proc, (host, int(port))
+    raise AssertionError("server did not start")
+
+
+def test_kill_9_mid_job_then_restart_resumes_and_equals_uninterrupted(test_models_dir,
+                                                                      tmp_path):
+    import signal
+
+    src = _song(tmp_path / "crash.wav", 60.0)
+    out = tmp_path / "jobs"
+    proc, addr = _start_server_process(tmp_path, test_models_dir, out)
+    try:
+        with Client(*addr, timeout=30) as c:
+            job = c.split(src, stems=4, model="htdemucs", start_at=20.0)
+            seen = 0
+            for kind, _ in c.events(job, timeout=120):
+                if kind == "region":
+                    seen += 1
+                    if seen == 3:
+                        proc.send_signal(signal.SIGKILL)
+                        break
+    finally:
+        proc.wait(10)
+    manifest = out / job / "manifest.json"
+    before = json.loads(manifest.read_text())
+    assert before["state"] == "running" and len(before["regions"]) >= 3
+    assert not [p for p in (out / job).glob("*.wav") if not p.name.startswith(".")], \
+        "no consolidated stems from a killed run"
+    proc, addr = _start_server_process(tmp_path, test_models_dir, out)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            after = json.loads(manifest.read_text())
+            if after["state"] in ("done", "failed"):
+                break
+            time.sleep(0.2)
+        assert after["state"] == "done", after.get("error")
+        with Client(*addr, timeout=10) as c:
+            assert c.status(job)["state"] == "done"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    # the regions final before the kill were not recomputed: they are kept as they were
+    assert after["regions"][: len(before["regions"])] == before["regions"]
+    engine = Engine(EngineConfig(precision="fp32", models_dir=test_models_dir,
+                                 use_cache=False))
+    ref_job, ref_regions = engine.split(
+        __import__("engine.separator", fromlist=["SplitRequest"]).SplitRequest(
+            src, stems=4, model="htdemucs"))
+    for stem in ref_job.stem_names:
+        ref = np.zeros((ref_job.frames, 2), np.float32)
+        for r in ref_regions:
+            ref[r.start:r.end] = r.stems[stem].T
+        got, _ = sf.read(out / job / f"{stem}.wav", dtype="float32")
+        np.testing.assert_allclose(got, ref, atol=1e-6)
+
+
+def test_serve_detach_ensure_running_and_sigterm(tmp_path):
+    """`serve --detach` starts one server (idempotently), writes the discovery file, and
+    SIGTERM shuts it down cleanly (discovery file removed)."""
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "STEMBRIDGE_RUNTIME_DIR": str(tmp_path / "run"),
+           "STEMBRIDGE_CACHE_DIR": str(tmp_path / "cache")}
+    first = subprocess.run([sys.executable, "-m", "bridge", "serve", "--detach"], env=env,
+                           capture_output=True, text=True, timeout=90)
+    assert first.returncode == 0, first.stderr
+    info = json.loads((tmp_path / "run" / "server.json").read_text())
+    try:
+        second = subprocess.run([sys.executable, "-m", "bridge", "serve", "--detach"], env=env,
+                                capture_output=True, text=True, timeout=90)
+        assert f"pid {info['pid']}" in second.stdout, "a second --detach reuses the server"
+        ping = subprocess.run([sys.executable, "-m", "bridge", "ping"], env=env,
+                              capture_output=True, text=True, timeout=30)
+        assert ping.returncode == 0 and "pong" in ping.stdout
+    finally:
+        os.kill(info["pid"], signal.SIGTERM)
+    deadline = time.time() + 20
+    while (tmp_path / "run" / "server.json").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    assert not (tmp_path / "run" / "server.json").exists()
+    ping = subprocess.run([sys.executable, "-m", "bridge", "ping"], env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert ping.returncode != 0
