@@ -177,17 +177,19 @@ class ChunkPlan:
         return first + rest
 
 
-def window_input(mix: torch.Tensor, window: Window, target_length: int) -> torch.Tensor:
+def window_input(mix: torch.Tensor, window: Window, target_length: int,
+                 align: str = "center") -> torch.Tensor:
     """The model input for `window`: (channels, target_length) taken from `mix`
-    (channels, total) centred on the window, real audio where it exists, zeros outside the
-    track — identical to `demucs.apply.TensorChunk(mix, offset, length).padded(target)`."""
+    (channels, total), real audio where it exists, zeros outside the track. ``center``
+    centres the window (identical to `demucs.apply.TensorChunk(mix, offset,
+    length).padded(target)`); ``start`` begins at the window's first sample."""
     import torch.nn.functional as F
 
     delta = target_length - window.length
     if delta < 0:
         raise ValueError(f"target length {target_length} < window length {window.length}")
     total = mix.shape[-1]
-    start = window.offset - delta // 2
+    start = window.offset - (delta // 2 if align == "center" else 0)
     end = start + target_length
     lo, hi = max(0, start), min(total, end)
     chunk = mix[..., lo:hi]
@@ -196,12 +198,13 @@ def window_input(mix: torch.Tensor, window: Window, target_length: int) -> torch
     return chunk
 
 
-def _center_trim(out: torch.Tensor, length: int) -> torch.Tensor:
+def _center_trim(out: torch.Tensor, length: int, align: str = "center") -> torch.Tensor:
     delta = out.shape[-1] - length
     if delta < 0:
         raise ValueError(f"model output ({out.shape[-1]}) shorter than its window ({length})")
     if delta:
-        out = out[..., delta // 2: out.shape[-1] - (delta - delta // 2)]
+        first = delta // 2 if align == "center" else 0
+        out = out[..., first: first + length]
     return out
 
 
@@ -267,6 +270,9 @@ def iter_separate(
     plan = ChunkPlan(mix.shape[-1], model.segment_length, overlap, transition_power)
     weight = plan.weight()
     device = model.device
+    # Where a short window sits in the model's input: centred (demucs) or at the start
+    # (spleeter, whose masks degrade after long leading silence).
+    align = getattr(model, "align", "center")
     pending: dict[int, dict[int, torch.Tensor]] = {}
     skip = {r.index for r in plan.regions if _inside(r.start, r.end, already_final)}
     needed = {w for r in plan.regions if r.index not in skip for w in r.windows}
@@ -279,7 +285,7 @@ def iter_separate(
         if cancel is not None:
             cancel.raise_if_cancelled()
         target = model.valid_length(plan.windows[batch[0]].length)
-        inp = torch.stack([window_input(mix, plan.windows[i], target) for i in batch])
+        inp = torch.stack([window_input(mix, plan.windows[i], target, align) for i in batch])
         tf = time.perf_counter()
         with torch.inference_mode(), ctx():
             out = model.forward(inp.to(device, non_blocking=True),
@@ -290,7 +296,7 @@ def iter_separate(
         stats.batch_sizes.append(len(batch))
         for j, idx in enumerate(batch):
             win = plan.windows[idx]
-            chunk_out = _center_trim(out[j], win.length)
+            chunk_out = _center_trim(out[j], win.length, align)
             for r in plan.regions_of(idx):
                 if r in skip:
                     continue

@@ -58,6 +58,10 @@ class SeparationModel(Protocol):
     spec: ModelSpec
     #: window length in samples at ``spec.samplerate`` (the chunk loop's segment).
     segment_length: int
+    #: Where a window shorter than the model's input sits: "center" (demucs, with real
+    #: neighbouring audio on both sides) or "start" (padding after it). Optional; default
+    #: "center".
+    align: str
     #: Whether the engine should normalise the whole track to zero mean / unit std before
     #: separation and undo it afterwards (what `demucs.api.Separator` does).
     normalize_input: bool

@@ -79,7 +79,7 @@ _DEC = ((512, 256), (512, 128), (256, 64), (128, 32), (64, 16), (32, 1))
 
 SPEC = ModelSpec(
     name="spleeter-2stems",
-    version="deezer-2stems-1+sb1",
+    version="deezer-2stems-1+sb2",
     family="spleeter",
     sources=STEMS,
     samplerate=SAMPLERATE,
@@ -704,6 +704,9 @@ class Spleeter2Stems:
 
     spec = SPEC
     segment_length = SEGMENT_LENGTH
+    #: Short windows go at the start of the input (zeros after): the masks degrade after
+    #: long leading silence (measured on the MUSDB excerpt: 3.20 vs 2.54 dB vocals SDR).
+    align = "start"
     normalize_input = False
 
     def __init__(self, vocals: SpleeterUNet, accompaniment: SpleeterUNet) -> None:
