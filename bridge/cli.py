@@ -73,6 +73,8 @@ def _build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--output-root", type=Path, default=None,
                     help="where job folders are written (default ~/.cache/stembridge/jobs)")
     sv.add_argument("--models-dir", type=Path, default=None)
+    sv.add_argument("--model-memory-mb", type=float, default=0, help="budget for warm "
+                    "models (least recently used ones are unloaded; 0 = automatic)")
     sv.add_argument("--detach", action="store_true", help="start in the background and "
                     "return once it answers (idempotent: reuses a running server)")
 
@@ -305,7 +307,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     engine = Engine(EngineConfig(device=args.device, precision=args.precision,
-                                 models_dir=args.models_dir))
+                                 models_dir=args.models_dir,
+                                 model_memory_mb=args.model_memory_mb))
     for name in filter(None, args.preload.split(",")):
         engine.model(name.strip())
     config = ServerConfig(host=args.host, port=args.port, token=args.token,

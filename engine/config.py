@@ -59,6 +59,9 @@ class EngineConfig:
         cache_dir: results cache root (default `results_cache_dir()`).
         models_dir: model weights root (default `models_dir()`).
         threads: torch intra-op threads; 0 keeps torch's default.
+        model_memory_mb: budget for warm models' weights, in MB; the least recently used
+            models are unloaded to stay under it (the model in use is always kept).
+            0: a quarter of the machine's RAM (CPU) or half the GPU's memory.
     """
 
     device: str = "auto"
@@ -68,6 +71,7 @@ class EngineConfig:
     cache_dir: Path | None = None
     models_dir: Path | None = None
     threads: int = 0
+    model_memory_mb: float = float(os.environ.get("STEMBRIDGE_MODEL_MEMORY_MB", 0))
     limits: Limits = field(default_factory=Limits)
 
     def resolved_cache_dir(self) -> Path:

@@ -14,6 +14,7 @@ stores the result in the cache. A cache hit replays the stored stems at once.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -156,14 +157,38 @@ class Engine:
         return list(self._models)
 
     def model(self, name: str) -> SeparationModel:
-        """The warm model `name`, loading it on first use."""
+        """The warm model `name`, loading it on first use; least recently used models are
+        unloaded to keep the warm set within `config.model_memory_mb`."""
         with self._lock:
-            if name not in self._models:
-                from engine.models import registry
+            if name in self._models:
+                self._models[name] = self._models.pop(name)  # most recently used last
+                return self._models[name]
+            from engine.models import registry
 
-                self._models[name] = registry.load(name, self.device,
-                                                   self.config.resolved_models_dir())
-            return self._models[name]
+            model = registry.load(name, self.device, self.config.resolved_models_dir())
+            self._models[name] = model
+            budget = self.memory_budget()
+            while len(self._models) > 1 and sum(map(_model_bytes, self._models.values())) > budget:
+                oldest = next(iter(self._models))
+                del self._models[oldest]
+                if self.device.type == "cuda":
+                    import torch
+
+                    torch.cuda.empty_cache()
+            return model
+
+    def memory_budget(self) -> int:
+        """Bytes the warm models' weights may take (see `EngineConfig.model_memory_mb`)."""
+        if self.config.model_memory_mb:
+            return int(self.config.model_memory_mb * 2**20)
+        if self.device.type == "cuda":
+            import torch
+
+            return torch.cuda.get_device_properties(self.device).total_memory // 2
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+        except (ValueError, OSError, AttributeError):
+            return 4 * 2**30
 
     def unload(self, name: str) -> None:
         with self._lock:
@@ -412,6 +437,18 @@ class Job:
         frames_done += sum(b - a for a, b in already)
         if frames_done != self.frames:
             raise StembridgeError(f"internal: produced {frames_done} of {self.frames} frames")
+
+
+def _model_bytes(model: Any) -> int:
+    """Bytes of a loaded model's parameters and buffers (its warm-memory cost)."""
+    nets = getattr(model, "models", None) or getattr(model, "nets", None) or []
+    if not isinstance(nets, (list, tuple)):
+        nets = list(nets.values()) if isinstance(nets, dict) else [nets]
+    total = 0
+    for net in nets:
+        for t in list(net.parameters()) + list(net.buffers()):
+            total += t.numel() * t.element_size()
+    return total
 
 
 def _section(decoded: DecodedAudio, start: float, length: float | None) -> DecodedAudio:

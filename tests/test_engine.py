@@ -184,3 +184,21 @@ def test_model_stays_warm(test_models_dir, tmp_path):
     job2, _ = engine.split(SplitRequest(src, stems=4))
     assert engine.model("htdemucs") is model
     assert job2.timings.model_load < 0.05
+
+
+def test_warm_models_are_evicted_least_recently_used(test_models_dir, tmp_path):
+    from engine.separator import _model_bytes
+
+    engine = _engine(test_models_dir, tmp_path / "cache")
+    ht = engine.model("htdemucs")
+    six = engine.model("htdemucs_6s")
+    assert engine.loaded_models() == ["htdemucs", "htdemucs_6s"]  # within the default budget
+    engine.config.model_memory_mb = 0
+    tight = Engine(EngineConfig(device="cpu", precision="fp32", models_dir=test_models_dir,
+                                model_memory_mb=0.5))
+    assert _model_bytes(ht) > 0 and _model_bytes(six) > 0
+    tight.model("htdemucs")
+    tight.model("htdemucs_6s")
+    assert tight.loaded_models() == ["htdemucs_6s"], "the least recently used one goes"
+    tight.model("htdemucs")
+    assert tight.loaded_models() == ["htdemucs"]
