@@ -460,3 +460,20 @@ def test_serve_detach_ensure_running_and_sigterm(tmp_path):
     ping = subprocess.run([sys.executable, "-m", "bridge", "ping"], env=env,
                           capture_output=True, text=True, timeout=30)
     assert ping.returncode != 0
+
+
+def test_job_survives_its_client_disappearing(server, tmp_path):
+    src = _song(tmp_path / "orphan.wav", 12.0)
+    c = _client(server)
+    job = c.split(src, stems=4, model="htdemucs")
+    c.close()  # the client goes away: pushes now go to a closed port
+    deadline = time.time() + 120
+    while time.time() < deadline and server.jobs[job].state in ("queued", "running"):
+        time.sleep(0.1)
+    assert server.jobs[job].state == "done"
+    manifest = json.loads((server.jobs[job].folder / "manifest.json").read_text())
+    assert manifest["state"] == "done"
+    for rel in manifest["final"].values():
+        assert (server.jobs[job].folder / rel).exists()
+    with _client(server) as later:  # picked up later, by another client
+        assert later.status(job)["state"] == "done"
