@@ -24,7 +24,7 @@ install: ffmpeg
 install-test: install
 	$(PIP) install -q -e '.[test]'
 	@command -v oscsend >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
-	  $(SUDO) apt-get install -y -qq liblo-tools >/dev/null || \
+	  { $(SUDO) apt-get update -qq; $(SUDO) apt-get install -y -qq liblo-tools >/dev/null; } || \
 	  echo "liblo-tools not installed: the third-party OSC test will be skipped"; }
 
 demo: install  ## separate the real MUSDB18 excerpt that stempeg ships, offline

@@ -155,13 +155,13 @@ class Client:
     def split(self, source: str | Path, *, stems: int | None = None, model: str | None = None,
               start_at: float = 0.0, priority: str = "interactive",
               section_start: float = 0.0, section_length: float | None = None,
-              output_root: str | None = None) -> str:
+              output_root: str | None = None, shm: bool = False) -> str:
         """Submit a job; returns its id once the server accepted it."""
         rid = next(self._ids)
         req = SplitRequestMsg(rid, str(Path(source).resolve()), stems=stems, model=model,
                               start_at=start_at, priority=priority,
                               section_start=section_start, section_length=section_length,
-                              output_root=output_root, token=self.token)
+                              output_root=output_root, token=self.token, shm=shm)
         self.send(Address.SPLIT, req.to_payload())
 
         def mine(m: Message) -> bool:
@@ -174,19 +174,22 @@ class Client:
         return str(unpack(msg.args[0])["job"])
 
     def events(self, job: str, timeout: float = 600.0) -> Iterator[tuple[str, Any]]:
-        """(kind, data) for `job` until done: ("progress", (done, total, eta)),
-        ("region", payload), then ("done", payload); an error raises ClientError."""
+        """(kind, data) for `job` until done: ("started", payload), ("progress",
+        (done, total, eta)), ("region", payload), then ("done", payload); an error raises
+        ClientError."""
         while True:
             msg = self.receive(timeout)
             if msg.address == Address.PROGRESS and msg.args and msg.args[0] == job:
                 yield "progress", tuple(msg.args[1:4])
-            elif msg.address in (Address.REGION, Address.DONE, Address.ERROR):
+            elif msg.address in (Address.STARTED, Address.REGION, Address.DONE,
+                                 Address.ERROR):
                 body = unpack(msg.args[0])
                 if body.get("job") != job:
                     continue
                 if msg.address == Address.ERROR:
                     raise ClientError(body.get("code", "error"), body.get("message", ""))
-                kind = "region" if msg.address == Address.REGION else "done"
+                kind = {Address.STARTED: "started", Address.REGION: "region"}.get(
+                    msg.address, "done")
                 yield kind, body
                 if kind == "done":
                     return
@@ -197,6 +200,11 @@ class Client:
 
     def cancel(self, job: str) -> dict[str, Any]:
         self.send(Address.CANCEL, job, *self._tok())
+        return unpack(self._expect({Address.STATUS_REPLY}).args[0])
+
+    def release(self, job: str) -> dict[str, Any]:
+        """Free the job's shared memory on the server (its files stay)."""
+        self.send(Address.RELEASE, job, *self._tok())
         return unpack(self._expect({Address.STATUS_REPLY}).args[0])
 
     def jobs(self) -> list[dict[str, Any]]:

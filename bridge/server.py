@@ -116,6 +116,7 @@ class JobRecord:
     eta: float | None = None
     error: dict[str, str] | None = None
     resume: list[dict[str, Any]] = field(default_factory=list)
+    shm: Any = None
     created: float = field(default_factory=time.time)
     cancel: Any = None
     source_stat: tuple[int, int] | None = None
@@ -221,6 +222,10 @@ class StembridgeServer:
             self._cond.notify_all()
         for t in self._threads:
             t.join(timeout)
+        for rec in self.jobs.values():
+            if rec.shm is not None:
+                rec.shm.unlink()
+                rec.shm = None
         if self._sock is not None:
             self._sock.close()
         if self.config.write_discovery:
@@ -336,6 +341,7 @@ class StembridgeServer:
             Address.HELLO: self._on_hello, Address.PING: self._on_ping,
             Address.SPLIT: self._on_split, Address.CANCEL: self._on_cancel,
             Address.STATUS: self._on_status, Address.JOBS: self._on_jobs,
+            Address.RELEASE: self._on_release,
         }[msg.address]
         try:
             handler(msg, body, addr)
@@ -361,7 +367,7 @@ class StembridgeServer:
             "models_loaded": self.engine.loaded_models(),
             "device": str(self.engine.device), "precision": self.engine.precision,
             "capabilities": ["split", "cancel", "status", "jobs", "files", "start_at",
-                             "section"],
+                             "section", "shm", "release"],
             "output_root": str(self.config.output_root)})
 
     def _on_ping(self, msg: Message, body: Any, addr: tuple[str, int]) -> None:
@@ -444,6 +450,18 @@ class StembridgeServer:
             "running": sum(r.state == "running" for r in self.jobs.values()),
             "models_loaded": self.engine.loaded_models(), "stats": dict(self.stats)})
 
+    def _on_release(self, msg: Message, body: Any, addr: tuple[str, int]) -> None:
+        """Free a job's shared memory (its files stay)."""
+        job_id = msg.args[0] if msg.args and isinstance(msg.args[0], str) else ""
+        rec = self.jobs.get(job_id)
+        if rec is None:
+            self._error(addr, "unknown_job", f"No job {job_id!r}.", job=job_id)
+            return
+        if rec.shm is not None and rec.state != "running":
+            rec.shm.unlink()
+            rec.shm = None
+        self.send(addr, Address.STATUS_REPLY, rec.summary())
+
     def _on_jobs(self, msg: Message, body: Any, addr: tuple[str, int]) -> None:
         jobs = sorted(self.jobs.values(), key=lambda r: r.created)[-50:]
         self.send(addr, Address.JOBS_REPLY, {"jobs": [r.summary() for r in jobs]})
@@ -496,6 +514,13 @@ class StembridgeServer:
             data["regions"] = regions
         data["updated"] = time.time()
         _atomic_json(path, data)
+
+    @staticmethod
+    def _drop_shm(rec: JobRecord) -> None:
+        if rec.shm is not None:
+            rec.shm.finish(False)
+            rec.shm.unlink()
+            rec.shm = None
 
     def _reload_regions(self, rec: JobRecord, writers: dict[str, Any]
                         ) -> tuple[list[dict[str, Any]], list[tuple[int, int]]]:
@@ -563,6 +588,24 @@ class StembridgeServer:
         if job.samplerate != job.spec.samplerate:
             rec.resume = []  # resampled output: regions are recomputed (see Job.run)
         regions, resume = self._reload_regions(rec, writers)
+        shm_info = None
+        if req.shm:
+            from protocol.shm import ShmWriter
+
+            try:
+                rec.shm = ShmWriter(rec.id[-8:], len(stems), job.channels, job.frames,
+                                    job.samplerate)
+            except OSError as exc:
+                for w in writers.values():
+                    w.abort()
+                self._fail(rec, "output_failed", f"Cannot create shared memory: {exc}")
+                return
+            shm_info = {"index": rec.shm.index_name,
+                        "blocks": {st: rec.shm.names[i] for i, st in enumerate(stems)}}
+        self.send(rec.reply_to, Address.STARTED, {
+            "job": rec.id, "stems": stems, "samplerate": job.samplerate,
+            "channels": job.channels, "frames": job.frames, "folder": str(rec.folder),
+            "shm": shm_info})
 
         def progress(p: Any) -> None:
             rec.regions_done, rec.regions_total, rec.eta = p.regions_done, p.regions_total, p.eta
@@ -577,6 +620,10 @@ class StembridgeServer:
                     rel = region_file(s, region.start, region.end)
                     write_audio(rec.folder / rel, arr, job.samplerate)
                     files[s] = rel
+                if rec.shm is not None:
+                    for i, st in enumerate(stems):
+                        rec.shm.write(i, region.start, region.stems[st])
+                    rec.shm.publish(region.start, region.end)
                 entry = {"start": region.start, "end": region.end, "files": files}
                 regions.append(entry)
                 self._write_manifest(rec, {}, regions)
@@ -600,12 +647,16 @@ class StembridgeServer:
         except StembridgeError as err:
             for w in writers.values():
                 w.abort()
+            self._drop_shm(rec)
             self._fail(rec, err.code.value, str(err))
             return
         except BaseException:
             for w in writers.values():
                 w.abort()
+            self._drop_shm(rec)
             raise
+        if rec.shm is not None:
+            rec.shm.finish(True)
         assert job.result is not None
         meta = job.result.metadata
         rec.state = "done"

@@ -28,10 +28,12 @@ class Address:
     CANCEL = f"{PREFIX}/cancel"
     STATUS = f"{PREFIX}/status"
     JOBS = f"{PREFIX}/jobs"
+    RELEASE = f"{PREFIX}/release"
     # pushes and replies (server -> client)
     WELCOME = f"{PREFIX}/hello/reply"
     PONG = f"{PREFIX}/pong"
     ACCEPTED = f"{PREFIX}/job/accepted"
+    STARTED = f"{PREFIX}/job/started"
     PROGRESS = f"{PREFIX}/job/progress"
     REGION = f"{PREFIX}/job/region"
     DONE = f"{PREFIX}/job/done"
@@ -41,8 +43,9 @@ class Address:
 
 
 REQUESTS = frozenset({Address.HELLO, Address.PING, Address.SPLIT, Address.CANCEL,
-                      Address.STATUS, Address.JOBS})
-PUSHES = frozenset({Address.WELCOME, Address.PONG, Address.ACCEPTED, Address.PROGRESS,
+                      Address.STATUS, Address.JOBS, Address.RELEASE})
+PUSHES = frozenset({Address.WELCOME, Address.PONG, Address.ACCEPTED, Address.STARTED,
+                    Address.PROGRESS,
                     Address.REGION, Address.DONE, Address.ERROR, Address.STATUS_REPLY,
                     Address.JOBS_REPLY})
 
@@ -259,7 +262,8 @@ class SplitRequestMsg:
     (seconds, play-cursor order), ``section_start``/``section_length`` (seconds, optional
     part of the file), ``priority`` ("interactive" | "batch"), ``output_root`` (optional;
     must lie inside the server's output root), ``reply_port`` (optional UDP port on the
-    sender's host for pushes; default the sender's port), ``token``.
+    sender's host for pushes; default the sender's port), ``token``, ``shm`` (bool: also
+    publish the stems in shared memory, see `protocol.shm`).
     """
 
     request_id: int
@@ -273,9 +277,12 @@ class SplitRequestMsg:
     output_root: str | None = None
     reply_port: int | None = None
     token: str | None = None
+    shm: bool = False
 
     def to_payload(self) -> dict[str, Any]:
         out: dict[str, Any] = {"request_id": self.request_id, "source": self.source}
+        if self.shm:
+            out["shm"] = True
         for key in ("stems", "model", "start_at", "section_start", "section_length",
                     "priority", "output_root", "reply_port", "token"):
             value = getattr(self, key)
@@ -320,6 +327,7 @@ class SplitRequestMsg:
             output_root=field(data, "output_root", str, required=False),
             reply_port=field(data, "reply_port", int, required=False),
             token=field(data, "token", str, required=False),
+            shm=field(data, "shm", bool, required=False, default=False),
         )
         if msg.stems is not None and msg.stems not in (2, 4, 6):
             raise ProtocolError("stems must be 2, 4 or 6", code="invalid_argument")

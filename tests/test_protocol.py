@@ -228,7 +228,7 @@ def test_doc_states_version_limits_and_fields():
     for key in ("host", "port", "pid", "version", "protocol", "started", "token_required",
                 "output_root"):
         assert f"| `{key}` |" in DOC
-    assert "## Shared memory (planned)" in DOC and "Not implemented" in DOC
+    assert "## Shared memory" in DOC and "seqlock" in DOC and "STBI" in DOC
 
 
 # --------------------------------------------------------------------------- decode: robustness
@@ -661,7 +661,7 @@ def test_server_answers_with_the_golden_shapes(tmp_path, monkeypatch):
         while Address.DONE not in seen:
             _, msg = peer.receive()
             seen.setdefault(msg.address, []).append(msg)
-        assert set(seen) == {Address.PROGRESS, Address.REGION, Address.DONE}
+        assert set(seen) == {Address.STARTED, Address.PROGRESS, Address.REGION, Address.DONE}
         for progress in seen[Address.PROGRESS]:
             assert [type(a) for a in progress.args] == [str, int, int, float]  # ,siif
             assert progress.args[0] == job

@@ -477,3 +477,53 @@ def test_job_survives_its_client_disappearing(server, tmp_path):
         assert (server.jobs[job].folder / rel).exists()
     with _client(server) as later:  # picked up later, by another client
         assert later.status(job)["state"] == "done"
+
+
+def test_shared_memory_plane_equals_final_files(server, tmp_path):
+    from multiprocessing import shared_memory
+
+    from protocol.shm import DONE, ShmReader
+
+    src = _song(tmp_path / "shm.wav", 20.0, 48000)
+    with _client(server) as c:
+        job = c.split(src, stems=4, model="htdemucs", start_at=8.0, shm=True)
+        reader = None
+        seen_final: list[tuple[int, int]] = []
+        for kind, data in c.events(job, timeout=120):
+            if kind == "started":
+                assert data["shm"] is not None and data["frames"] == 20 * 48000
+                reader = ShmReader(data["shm"]["index"],
+                                   [data["shm"]["blocks"][s] for s in data["stems"]])
+                stems = data["stems"]
+            elif kind == "region":
+                assert reader is not None
+                # published before (or with) the push: the region is final in the index
+                assert reader.index().is_final(data["start"], data["end"])
+                seen_final.append((data["start"], data["end"]))
+            elif kind == "done":
+                done = data
+        assert reader is not None
+        snap = reader.index()
+        assert snap.state == DONE and snap.ranges == [(0, 20 * 48000)]
+        assert (snap.samplerate, snap.channels, snap.stems) == (48000, 2, 4)
+        for i, stem in enumerate(stems):
+            final, _ = sf.read(done["files"][stem], dtype="float32")
+            for ch in range(2):
+                np.testing.assert_array_equal(reader.data[i][ch][: 20 * 48000], final[:, ch])
+        names = [n for s in stems for n in server.jobs[job].shm.names[stems.index(s)]]
+        try:
+            import pyo  # noqa: F401  (optional: the real consumer)
+        except ImportError:
+            pyo = None
+        if pyo is not None:
+            s = pyo.Server(audio="manual").boot()
+            table = pyo.SharedTable("/" + names[0], create=False, size=20 * 48000)
+            got = np.asarray(table.getTable(), dtype=np.float32)
+            np.testing.assert_array_equal(got, reader.data[0][0][: 20 * 48000])
+            del table
+            s.shutdown()
+        reader.close()
+        c.release(job)
+        for name in names:
+            with pytest.raises(FileNotFoundError):
+                shared_memory.SharedMemory(name=name)

@@ -76,6 +76,7 @@ def requests() -> list[tuple[str, str, tuple[Any, ...]]]:
         ("status_job", Address.STATUS, (JOB,)),
         ("status_server", Address.STATUS, ()),
         ("jobs", Address.JOBS, ()),
+        ("release", Address.RELEASE, (JOB,)),
     ]
 
 
@@ -112,6 +113,13 @@ def pushes() -> list[tuple[str, str, tuple[Any, ...]]]:
         ("hello_reply", Address.WELCOME, (welcome,)),
         ("pong", Address.PONG, (1,)),
         ("job_accepted", Address.ACCEPTED, ({"request_id": 7, "job": JOB, "folder": FOLDER},)),
+        ("job_started", Address.STARTED, ({
+            "job": JOB, "stems": ["vocals", "drums", "bass", "other"], "samplerate": 44100,
+            "channels": 2, "frames": 9261000, "folder": FOLDER,
+            "shm": {"index": "sb0a1b2c3d_ix",
+                    "blocks": {st: [f"sb0a1b2c3d_{i}_0", f"sb0a1b2c3d_{i}_1"]
+                               for i, st in enumerate(["vocals", "drums", "bass", "other"])}},
+        },)),
         ("job_progress", Address.PROGRESS, (JOB, 3, 9, 4.75)),
         ("job_region", Address.REGION, (region,)),
         ("job_done", Address.DONE, (done,)),
