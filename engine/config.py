@@ -13,14 +13,11 @@ from pathlib import Path
 
 def user_cache_dir() -> Path:
     """Root of stembridge's per-user cache: ``$STEMBRIDGE_CACHE_DIR``, else
-    ``$XDG_CACHE_HOME/stembridge``, else ``~/.cache/stembridge`` (``%LOCALAPPDATA%`` on Windows)."""
-    env = os.environ.get("STEMBRIDGE_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
-        return Path(os.environ["LOCALAPPDATA"]) / "stembridge" / "cache"
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "stembridge"
+    ``$XDG_CACHE_HOME/stembridge``, else ``~/.cache/stembridge`` (``%LOCALAPPDATA%`` on Windows).
+    The rule is part of the protocol (clients find the discovery file through it)."""
+    from protocol.files import cache_root
+
+    return cache_root()
 
 
 def models_dir() -> Path:

@@ -16,7 +16,6 @@ downloaded implicitly while offline: loading fails at once with what to do.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -263,11 +262,9 @@ def not_installed_error(name: str, models_root: Path) -> ModelError:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from engine.cache import file_sha256
+
+    return file_sha256(path)
 
 
 def _verify_manifest(folder: Path, files: list[Path]) -> None:
