@@ -14,6 +14,7 @@ from typing import Any
 
 from tests.reaper_sim.api import Signature, load
 
+
 class NotSimulated(RuntimeError):
     """A real REAPER function the simulation does not implement (yet)."""
 
