@@ -158,12 +158,6 @@ def _safe_name(name: str) -> str:
     return name[:120]
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _split_one(engine: Any, path: Path, args: argparse.Namespace, out_dir: Path,
                used: set[Path]) -> dict[str, Any]:
     from engine.audio import StemFileWriter, remove_stale_temp_files
@@ -203,7 +197,9 @@ def _split_one(engine: Any, path: Path, args: argparse.Namespace, out_dir: Path,
     meta = dict(job.result.metadata)
     meta["output"] = {"folder": str(folder.resolve()), "files": files, "format": args.format,
                       "subtype": subtype}
-    _write_json_atomic(folder / "stems.json", meta)
+    from protocol.files import write_json_atomic
+
+    write_json_atomic(folder / "stems.json", meta)
     return meta
 
 

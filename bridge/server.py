@@ -17,6 +17,7 @@ with ``/stembridge/error``; nothing a client sends can stop the server.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import hmac
 import ipaddress
@@ -34,7 +35,14 @@ from typing import Any
 
 from protocol import PROTOCOL_VERSION
 from protocol.errors import ErrorCode
-from protocol.files import MANIFEST, cache_root, discovery_path, region_file, runtime_dir
+from protocol.files import (
+    MANIFEST,
+    cache_root,
+    discovery_path,
+    region_file,
+    runtime_dir,
+    write_json_atomic,
+)
 from protocol.messages import (
     MAX_DATAGRAM,
     PUSHES,
@@ -63,21 +71,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
-
-
-def _atomic_json(path: Path, data: dict[str, Any]) -> None:
-    """Replace `path` atomically. On Windows a reader holding the file open makes
-    os.replace fail for a moment: retry briefly."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    for attempt in range(50):
-        try:
-            os.replace(tmp, path)
-            return
-        except PermissionError:
-            if attempt == 49:
-                raise
-            time.sleep(0.02)
 
 
 @dataclass
@@ -117,6 +110,7 @@ class JobRecord:
     error: dict[str, str] | None = None
     resume: list[dict[str, Any]] = field(default_factory=list)
     shm: Any = None
+    manifest: dict[str, Any] | None = None
     created: float = field(default_factory=time.time)
     cancel: Any = None
     source_stat: tuple[int, int] | None = None
@@ -167,7 +161,7 @@ class StembridgeServer:
     def start(self) -> StembridgeServer:
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
-        with __import__("contextlib").suppress(OSError):  # absorb bursts of requests
+        with contextlib.suppress(OSError):  # absorb bursts of requests
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         sock.bind((self.config.host, self.config.port))
         sock.settimeout(0.2)
@@ -204,7 +198,7 @@ class StembridgeServer:
                 stale.unlink(missing_ok=True)
             rec = JobRecord(job_id, req, None, manifest.parent,
                             0 if req.priority == "interactive" else 1,
-                            resume=list(data.get("regions") or []))
+                            resume=list(data.get("regions") or []), manifest=data)
             if data.get("source_stat"):
                 rec.source_stat = tuple(data["source_stat"])  # type: ignore[assignment]
             self.jobs[job_id] = rec
@@ -246,9 +240,9 @@ class StembridgeServer:
         host, port = self.address
         folder = runtime_dir()
         folder.mkdir(parents=True, exist_ok=True)
-        with __import__("contextlib").suppress(OSError):
+        with contextlib.suppress(OSError):
             folder.chmod(0o700)
-        _atomic_json(discovery_path(), {
+        write_json_atomic(discovery_path(), {
             "host": host, "port": port, "pid": os.getpid(), "version": __version__,
             "protocol": PROTOCOL_VERSION, "started": self.started,
             "token_required": bool(self.config.token),
@@ -337,6 +331,8 @@ class StembridgeServer:
             self.stats["unauthorized"] += 1
             self._error(addr, "unauthorized", "Missing or wrong token.")
             return
+        if self.config.token and body is None and msg.args and isinstance(msg.args[-1], str):
+            msg = Message(msg.address, msg.args[:-1])  # handlers never see the token
         handler = {
             Address.HELLO: self._on_hello, Address.PING: self._on_ping,
             Address.SPLIT: self._on_split, Address.CANCEL: self._on_cancel,
@@ -437,7 +433,7 @@ class StembridgeServer:
 
     def _on_status(self, msg: Message, body: Any, addr: tuple[str, int]) -> None:
         job_id = msg.args[0] if msg.args and isinstance(msg.args[0], str) else ""
-        if job_id and job_id != (self.config.token or "\0"):
+        if job_id:
             rec = self.jobs.get(job_id)
             if rec is None:
                 self._error(addr, "unknown_job", f"No job {job_id!r}.", job=job_id)
@@ -502,18 +498,16 @@ class StembridgeServer:
 
     def _write_manifest_locked(self, rec: JobRecord, update: dict[str, Any],
                                regions: list[dict[str, Any]] | None) -> None:
-        path = rec.folder / MANIFEST
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            data = {"protocol": PROTOCOL_VERSION, "job": rec.id, "source": rec.request.source,
-                    "request": rec.request.to_payload() | {"token": None},
-                    "regions": [], "final": None}
-        data.update(update)
+        if rec.manifest is None:
+            rec.manifest = {"protocol": PROTOCOL_VERSION, "job": rec.id,
+                            "source": rec.request.source,
+                            "request": rec.request.to_payload() | {"token": None},
+                            "regions": [], "final": None}
+        rec.manifest.update(update)
         if regions is not None:
-            data["regions"] = regions
-        data["updated"] = time.time()
-        _atomic_json(path, data)
+            rec.manifest["regions"] = regions
+        rec.manifest["updated"] = time.time()
+        write_json_atomic(rec.folder / MANIFEST, rec.manifest)
 
     @staticmethod
     def _drop_shm(rec: JobRecord) -> None:

@@ -83,10 +83,10 @@ class ResultCache:
         """Write meta.json into `staging` and move it into place as entry `key`.
         `files` maps stem -> file name inside `staging`. If another process committed the
         same key first, its entry is kept and `staging` is removed."""
+        from protocol.files import write_json_atomic
+
         meta = {**meta, "files": files, "created": time.time(), "key": key}
-        tmp = staging / ".meta.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        os.replace(tmp, staging / "meta.json")
+        write_json_atomic(staging / "meta.json", meta)
         folder = self._folder(key)
         folder.parent.mkdir(parents=True, exist_ok=True)
         try:

@@ -387,8 +387,8 @@ class Job:
         mix_np = audio.to_model_channels(self.audio.samples, 2)
         if self.samplerate != sr_model:
             mix_np = audio.resample(mix_np, self.samplerate, sr_model)
-        elif mix_np is self.audio.samples:
-            mix_np = mix_np.copy() if self.audio.samples.flags.writeable is False else mix_np
+        if not mix_np.flags.writeable:  # e.g. ffmpeg's read-only buffer: normalised in place
+            mix_np = mix_np.copy()
         # The job owns the decoded audio: release it (the model-rate mix replaces it), so
         # a long song is held once, not three times.
         self.audio.samples = np.zeros((self._channels, 0), np.float32)

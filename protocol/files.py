@@ -11,8 +11,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 MANIFEST = "manifest.json"
 DISCOVERY = "server.json"
@@ -45,3 +49,19 @@ def discovery_path() -> Path:
 def region_file(stem: str, start: int, end: int) -> str:
     """Path of a region file relative to its job folder."""
     return f"regions/{stem}/{start:010d}-{end:010d}.wav"
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Replace `path` with `data` as JSON atomically (temporary file in the same folder,
+    then os.replace): a reader sees the old or the new version, never a partial one. On
+    Windows a reader holding the file open makes os.replace fail for a moment: retry."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    for attempt in range(50):
+        try:
+            os.replace(tmp, path)
+            return
+        except PermissionError:
+            if attempt == 49:
+                raise
+            time.sleep(0.02)

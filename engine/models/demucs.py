@@ -24,6 +24,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.cache import file_sha256
 from engine.errors import ModelError
 from engine.models.base import ModelSpec
 from protocol.errors import ErrorCode
@@ -261,12 +262,6 @@ def not_installed_error(name: str, models_root: Path) -> ModelError:
 # ---------------------------------------------------------------- loading
 
 
-def _sha256(path: Path) -> str:
-    from engine.cache import file_sha256
-
-    return file_sha256(path)
-
-
 def _verify_manifest(folder: Path, files: list[Path]) -> None:
     """If the folder has a manifest.json (written by fetch/make-test), check sha256s."""
     manifest = folder / "manifest.json"
@@ -275,7 +270,7 @@ def _verify_manifest(folder: Path, files: list[Path]) -> None:
     recorded = json.loads(manifest.read_text(encoding="utf-8")).get("sha256", {})
     for f in files:
         want = recorded.get(f.name)
-        if want and _sha256(f) != want:
+        if want and file_sha256(f) != want:
             raise ModelError(
                 f"{f} does not match its recorded checksum (corrupt or partial download). "
                 f"Delete {folder} and run `stembridge models fetch {folder.name}` again.",
@@ -340,7 +335,7 @@ def load(name: str, device: torch.device, models_root: Path) -> DemucsSeparator:
 
 
 def _write_manifest(folder: Path, source: str) -> None:
-    sums = {p.name: _sha256(p) for p in sorted(folder.iterdir())
+    sums = {p.name: file_sha256(p) for p in sorted(folder.iterdir())
             if p.suffix in (".safetensors", ".th", ".yaml")}
     tmp = folder / ".manifest.json.tmp"
     tmp.write_text(json.dumps({"source": source, "sha256": sums}, indent=2), encoding="utf-8")
@@ -469,7 +464,7 @@ def make_test_model(name: str, directory: Path, *, size: str = "tiny", fmt: str 
                    "training_args": {}}
             tmp = folder / f"{sig}.th.tmp"
             torch.save(pkg, tmp)
-            digest = _sha256(tmp)[:8]
+            digest = file_sha256(tmp)[:8]
             os.replace(tmp, folder / f"{sig}-{digest}.th")
     bag: dict[str, Any] = {"models": list(extra["sigs"])}  # type: ignore[call-overload]
     if "weights" in extra:
