@@ -79,7 +79,10 @@ def _build_parser() -> argparse.ArgumentParser:
                     "return once it answers (idempotent: reuses a running server)")
 
     sb = sub.add_parser("submit", help="send a file to the running server")
-    sb.add_argument("file", type=Path)
+    sb.add_argument("file", type=Path, nargs="?", help="audio file (absolute or relative)")
+    sb.add_argument("--request", type=Path, default=None, metavar="JSON",
+                    help="read the job from a JSON request file and answer in "
+                    "<name>.reply.json (for clients without UDP, e.g. REAPER scripts)")
     sb.add_argument("--stems", type=int, choices=(2, 4, 6), default=None)
     sb.add_argument("--model", default=None)
     sb.add_argument("--start-at", type=float, default=0.0)
@@ -334,7 +337,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_client(args: argparse.Namespace) -> int:
-    from bridge.client import Client, ClientError
+    from bridge.client import Client, ClientError, submit_request_file
+
+    if args.command == "submit" and args.request is not None:
+        return submit_request_file(args.request)
+    if args.command == "submit" and args.file is None:
+        print("stembridge: submit needs a FILE or --request JSON", file=sys.stderr)
+        return 2
 
     try:
         client = Client.connect(start=args.command == "submit")

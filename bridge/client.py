@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from protocol.files import discovery_path, runtime_dir
+from protocol.files import MANIFEST, discovery_path, runtime_dir, write_json_atomic
 from protocol.messages import (
     MAX_DATAGRAM,
     Address,
@@ -66,10 +66,10 @@ class Client:
 
     @classmethod
     def connect(cls, *, start: bool = True, timeout: float = 5.0, token: str | None = None,
-                start_timeout: float = 60.0) -> Client:
-        """A client of the running server; starts one (detached) if none answers and
-        `start` is true."""
-        info = ensure_running(start_timeout) if start else read_discovery()
+                start_timeout: float = 60.0, serve_args: tuple[str, ...] = ()) -> Client:
+        """A client of the running server; starts one (detached, with `serve_args`) if
+        none answers and `start` is true."""
+        info = ensure_running(start_timeout, serve_args) if start else read_discovery()
         if info is None:
             raise ClientError("not_running", "No stembridge server is running; start one "
                               "with `stembridge serve --detach`.")
@@ -157,6 +157,16 @@ class Client:
               section_start: float = 0.0, section_length: float | None = None,
               output_root: str | None = None, shm: bool = False) -> str:
         """Submit a job; returns its id once the server accepted it."""
+        return str(self.submit(source, stems=stems, model=model, start_at=start_at,
+                               priority=priority, section_start=section_start,
+                               section_length=section_length, output_root=output_root,
+                               shm=shm)["job"])
+
+    def submit(self, source: str | Path, *, stems: int | None = None, model: str | None = None,
+               start_at: float = 0.0, priority: str = "interactive",
+               section_start: float = 0.0, section_length: float | None = None,
+               output_root: str | None = None, shm: bool = False) -> dict[str, Any]:
+        """Submit a job; returns the `job/accepted` payload (request_id, job, folder)."""
         rid = next(self._ids)
         req = SplitRequestMsg(rid, str(Path(source).resolve()), stems=stems, model=model,
                               start_at=start_at, priority=priority,
@@ -170,8 +180,7 @@ class Client:
             except (ProtocolError, IndexError):
                 return False
 
-        msg = self._expect({Address.ACCEPTED}, mine)
-        return str(unpack(msg.args[0])["job"])
+        return dict(unpack(self._expect({Address.ACCEPTED}, mine).args[0]))
 
     def events(self, job: str, timeout: float = 600.0) -> Iterator[tuple[str, Any]]:
         """(kind, data) for `job` until done: ("started", payload), ("progress",
@@ -221,16 +230,18 @@ def _alive(info: dict[str, Any]) -> bool:
         return False
 
 
-def ensure_running(timeout: float = 60.0) -> dict[str, Any]:
+def ensure_running(timeout: float = 60.0, serve_args: tuple[str, ...] = ()) -> dict[str, Any]:
     """The discovery record of a live server, starting a detached one if needed.
-    Idempotent: a second call finds the first one's server."""
+    Idempotent: a second call finds the first one's server. `serve_args` (e.g.
+    ``("--device", "cpu")``) only apply when this call has to start it."""
     info = read_discovery()
     if info is not None and _alive(info):
         return info
     log_dir = runtime_dir()
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / "server.log", "ab") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve", "--port", "0"],
+        proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve", "--port", "0",
+                                 *serve_args],
                                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
                                 start_new_session=True)
     deadline = time.monotonic() + timeout
@@ -247,3 +258,58 @@ def ensure_running(timeout: float = 60.0) -> dict[str, Any]:
         time.sleep(0.1)
     raise ClientError("start_failed", f"The server did not start within {timeout:.0f}s; "
                       f"see {log_dir / 'server.log'}.")
+
+
+#: Fields a request file (``stembridge submit --request FILE``) may hold.
+REQUEST_FIELDS = {"source": str, "stems": int, "model": str, "start_at": (int, float),
+                  "device": str, "priority": str}
+
+
+def reply_path(request: Path) -> Path:
+    """Where `submit --request` answers: ``x.json`` -> ``x.reply.json``."""
+    return request.with_name(request.name.removesuffix(".json") + ".reply.json")
+
+
+def submit_request_file(request: Path) -> int:
+    """Submit the job described by a JSON request file and answer in its reply file.
+
+    For clients that cannot speak UDP (REAPER's Lua): they write ``<name>.json``, launch
+    ``stembridge submit --request <name>.json`` without waiting, and poll
+    ``<name>.reply.json`` (written atomically). The reply goes through
+    ``{"state": "launched"}`` (this process runs), then ``{"state": "accepted", "job",
+    "folder", "manifest"}`` or ``{"state": "error", "code", "message"}``. Returns the exit
+    code (0 accepted)."""
+    out = reply_path(request)
+
+    def answer(state: str, **fields: Any) -> None:
+        write_json_atomic(out, {"state": state, "pid": os.getpid(), **fields})
+
+    answer("launched")
+    try:
+        body = json.loads(request.read_text(encoding="utf-8"))
+        if not isinstance(body, dict) or not isinstance(body.get("source"), str):
+            raise ValueError("the request must be a JSON object with a \"source\" path")
+        for key, kind in REQUEST_FIELDS.items():
+            if body.get(key) is not None and (not isinstance(body[key], kind)
+                                              or isinstance(body[key], bool)):
+                raise ValueError(f"request field {key!r} has the wrong type")
+    except (OSError, ValueError) as exc:
+        answer("error", code="invalid_argument", message=f"Bad request file {request}: {exc}")
+        return 12
+    serve_args = ("--device", body["device"]) if body.get("device") else ()
+    try:
+        with Client.connect(start=True, serve_args=serve_args, timeout=10.0) as client:
+            accepted = client.submit(body["source"], stems=body.get("stems") or None,
+                                     model=body.get("model") or None,
+                                     start_at=float(body.get("start_at") or 0.0),
+                                     priority=body.get("priority") or "interactive")
+    except ClientError as err:
+        answer("error", code=err.code, message=str(err))
+        return 11 if err.code in ("timeout", "not_running", "start_failed") else 12
+    except OSError as exc:
+        answer("error", code="not_running", message=f"Cannot reach the engine: {exc}")
+        return 11
+    folder = str(accepted["folder"])
+    answer("accepted", job=str(accepted["job"]), folder=folder,
+           manifest=str(Path(folder) / MANIFEST))
+    return 0

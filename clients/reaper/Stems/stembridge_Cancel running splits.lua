@@ -1,0 +1,19 @@
+-- @description Cancel running splits
+-- @author stembridge developers
+-- @version 0.2.0
+-- @changelog
+--   Progressive stems from the stembridge engine: tracks at once, regions as they are final, one undo point.
+-- @noindex
+--   (installed with the package "stembridge_Split selected items to stems (vocals, drums, bass, other).lua")
+-- @provides
+--   [main] stembridge_Cancel running splits.lua
+-- @about
+--   Cancels every running split: the engine stops, the unfinished stem tracks are removed.
+
+local function script_folder()
+  local path = select(2, reaper.get_action_context())
+  return path:match("^(.*[/\\])") or ""
+end
+
+local core = dofile(script_folder() .. "lib/stembridge_core.lua").init(script_folder() .. "lib")
+core.cancel_action()

@@ -1,0 +1,19 @@
+-- @description Settings
+-- @author stembridge developers
+-- @version 0.2.0
+-- @changelog
+--   Progressive stems from the stembridge engine: tracks at once, regions as they are final, one undo point.
+-- @noindex
+--   (installed with the package "stembridge_Split selected items to stems (vocals, drums, bass, other).lua")
+-- @provides
+--   [main] stembridge_Settings.lua
+-- @about
+--   Model, device, output folder, folder track, mute original, stem colors and the path to the stembridge engine.
+
+local function script_folder()
+  local path = select(2, reaper.get_action_context())
+  return path:match("^(.*[/\\])") or ""
+end
+
+local core = dofile(script_folder() .. "lib/stembridge_core.lua").init(script_folder() .. "lib")
+core.settings_dialog()

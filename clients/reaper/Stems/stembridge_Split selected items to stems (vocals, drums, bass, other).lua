@@ -1,0 +1,25 @@
+-- @description Split selected items to stems (vocals, drums, bass, other)
+-- @author stembridge developers
+-- @version 0.2.0
+-- @changelog
+--   Progressive stems from the stembridge engine: tracks at once, regions as they are final, one undo point.
+-- @provides
+--   [main] stembridge_Split selected items to vocals and instrumental.lua
+--   [main] stembridge_Split selected items to 6 stems.lua
+--   [main] stembridge_Cancel running splits.lua
+--   [main] stembridge_Settings.lua
+--   [nomain] lib/stembridge_core.lua
+--   [nomain] lib/stembridge_json.lua
+--   [nomain] lib/stembridge_protocol.lua
+-- @about
+--   Splits each selected audio item into vocals, drums, bass and other on new tracks under it. The stems fill in while the engine works, starting at the play cursor.
+
+local function script_folder()
+  local path = select(2, reaper.get_action_context())
+  return path:match("^(.*[/\\])") or ""
+end
+
+local core = dofile(script_folder() .. "lib/stembridge_core.lua").init(script_folder() .. "lib")
+reaper.set_action_options(1 | 2) -- a relaunch restarts the monitor; jobs are kept
+core.split_selected(4)
+core.run_monitor()
