@@ -90,7 +90,7 @@ def test_split_places_aligned_stems_that_fill_in_before_the_job_is_done(reaper, 
     song = _song(tmp_path / "song.wav", 24.0)
     before = song.read_bytes()
     src_track = reaper.new_track("Band", depth=0)
-    after_track = reaper.new_track("After")
+    reaper.new_track("After")
     item = reaper.new_item(src_track, song, position=10.0, length=15.5, startoffs=3.25,
                            name="My Song")
     reaper.project.cursor = 22.0  # the edit cursor is on the item: 15.25 s into the file
@@ -155,3 +155,197 @@ def test_split_places_aligned_stems_that_fill_in_before_the_job_is_done(reaper, 
     reaper.undo()
     assert [t.name for t in reaper.tracks()] == ["Band", "After"]
     assert reaper.tracks()[0].items[0].values["B_MUTE"] == 0.0
+
+
+def test_section_playrate_folders_and_two_items_at_once(reaper, engine, tmp_path):
+    """A section source (the item plays part of its parent file) at playrate 1.5, and a
+    second item on a track that closes a folder: stems align with what each item plays;
+    the closing track keeps closing its folder; results do not mix."""
+    a = _song(tmp_path / "a.wav", 12.0, seed=1)
+    b = _song(tmp_path / "b.wav", 8.0, seed=2)
+    reaper.new_track("Folder", depth=1)
+    t_a = reaper.new_track("A", depth=0)
+    t_b = reaper.new_track("B (closes the folder)", depth=-1)
+    reaper.new_item(t_a, a, position=2.0, length=4.0, startoffs=0.5, playrate=1.5,
+                    section=(3.0, 8.0, False), name="Sec")
+    reaper.new_item(t_b, b, position=0.0, length=8.0, name="Bee")
+    reaper.ext_state[("stembridge", "mute_original")] = "0"
+
+    reaper.run_script(SPLIT2)
+    names = [t.name for t in reaper.tracks()]
+    assert names == ["Folder", "A", "Sec (stems)", "vocals", "instrumental",
+                     "B (closes the folder)", "Bee (stems)", "vocals", "instrumental"]
+    assert [t.folder_depth for t in reaper.tracks()] == [1, 0, 1, 0, -1, -1, 1, 0, -1]
+    assert reaper.run_until(lambda: _idle(reaper), timeout=120), reaper.console
+    assert not reaper.messages, reaper.messages
+    tracks = reaper.tracks()
+    assert all(it.values["B_MUTE"] == 0.0 for t in (t_a, t_b) for it in t.items)
+    # Section: the stems play the parent file's stems from 3.0 + 0.5 s, at 1.5x.
+    for t in tracks[3:5]:
+        (item,) = t.items
+        take = item.active
+        assert take.values["D_STARTOFFS"] == pytest.approx(3.5)
+        assert take.values["D_PLAYRATE"] == 1.5
+        assert take.source.filename.endswith(f"Sec stems/{t.name}.wav")
+    # vocals + instrumental of the Spleeter model add up to what the item plays.
+    mix = reaper.render(tracks[3], 2.0, 6.0) + reaper.render(tracks[4], 2.0, 6.0)
+    np.testing.assert_allclose(mix, reaper.render(t_a, 2.0, 6.0), atol=1e-4)
+    mix_b = reaper.render(tracks[7], 0.0, 8.0) + reaper.render(tracks[8], 0.0, 8.0)
+    np.testing.assert_allclose(mix_b, reaper.render(t_b, 0.0, 8.0), atol=1e-4)
+    assert not np.allclose(mix[:, :1000], mix_b[:, :1000])
+
+
+def test_same_item_twice_and_resplit_from_the_cache(reaper, engine, tmp_path):
+    song = _song(tmp_path / "twice.wav", 6.0, seed=3)
+    track = reaper.new_track("T")
+    reaper.new_item(track, song, position=1.0, length=6.0, name="Twice")
+    reaper.run_script(SPLIT2)
+    reaper.run_script(SPLIT2)  # a relaunch while the first runs: both jobs are followed
+    assert reaper.action_options == 3
+    assert reaper.run_until(lambda: _idle(reaper), timeout=120), reaper.console
+    assert not reaper.messages, reaper.messages
+    folders = [t for t in reaper.tracks() if t.name == "Twice (stems)"]
+    assert len(folders) == 2
+    files = sorted(it.active.source.filename for t in reaper.tracks()
+                   if t.name == "vocals" for it in t.items)
+    assert len(files) == 2 and files[0] != files[1], "each split has its own files"
+    np.testing.assert_array_equal(sf.read(files[0])[0], sf.read(files[1])[0])
+    # Again, once the first finished: the engine's cache answers.
+    reaper.run_script(SPLIT2)
+    assert reaper.run_until(lambda: _idle(reaper), timeout=60)
+    last = _manifests(engine)
+    hits = [m for m in last if m["source"] == str(song) and m["metadata"]["cache_hit"]]
+    assert hits, "re-splitting the same item did not come from the cache"
+    assert len([t for t in reaper.tracks() if t.name == "Twice (stems)"]) == 3
+
+
+def test_two_projects_do_not_mix(reaper, engine, tmp_path):
+    from tests.reaper_sim.sim import Project
+
+    one = _song(tmp_path / "one.wav", 5.0, seed=4)
+    two = _song(tmp_path / "two.wav", 7.0, seed=5)
+    reaper.new_item(reaper.new_track("P1"), one, position=0.0, length=5.0, name="One")
+    reaper.run_script(SPLIT2)
+    second = Project()
+    reaper.projects.append(second)
+    reaper.active = 1
+    reaper.new_item(reaper.new_track("P2"), two, position=3.0, length=7.0, name="Two")
+    reaper.run_script(SPLIT2)
+    assert reaper.run_until(lambda: _idle(reaper), timeout=120), reaper.console
+    assert not reaper.messages, reaper.messages
+    p1, p2 = reaper.projects
+    assert [t.name for t in p1.tracks] == ["P1", "One (stems)", "vocals", "instrumental"]
+    assert [t.name for t in p2.tracks] == ["P2", "Two (stems)", "vocals", "instrumental"]
+    assert "One stems" in p1.tracks[2].items[0].active.source.filename
+    assert "Two stems" in p2.tracks[2].items[0].active.source.filename
+    assert p2.tracks[2].items[0].values["D_POSITION"] == 3.0
+    assert [d for d, _ in p1.undo_points] == ["stembridge: split 1 item(s) to stems"]
+    assert [d for d, _ in p2.undo_points] == ["stembridge: split 1 item(s) to stems"]
+
+
+def test_cancel_stops_the_job_and_removes_unfinished_stems(reaper, engine, tmp_path):
+    song = _song(tmp_path / "long.wav", 90.0, seed=6)
+    reaper.new_item(reaper.new_track("T"), song, position=0.0, length=90.0, name="Long")
+    reaper.run_script(SPLIT4)
+
+    def some_region() -> bool:
+        return any(it.takes for t in reaper.tracks() for it in t.items if t.name == "vocals")
+
+    assert reaper.run_until(some_region, timeout=60)
+    reaper.run_script(CANCEL)  # the running monitor (another script) acts on it
+    assert reaper.run_until(lambda: _idle(reaper), timeout=30)
+    assert [t.name for t in reaper.tracks()] == ["T"]
+    assert reaper.tracks()[0].items[0].values["B_MUTE"] == 0.0
+    assert reaper.undo_points[-1] == "stembridge: cancel split"
+
+    def cancelled() -> bool:
+        return any(m["state"] == "cancelled" for m in _manifests(engine)
+                   if m["source"] == str(song))
+
+    deadline = time.monotonic() + 30
+    while not cancelled() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert cancelled()
+    (job,) = [p for p in engine["jobs"].iterdir()
+              if json.loads((p / "manifest.json").read_text())["source"] == str(song)]
+    leftovers = [p.name for p in job.iterdir() if p.is_file() and p.name != "manifest.json"]
+    assert leftovers == [], "a cancelled job left final or temporary stems"
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_errors_surface_with_what_to_do(reaper, engine, tmp_path):
+    track = reaper.new_track("T")
+    # Nothing usable selected: MIDI, empty and reversed items are skipped with a message.
+    reaper.new_item(track, None, position=0.0, length=2.0, kind="MIDI")
+    reaper.new_item(track, None, position=3.0, length=2.0, kind="EMPTY")
+    rev = _song(tmp_path / "rev.wav", 3.0)
+    reaper.new_item(track, rev, position=6.0, length=2.0, section=(0.0, 3.0, True))
+    reaper.run_script(SPLIT4)
+    (msg, title, _kind), = reaper.messages
+    assert "Select one or more audio items" in msg
+    assert "MIDI" in msg and "empty item" in msg and "reversed" in msg
+    assert [t.name for t in reaper.tracks()] == ["T"] and not reaper.undo_points
+    reaper.messages.clear()
+
+    # The engine cannot be found.
+    for it in track.items:
+        it.selected = False
+    reaper.new_item(track, rev, position=9.0, length=3.0, name="Rev")
+    reaper.ext_state[("stembridge", "engine")] = str(tmp_path / "no" / "stembridge")
+    reaper.run_script(SPLIT4)
+    assert reaper.run_until(lambda: _idle(reaper), timeout=10)
+    (msg, _, _), = reaper.messages
+    assert "engine did not start" in msg and "Settings" in msg
+    assert [t.name for t in reaper.tracks()] == ["T"], "the failed split's tracks stay"
+    reaper.messages.clear()
+
+    # A launched engine that never answers (wrong program): a timeout, not a hang.
+    reaper.ext_state[("stembridge", "engine")] = "/bin/true"
+    reaper.ext_state[("stembridge", "launch_timeout")] = "1.5"
+    reaper.run_script(SPLIT4)
+    assert reaper.run_until(lambda: _idle(reaper), timeout=20)
+    (msg, _, _), = reaper.messages
+    assert "engine did not start" in msg
+    reaper.messages.clear()
+
+    # The engine answers with an error: unknown model, and a file it cannot decode.
+    reaper.ext_state[("stembridge", "engine")] = sys.executable
+    reaper.ext_state[("stembridge", "model")] = "no_such_model"
+    reaper.run_script(SPLIT4)
+    assert reaper.run_until(lambda: _idle(reaper), timeout=60)
+    (msg, _, _), = reaper.messages
+    assert "no_such_model" in msg and "stembridge models" in msg
+    reaper.messages.clear()
+    reaper.ext_state[("stembridge", "model")] = ""
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really")
+    track.items[-1].selected = False
+    reaper.new_item(track, bad, position=20.0, length=3.0, name="Bad")
+    reaper.run_script(SPLIT4)
+    assert reaper.run_until(lambda: _idle(reaper), timeout=60)
+    (msg, _, _), = reaper.messages
+    assert "Bad" in msg and "bad.wav" in msg
+    assert [t.name for t in reaper.tracks()] == ["T"]
+
+
+def test_a_stopped_monitor_resumes_its_jobs(reaper, engine, tmp_path):
+    """REAPER stops the script mid-job (or restarts): the jobs are saved in the project and
+    the next stembridge action follows them to the end, with no duplicate items."""
+    song = _song(tmp_path / "resume.wav", 30.0, seed=7)
+    item = reaper.new_item(reaper.new_track("T"), song, position=0.0, length=30.0,
+                           name="Resume")
+    reaper.run_script(SPLIT4)
+    assert reaper.run_until(lambda: any(it.takes for it in reaper.tracks()[2].items), 60)
+    reaper.terminate()
+    assert ("stembridge", "monitor") not in reaper.ext_state
+    saved = reaper.project.ext["STEMBRIDGE"]
+    assert len(saved) == 1 and json.loads(next(iter(saved.values())))["state"] == "running"
+    time.sleep(1.0)
+    item.selected = False
+    reaper.run_script(SPLIT4)  # nothing selected: says so, and resumes the saved job
+    assert "Select one or more audio items" in reaper.messages[-1][0]
+    assert reaper.run_until(lambda: _idle(reaper), timeout=120), reaper.console
+    for t in reaper.tracks()[2:6]:
+        (final,) = t.items
+        assert final.active.source.filename.endswith(f"Resume stems/{t.name}.wav")
+    assert reaper.project.ext.get("STEMBRIDGE", {}) == {}

@@ -225,8 +225,13 @@ class ReaperSim:
         self.resource_path = str(resource_path or tempfile.mkdtemp(prefix="reaper-res-"))
         self.os_name = "Linux-x86_64"
         self._guids = itertools.count(1)
-        self.lua = lua54.LuaRuntime(unpack_returned_tuples=True)
-        self._install()
+        self._lua54 = lua54
+        self.lua = self._new_runtime()
+
+    def _new_runtime(self) -> Any:
+        lua = self._lua54.LuaRuntime(unpack_returned_tuples=True)
+        self._install(lua)
+        return lua
 
     @property
     def project(self) -> Project:
@@ -234,13 +239,13 @@ class ReaperSim:
 
     # ------------------------------------------------------------------ plumbing
 
-    def _install(self) -> None:
+    def _install(self, lua: Any) -> None:
         impl: dict[str, Callable[..., Any]] = {
             name[1:]: getattr(self, name) for name in dir(self)
             if name.startswith("_") and name[1:] in self.api
         }
-        table = self.lua.table()
-        gfx = self.lua.table()
+        table = lua.table()
+        gfx = lua.table()
         for name, sig in self.api.items():
             fn = impl.get(name)
             wrapped = self._wrap(sig, fn)
@@ -248,8 +253,8 @@ class ReaperSim:
                 gfx[name[4:]] = wrapped
             else:
                 table[name] = wrapped
-        self.lua.globals().reaper = table
-        self.lua.globals().gfx = gfx
+        lua.globals().reaper = table
+        lua.globals().gfx = gfx
 
     def _wrap(self, sig: Signature, fn: Callable[..., Any] | None) -> Callable[..., Any]:
         def call(*args: Any) -> Any:
@@ -265,10 +270,11 @@ class ReaperSim:
         return self.lua.execute(code)
 
     def run_script(self, path: str | Path) -> Any:
-        """Run an action script file as REAPER does (get_action_context knows its path)."""
+        """Run an action script file as REAPER does: in a Lua state of its own, where
+        get_action_context knows its path. Its deferred functions keep the state alive."""
         self.script_path = str(path)
         code = Path(path).read_text(encoding="utf-8")
-        return self.lua.execute(code)
+        return self._new_runtime().execute(code)
 
     def step(self, ticks: int = 1) -> int:
         """Run `ticks` rounds of the defer queue; returns how many callbacks ran."""

@@ -156,8 +156,18 @@ end
 local function launch(args)
   local cmd, err = command_line(engine_argv(args))
   if not cmd then return nil, err end
-  reaper.ExecProcess(cmd, is_windows() and -2 or -1)
+  -- No wait: REAPER returns at once. nil means the process could not be created at all.
+  if reaper.ExecProcess(cmd, is_windows() and -2 or -1) == nil then
+    return nil, "cannot run " .. cmd
+  end
   return true
+end
+
+local function engine_missing_message()
+  local cmd = command_line(engine_argv({ "submit" })) or M.get_setting("engine")
+  return "The stembridge engine did not start (" .. cmd .. ").\n"
+    .. "Install it (see the stembridge README: pip install stembridge) and set the path to "
+    .. "the stembridge command (or to the Python that has it) in stembridge: Settings."
 end
 
 local function spool_dir()
@@ -252,7 +262,9 @@ local function scan_projects()
     while true do
       local ok, key, val = reaper.EnumProjExtState(proj, M.EXT, i)
       if not ok then break end
-      if key:find("^job:") and val ~= "" and not live[key:sub(5)] then
+      -- (keys may come back upper-cased: ids are lower-case hex)
+      local id = key:lower():match("^job:(%x+)$")
+      if id and val ~= "" and not live[id] then
         local rec = J.decode(val)
         if type(rec) == "table" and rec.id then adopt(proj, rec, true) end
       end
@@ -485,6 +497,8 @@ end
 
 --------------------------------------------------------------------------- submitting
 
+local fail  -- (following, below)
+
 local function submit(rec)
   local dir = spool_dir()
   rec.request = join(dir, rec.id .. ".json")
@@ -497,7 +511,7 @@ local function submit(rec)
   local ok, err = write_file_atomic(rec.request, J.encode(body))
   if not ok then return nil, "cannot write " .. rec.request .. ": " .. tostring(err) end
   ok, err = launch({ "submit", "--request", rec.request })
-  if not ok then return nil, err end
+  if not ok then return nil, engine_missing_message() .. "\n(" .. err .. ")" end
   rec.state, rec.launched = "submitting", os.time()
   rec._launched = now()
   return true
@@ -554,10 +568,11 @@ function M.split_selected(stems)
   reaper.Undo_EndBlock2(proj, string.format("stembridge: split %d item(s) to stems", #recs), -1)
   for _, rec in ipairs(recs) do
     local ok, err = submit(rec)
-    if not ok then
-      rec.state, rec.error = "failed", { code = "launch", message = err }
+    if ok then
+      save(rec)
+    else
+      fail(rec, "not_found", err)
     end
-    save(rec)
   end
   return #recs
 end
@@ -566,7 +581,8 @@ end
 
 local failures = {}  -- messages to show once, together
 
-local function fail(rec, code, message)
+--- A job that cannot go on: its tracks are removed (one undo point), the message shown.
+function fail(rec, code, message)
   if rec.state == "failed" or rec.state == "cancelled" then return end
   rec.state = code == "cancelled" and "cancelled" or "failed"
   rec.error = { code = code, message = message }
@@ -591,18 +607,11 @@ local HINTS = {
     .. "or choose another model in stembridge: Settings.",
 }
 
-local function engine_missing_message()
-  local cmd = command_line(engine_argv({ "submit" })) or M.get_setting("engine")
-  return "The stembridge engine did not start (" .. cmd .. ").\n"
-    .. "Install it (see the stembridge README: pip install stembridge) and set the path to "
-    .. "the stembridge command (or to the Python that has it) in stembridge: Settings."
-end
-
 local function poll_reply(rec)
   local reply = J.decode(read_file(rec.reply) or "")
   if type(reply) ~= "table" then
     rec._launched = rec._launched or now()
-    if now() - rec._launched > M.LAUNCH_TIMEOUT then
+    if now() - rec._launched > (tonumber(M.get_setting("launch_timeout")) or M.LAUNCH_TIMEOUT) then
       fail(rec, "not_found", engine_missing_message())
     end
     return
