@@ -349,3 +349,28 @@ def test_a_stopped_monitor_resumes_its_jobs(reaper, engine, tmp_path):
         (final,) = t.items
         assert final.active.source.filename.endswith(f"Resume stems/{t.name}.wav")
     assert reaper.project.ext.get("STEMBRIDGE", {}) == {}
+
+
+def test_the_engine_is_started_when_it_is_not_running(test_models_dir, tmp_path,
+                                                      monkeypatch):
+    """First try on a fresh machine: no server runs; the split starts one (detached) and
+    completes."""
+    import signal
+
+    monkeypatch.setenv("STEMBRIDGE_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("STEMBRIDGE_MODELS_DIR", str(test_models_dir))
+    sim = ReaperSim(resource_path=tmp_path / "res")
+    sim.ext_state[("stembridge", "engine")] = sys.executable
+    sim.ext_state[("stembridge", "output_dir")] = str(tmp_path / "out")
+    song = _song(tmp_path / "fresh.wav", 4.0, seed=8)
+    sim.new_item(sim.new_track("T"), song, position=0.0, length=4.0, name="Fresh")
+    try:
+        sim.run_script(SPLIT2)
+        assert sim.run_until(lambda: _idle(sim), timeout=120), sim.console
+        assert not sim.messages, sim.messages
+        assert sim.tracks()[2].items[0].active.source.filename.endswith("Fresh stems/vocals.wav")
+    finally:
+        sim.terminate()
+        info = tmp_path / "run" / "server.json"
+        if info.exists():
+            os.kill(json.loads(info.read_text())["pid"], signal.SIGTERM)

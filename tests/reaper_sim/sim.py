@@ -218,6 +218,7 @@ class ReaperSim:
         self.ext_persist: set[tuple[str, str]] = set()
         self.refresh_lock = 0
         self.deferred: list[Any] = []
+        self.tick_times: list[float] = []  # seconds each deferred callback ran
         self.atexit: list[Any] = []
         self.action_options = 0
         self.script_path = ""
@@ -282,7 +283,9 @@ class ReaperSim:
         for _ in range(ticks):
             queue, self.deferred = self.deferred, []
             for fn in queue:
+                t0 = time.perf_counter()
                 fn()
+                self.tick_times.append(time.perf_counter() - t0)
                 ran += 1
         return ran
 

@@ -1,0 +1,105 @@
+"""What a REAPER user waits for: the real action scripts (Lua 5.4 through lupa, against
+the REAPER simulation of the tests) and a real warm `stembridge serve`.
+
+    python bench/bench_reaper.py --model spleeter-2stems --seconds 180 --stems 2
+    python bench/bench_reaper.py --model htdemucs --seconds 60 --stems 4
+
+Prints: action -> tracks on screen (the synchronous part of the script), action -> first
+region audible under the cursor, action -> all stems final, the same for a re-split (the
+engine's cache), and the Lua time per defer tick (median / 99th percentile / max against
+the 8 ms budget; REAPER runs the defer loop at ~30 Hz). The submit process start is
+included (a new Python each split). Demucs models use random weights of the released size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+SCRIPT = {2: "stembridge_Split selected items to vocals and instrumental.lua",
+          4: "stembridge_Split selected items to stems (vocals, drums, bass, other).lua",
+          6: "stembridge_Split selected items to 6 stems.lua"}
+
+
+def _split(sim, script: Path, item_track) -> dict[str, float]:
+    n_tracks = len(sim.tracks())
+    t0 = time.perf_counter()
+    sim.run_script(script)
+    shown = time.perf_counter() - t0
+    stem = sim.tracks()[sim.tracks().index(item_track) + 2]
+    first = None
+    while sim.deferred:
+        sim.step()
+        if first is None and any(it.takes for it in stem.items):
+            first = time.perf_counter() - t0
+        time.sleep(1 / 30)
+    assert len(sim.tracks()) > n_tracks and not sim.messages, sim.messages
+    return {"shown": shown, "first": first or float("nan"), "done": time.perf_counter() - t0}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="spleeter-2stems")
+    p.add_argument("--stems", type=int, choices=(2, 4, 6), default=2)
+    p.add_argument("--seconds", type=float, default=120.0)
+    p.add_argument("--cursor", type=float, default=0.5, help="edit cursor, fraction of item")
+    args = p.parse_args(argv)
+
+    from bench.bench_engine import make_input, models_dir_for
+    from tests.reaper_sim.sim import ReaperSim
+
+    with tempfile.TemporaryDirectory(prefix="stembridge-bench-reaper-") as tmp:
+        work = Path(tmp)
+        models = models_dir_for(args.model, work / "models")
+        src = make_input(args.seconds, work, None)
+        os.environ["STEMBRIDGE_RUNTIME_DIR"] = str(work / "run")
+        os.environ["STEMBRIDGE_CACHE_DIR"] = str(work / "cache")
+        server = subprocess.Popen([sys.executable, "-m", "bridge", "serve", "--port", "0",
+                                   "--models-dir", str(models), "--output-root",
+                                   str(work / "jobs"), "--preload", args.model],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            while not (work / "run" / "server.json").exists():
+                time.sleep(0.05)
+            time.sleep(2.0)  # let --preload load the model
+            sim = ReaperSim(resource_path=work / "res")
+            sim.ext_state[("stembridge", "engine")] = sys.executable
+            sim.ext_state[("stembridge", "model")] = args.model
+            sim.ext_state[("stembridge", "output_dir")] = str(work / "out")
+            track = sim.new_track("song")
+            item = sim.new_item(track, src, 0.0, args.seconds, name="song")
+            sim.project.cursor = args.seconds * args.cursor
+            script = ROOT / "clients" / "reaper" / "Stems" / SCRIPT[args.stems]
+            first = _split(sim, script, track)
+            ticks = list(sim.tick_times)
+            sim.tick_times.clear()
+            for tr in sim.tracks():
+                tr.items = [it for it in tr.items if it is item]
+            item.selected = True
+            again = _split(sim, script, track)
+        finally:
+            server.terminate()
+            server.wait(10)
+    ms = sorted(t * 1000 for t in ticks)
+    print(f"{args.model}, {args.stems} stems, {args.seconds:.0f} s input, cursor at "
+          f"{args.cursor:.0%} of the item")
+    print(f"  action -> tracks shown      {first['shown'] * 1000:8.1f} ms")
+    print(f"  action -> first region      {first['first']:8.2f} s")
+    print(f"  action -> all stems final   {first['done']:8.2f} s   (re-split, cache: "
+          f"{again['done']:.2f} s, first region {again['first']:.2f} s)")
+    print(f"  Lua per defer tick          median {statistics.median(ms):.2f} ms, p99 "
+          f"{ms[int(0.99 * (len(ms) - 1))]:.2f} ms, max {ms[-1]:.2f} ms over {len(ms)} ticks "
+          f"(budget 8 ms; the simulation's Python calls are included)")
+
+
+if __name__ == "__main__":
+    main()
