@@ -156,10 +156,13 @@ end
 local function launch(args)
   local cmd, err = command_line(engine_argv(args))
   if not cmd then return nil, err end
-  -- No wait: REAPER returns at once. nil means the process could not be created at all.
-  if reaper.ExecProcess(cmd, is_windows() and -2 or -1) == nil then
-    return nil, "cannot run " .. cmd
+  local engine = M.get_setting("engine")
+  if engine:find("[/\\]") and not reaper.file_exists(engine) then
+    return nil, "there is no file " .. engine
   end
+  -- No wait: REAPER returns at once. Whether the program runs shows in its reply file
+  -- (a bare command name that is not on REAPER's PATH times out with a clear message).
+  reaper.ExecProcess(cmd, is_windows() and -2 or -1)
   return true
 end
 
@@ -313,7 +316,9 @@ local function add_source_item(rec, tr, path, pos, len, startoffs, tag, name)
   local item = reaper.AddMediaItemToTrack(tr)
   local take = reaper.AddTakeToMediaItem(item)
   local src = reaper.PCM_Source_CreateFromFile(path)
+  local placeholder = reaper.GetMediaItemTake_Source(take)
   reaper.SetMediaItemTake_Source(take, src)
+  if placeholder then reaper.PCM_Source_Destroy(placeholder) end  -- ours to destroy
   apply_parms(item, take, g)
   if pos > g.pos + 1e-9 then
     for k, v in pairs(FADE_IN) do reaper.SetMediaItemInfo_Value(item, k, v) end
