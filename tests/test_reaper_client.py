@@ -351,20 +351,26 @@ def test_a_stopped_monitor_resumes_its_jobs(reaper, engine, tmp_path):
     assert reaper.project.ext.get("STEMBRIDGE", {}) == {}
 
 
-def test_the_engine_is_started_when_it_is_not_running(test_models_dir, tmp_path,
-                                                      monkeypatch):
-    """First try on a fresh machine: no server runs; the split starts one (detached) and
-    completes."""
+def test_the_engine_is_started_when_it_is_not_running(tmp_path, monkeypatch):
+    """First try on a fresh machine: no server runs and no model is installed. A 4-stem
+    split starts the engine (detached) and says how to install the model; a 2-stem split
+    works offline with the embedded default model."""
     import signal
 
     monkeypatch.setenv("STEMBRIDGE_RUNTIME_DIR", str(tmp_path / "run"))
-    monkeypatch.setenv("STEMBRIDGE_MODELS_DIR", str(test_models_dir))
+    monkeypatch.setenv("STEMBRIDGE_MODELS_DIR", str(tmp_path / "models"))
     sim = ReaperSim(resource_path=tmp_path / "res")
     sim.ext_state[("stembridge", "engine")] = sys.executable
     sim.ext_state[("stembridge", "output_dir")] = str(tmp_path / "out")
     song = _song(tmp_path / "fresh.wav", 4.0, seed=8)
     sim.new_item(sim.new_track("T"), song, position=0.0, length=4.0, name="Fresh")
     try:
+        sim.run_script(SPLIT4)
+        assert sim.run_until(lambda: _idle(sim), timeout=120), sim.console
+        (msg, _, _), = sim.messages
+        assert "htdemucs" in msg and "stembridge models fetch" in msg, msg
+        assert [t.name for t in sim.tracks()] == ["T"]
+        sim.messages.clear()
         sim.run_script(SPLIT2)
         assert sim.run_until(lambda: _idle(sim), timeout=120), sim.console
         assert not sim.messages, sim.messages
