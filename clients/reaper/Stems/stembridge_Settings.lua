@@ -10,10 +10,6 @@
 -- @about
 --   Model, device, output folder, folder track, mute original, stem colors and the path to the stembridge engine.
 
-local function script_folder()
-  local path = select(2, reaper.get_action_context())
-  return path:match("^(.*[/\\])") or ""
-end
-
-local core = dofile(script_folder() .. "lib/stembridge_core.lua").init(script_folder() .. "lib")
+local dir = select(2, reaper.get_action_context()):match("^(.*[/\\])") or ""
+local core = dofile(dir .. "lib/stembridge_core.lua").init(dir .. "lib")
 core.settings_dialog()

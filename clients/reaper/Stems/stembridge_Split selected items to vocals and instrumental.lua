@@ -10,12 +10,6 @@
 -- @about
 --   Splits each selected audio item into vocals and instrumental on new tracks under it.
 
-local function script_folder()
-  local path = select(2, reaper.get_action_context())
-  return path:match("^(.*[/\\])") or ""
-end
-
-local core = dofile(script_folder() .. "lib/stembridge_core.lua").init(script_folder() .. "lib")
-reaper.set_action_options(1 | 2) -- a relaunch restarts the monitor; jobs are kept
-core.split_selected(2)
-core.run_monitor()
+local dir = select(2, reaper.get_action_context()):match("^(.*[/\\])") or ""
+local core = dofile(dir .. "lib/stembridge_core.lua").init(dir .. "lib")
+core.split_action(2)

@@ -435,8 +435,11 @@ local function insert_tracks(proj, at, name, names)
   return out, idx
 end
 
---- Remove a record's tracks (failed or cancelled job) and unmute the source item.
-local function remove_tracks(rec)
+--- Remove a record's tracks (failed or cancelled job) and unmute the source item, as one
+--- undo point named `undo`.
+local function remove_tracks(rec, undo)
+  reaper.Undo_BeginBlock2(rec.proj)
+  reaper.PreventUIRefresh(1)
   local tracks = stem_tracks(rec)
   for _, stem in ipairs(rec.names) do
     if tracks[stem] then reaper.DeleteTrack(tracks[stem]) end
@@ -447,6 +450,9 @@ local function remove_tracks(rec)
     local item = find_item(rec.proj, rec.item)
     if item then reaper.SetMediaItemInfo_Value(item, "B_MUTE", 0) end
   end
+  reaper.PreventUIRefresh(-1)
+  reaper.Undo_EndBlock2(rec.proj, undo, -1)
+  reaper.UpdateArrange()
 end
 
 --------------------------------------------------------------------------- the source
@@ -582,6 +588,15 @@ function M.split_selected(stems)
   return #recs
 end
 
+--- The split actions: split the selection, then follow the jobs. A relaunch of a running
+--- action terminates it and runs it again (REAPER's set_action_options 1|2): the jobs are
+--- saved in the project, so the new instance follows them on.
+function M.split_action(stems)
+  reaper.set_action_options(1 | 2)
+  M.split_selected(stems)
+  M.run_monitor()
+end
+
 --------------------------------------------------------------------------- following
 
 local failures = {}  -- messages to show once, together
@@ -591,12 +606,7 @@ function fail(rec, code, message)
   if rec.state == "failed" or rec.state == "cancelled" then return end
   rec.state = code == "cancelled" and "cancelled" or "failed"
   rec.error = { code = code, message = message }
-  reaper.Undo_BeginBlock2(rec.proj)
-  reaper.PreventUIRefresh(1)
-  remove_tracks(rec)
-  reaper.PreventUIRefresh(-1)
-  reaper.Undo_EndBlock2(rec.proj, "stembridge: remove unfinished stems", -1)
-  reaper.UpdateArrange()
+  remove_tracks(rec, "stembridge: remove unfinished stems")
   if code == "cancelled" then
     console(string.format("cancelled the split of %s", rec.name))
   else
@@ -780,12 +790,7 @@ end
 --- (a job not accepted yet is cancelled as soon as it is).
 function M.cancel_record(rec)
   if rec.state == "cancelling" then return end
-  reaper.Undo_BeginBlock2(rec.proj)
-  reaper.PreventUIRefresh(1)
-  remove_tracks(rec)
-  reaper.PreventUIRefresh(-1)
-  reaper.Undo_EndBlock2(rec.proj, "stembridge: cancel split", -1)
-  reaper.UpdateArrange()
+  remove_tracks(rec, "stembridge: cancel split")
   console(string.format("cancelled the split of %s", rec.name))
   if rec.job then
     launch({ "cancel", rec.job })
