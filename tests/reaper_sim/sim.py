@@ -218,7 +218,8 @@ class ReaperSim:
         self.ext_persist: set[tuple[str, str]] = set()
         self.refresh_lock = 0
         self.deferred: list[Any] = []
-        self.tick_times: list[float] = []  # seconds each deferred callback ran
+        self.tick_times: list[float] = []  # seconds each deferred callback ran (wall)
+        self.tick_cpu: list[float] = []    # and the CPU seconds of this thread it used
         self.atexit: list[Any] = []
         self.action_options = 0
         self.script_path = ""
@@ -283,9 +284,10 @@ class ReaperSim:
         for _ in range(ticks):
             queue, self.deferred = self.deferred, []
             for fn in queue:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.thread_time()
                 fn()
                 self.tick_times.append(time.perf_counter() - t0)
+                self.tick_cpu.append(time.thread_time() - c0)
                 ran += 1
         return ran
 

@@ -683,16 +683,20 @@ local function output_folder(rec)
 end
 
 --- The job is done: stems into the output folder, one item per stem like the source.
-local function finish(rec, manifest)
+--- Spread over ticks within the budget (`rec._more` asks to be called again): moves one
+--- stem at a time, swaps all items at once (state "swapped", saved), then deletes the
+--- region files no item uses any more.
+local function finish(rec, manifest, deadline)
   if not rec.out then
     rec.out = output_folder(rec)
     save(rec)
   end
   rec.finals = rec.finals or {}
   for _, stem in ipairs(rec.names) do
-    local rel = manifest.final and manifest.final[stem]
-    local dst = join(rec.out, stem .. ".wav")
     if not rec.finals[stem] then
+      if now() > deadline then rec._more = true return end
+      local rel = manifest.final and manifest.final[stem]
+      local dst = join(rec.out, stem .. ".wav")
       if not reaper.file_exists(dst) then
         local ok, err = move_file(join(rec.folder, rel or (stem .. ".wav")), dst)
         if not ok then
@@ -702,20 +706,35 @@ local function finish(rec, manifest)
         end
       end
       rec.finals[stem] = dst
+      save(rec)
     end
   end
-  local g = rec.geom
-  reaper.PreventUIRefresh(1)
-  delete_items(rec, "^region:")
-  delete_items(rec, "^gap$")
-  for stem, tr in pairs(stem_tracks(rec)) do
-    add_source_item(rec, tr, rec.finals[stem], g.pos, g.len, g.offs, rec.id .. ":final", stem)
+  if rec.state ~= "swapped" then
+    local g = rec.geom
+    reaper.PreventUIRefresh(1)
+    delete_items(rec, "^region:")
+    delete_items(rec, "^gap$")
+    for stem, tr in pairs(stem_tracks(rec)) do
+      add_source_item(rec, tr, rec.finals[stem], g.pos, g.len, g.offs, rec.id .. ":final", stem)
+    end
+    reaper.PreventUIRefresh(-1)
+    reaper.UpdateArrange()
+    rec.state = "swapped"
+    save(rec)
+    rec._more = true
+    return
   end
-  reaper.PreventUIRefresh(-1)
-  reaper.UpdateArrange()
   -- The region files are no longer used by any item.
-  for _, r in ipairs(manifest.regions or {}) do
-    for _, rel in pairs(r.files or {}) do os.remove(join(rec.folder, rel)) end
+  rec._unused = rec._unused or {}
+  if not rec._listed then
+    for _, r in ipairs(manifest.regions or {}) do
+      for _, rel in pairs(r.files or {}) do rec._unused[#rec._unused + 1] = rel end
+    end
+    rec._listed = true
+  end
+  while #rec._unused > 0 do
+    if now() > deadline then rec._more = true return end
+    os.remove(join(rec.folder, table.remove(rec._unused)))
   end
   rec.state = "done"
   local meta = manifest.metadata or {}
@@ -736,12 +755,16 @@ local function poll_manifest(rec, deadline)
     return
   end
   if text == rec._text and not rec._more then return end
-  local m, err = J.decode(text)
-  if type(m) ~= "table" then
-    console("ignoring an unreadable manifest (" .. tostring(err) .. ")")
-    return
+  local m = rec._m
+  if text ~= rec._text then
+    local err
+    m, err = J.decode(text)
+    if type(m) ~= "table" then
+      console("ignoring an unreadable manifest (" .. tostring(err) .. ")")
+      return
+    end
+    rec._text, rec._m = text, m
   end
-  rec._text = text
   if m.state == "failed" or m.state == "cancelled" then
     local e = type(m.error) == "table" and m.error or {}
     local hint = HINTS[e.code]
@@ -752,7 +775,7 @@ local function poll_manifest(rec, deadline)
   local regions = m.regions or {}
   local changed = false
   rec._more = false
-  if sr and sr > 0 then
+  if sr and sr > 0 and rec.state == "running" then
     for i = rec._next + 1, #regions do
       if now() > deadline then rec._more = true break end
       place_region(rec, regions[i], sr)
@@ -764,7 +787,7 @@ local function poll_manifest(rec, deadline)
     refresh_gaps(rec)
     reaper.UpdateArrange()
   end
-  if m.state == "done" and not rec._more then finish(rec, m) end
+  if m.state == "done" and not rec._more then finish(rec, m, deadline) end
 end
 
 local function build_peaks(deadline)
@@ -832,7 +855,7 @@ local function tick_record(rec, deadline)
     poll_reply(rec)
   elseif rec.state == "cancelling" then
     poll_cancelling(rec)
-  elseif rec.state == "running" then
+  elseif rec.state == "running" or rec.state == "swapped" then
     poll_manifest(rec, deadline)
   elseif rec.state == "failed" and rec.error then
     fail(rec, rec.error.code, rec.error.message)
