@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bridge import preview
+
 EXAMPLES = """examples:
   stembridge split song.mp3                      # vocals + instrumental, offline model
   stembridge split song.flac --stems 4 --out stems/
@@ -108,6 +110,7 @@ def _build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--size", choices=("tiny", "full"), default="tiny")
     mt.add_argument("--format", choices=("safetensors", "th"), default="safetensors")
     mt.add_argument("--seed", type=int, default=0)
+    preview.add_parser(sub)
     return p
 
 
@@ -394,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_split(args)
         if args.command == "serve":
             return cmd_serve(args)
+        if args.command == "preview":
+            return preview.run(args)
         if args.command in ("submit", "status", "cancel", "ping"):
             return cmd_client(args)
         return cmd_models(args)
