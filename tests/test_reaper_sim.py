@@ -18,6 +18,15 @@ def sim():
     return ReaperSim()
 
 
+def test_vendored_api_list_is_the_shared_one():
+    from tests.reaper_sim.api import SHARED_API_TXT, VENDORED_API_TXT
+
+    if not SHARED_API_TXT.is_file():
+        pytest.skip("no ../shared/reaper/api.txt beside this checkout")
+    assert VENDORED_API_TXT.read_bytes() == SHARED_API_TXT.read_bytes(), \
+        "copy ../shared/reaper/api.txt to tests/reaper_sim/reaper_api.txt"
+
+
 def test_api_table_is_reapers(sim):
     api = load()
     assert len([n for n in api if not n.startswith("gfx.")]) == 713 + 9 + 10

@@ -12,7 +12,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-API_TXT = Path(__file__).resolve().parents[3] / "shared" / "reaper" / "api.txt"
+#: The workplace's copy (../shared/reaper/api.txt beside the checkout) when there is one;
+#: otherwise the copy in this folder (the same file, kept equal by a test), so that a
+#: checkout on its own runs the tests.
+SHARED_API_TXT = Path(__file__).resolve().parents[3] / "shared" / "reaper" / "api.txt"
+VENDORED_API_TXT = Path(__file__).resolve().parent / "reaper_api.txt"
+API_TXT = SHARED_API_TXT if SHARED_API_TXT.is_file() else VENDORED_API_TXT
 SECTIONS = ("native", "lua_builtin", "newer_native", "gfx")
 
 
