@@ -915,12 +915,16 @@ class KeyControl:
             tty.setcbreak(fd)
         except (ImportError, OSError, ValueError, AttributeError):
             return self
-        threading.Thread(target=self._loop, args=(fd,), name="preview-keys",
-                         daemon=True).start()
+        self._thread = threading.Thread(target=self._loop, args=(fd,), name="preview-keys",
+                                        daemon=True)
+        self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
+        thread = getattr(self, "_thread", None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(1.0)  # before the caller closes the terminal it reads
         if self._saved is not None:
             import termios
 
@@ -932,10 +936,13 @@ class KeyControl:
         import select
 
         while not self._stop.is_set():
-            ready, _, _ = select.select([fd], [], [], 0.2)
-            if not ready:
-                continue
-            data = os.read(fd, 16)
+            try:
+                ready, _, _ = select.select([fd], [], [], 0.2)
+                if not ready:
+                    continue
+                data = os.read(fd, 16)
+            except (OSError, ValueError):  # the terminal went away
+                return
             while data:
                 key, data = (data[:3], data[3:]) if data.startswith(b"\x1b[") else (
                     data[:1], data[1:])
