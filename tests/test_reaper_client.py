@@ -123,6 +123,8 @@ def test_split_places_aligned_stems_that_fill_in_before_the_job_is_done(reaper, 
     # The first region is the one under the edit cursor (start_at = 15.25 s of the file).
     assert first["start"] / SR <= 15.25 < first["end"] / SR
     region_item = next(it for it in tracks[2].items if it.takes)
+    reaper.step(3)
+    assert region_item.takes[0].source.peaks_state == 2, "peaks are built as regions arrive"
     t0 = region_item.values["D_POSITION"]
     t1 = t0 + region_item.values["D_LENGTH"]
     assert t0 == pytest.approx(max(10.0, 10.0 + start_s - 3.25))
@@ -166,8 +168,10 @@ def test_section_playrate_folders_and_two_items_at_once(reaper, engine, tmp_path
     reaper.new_track("Folder", depth=1)
     t_a = reaper.new_track("A", depth=0)
     t_b = reaper.new_track("B (closes the folder)", depth=-1)
-    reaper.new_item(t_a, a, position=2.0, length=4.0, startoffs=0.5, playrate=1.5,
-                    section=(3.0, 8.0, False), name="Sec")
+    sec = reaper.new_item(t_a, a, position=2.0, length=4.0, startoffs=0.5, playrate=1.5,
+                          section=(3.0, 8.0, False), name="Sec")
+    sec.values.update(D_FADEINLEN=0.25, D_FADEOUTLEN=0.5, D_VOL=0.5, C_FADEINSHAPE=2.0)
+    sec.takes[0].values.update(D_PITCH=-2.0, B_PPITCH=1.0, D_PAN=0.25, I_CHANMODE=3.0)
     reaper.new_item(t_b, b, position=0.0, length=8.0, name="Bee")
     reaper.ext_state[("stembridge", "mute_original")] = "0"
 
@@ -186,6 +190,12 @@ def test_section_playrate_folders_and_two_items_at_once(reaper, engine, tmp_path
         take = item.active
         assert take.values["D_STARTOFFS"] == pytest.approx(3.5)
         assert take.values["D_PLAYRATE"] == 1.5
+        # fades, volume, pitch, pan and channel mode as on the source item
+        assert {k: item.values[k] for k in ("D_FADEINLEN", "D_FADEOUTLEN", "D_VOL",
+                                            "C_FADEINSHAPE")} == \
+            {"D_FADEINLEN": 0.25, "D_FADEOUTLEN": 0.5, "D_VOL": 0.5, "C_FADEINSHAPE": 2.0}
+        assert {k: take.values[k] for k in ("D_PITCH", "B_PPITCH", "D_PAN", "I_CHANMODE")} == \
+            {"D_PITCH": -2.0, "B_PPITCH": 1.0, "D_PAN": 0.25, "I_CHANMODE": 3.0}
         assert take.source.filename.endswith(f"Sec stems/{t.name}.wav")
     # vocals + instrumental of the Spleeter model add up to what the item plays.
     mix = reaper.render(tracks[3], 2.0, 6.0) + reaper.render(tracks[4], 2.0, 6.0)
@@ -380,3 +390,26 @@ def test_the_engine_is_started_when_it_is_not_running(tmp_path, monkeypatch):
         info = tmp_path / "run" / "server.json"
         if info.exists():
             os.kill(json.loads(info.read_text())["pid"], signal.SIGTERM)
+
+
+def test_a_monitor_stopped_after_the_swap_does_not_place_regions_again(reaper, engine,
+                                                                        tmp_path):
+    song = _song(tmp_path / "swap.wav", 6.0, seed=9)
+    item = reaper.new_item(reaper.new_track("T"), song, position=0.0, length=6.0,
+                           name="Swap")
+    reaper.run_script(SPLIT2)
+
+    def swapped() -> bool:
+        saved = reaper.project.ext.get("STEMBRIDGE", {})
+        return any(json.loads(v)["state"] == "swapped" for v in saved.values())
+
+    assert reaper.run_until(swapped, timeout=60, tick=0.0)
+    reaper.terminate()  # stopped between the swap and the clean-up
+    time.sleep(1.0)
+    item.selected = False
+    reaper.run_script(SPLIT2)
+    assert reaper.run_until(lambda: _idle(reaper), timeout=30)
+    for t in reaper.tracks()[2:4]:
+        (final,) = t.items
+        assert final.active.source.filename.endswith(f"Swap stems/{t.name}.wav")
+    assert reaper.project.ext.get("STEMBRIDGE", {}) == {}
