@@ -592,7 +592,7 @@ end
 --- action terminates it and runs it again (REAPER's set_action_options 1|2): the jobs are
 --- saved in the project, so the new instance follows them on.
 function M.split_action(stems)
-  reaper.set_action_options(1 | 2)
+  if reaper.set_action_options then reaper.set_action_options(1 | 2) end  -- REAPER >= 7.03
   M.split_selected(stems)
   M.run_monitor()
 end
