@@ -352,8 +352,8 @@ def test_a_stopped_monitor_resumes_its_jobs(reaper, engine, tmp_path):
     assert len(saved) == 1 and json.loads(next(iter(saved.values())))["state"] == "running"
     time.sleep(1.0)
     item.selected = False
-    reaper.run_script(SPLIT4)  # nothing selected: says so, and resumes the saved job
-    assert "Select one or more audio items" in reaper.messages[-1][0]
+    reaper.run_script(SPLIT4)  # nothing selected: resumes the saved job
+    assert not reaper.messages and "following the splits saved" in reaper.console[-1]
     assert reaper.run_until(lambda: _idle(reaper), timeout=120), reaper.console
     for t in reaper.tracks()[2:6]:
         (final,) = t.items

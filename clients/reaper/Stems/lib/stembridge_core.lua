@@ -544,6 +544,10 @@ function M.split_selected(stems)
       skipped[#skipped + 1] = string.format("item %d: %s", i + 1, why)
     end
   end
+  if #items == 0 and #skipped == 0 and reaper.EnumProjExtState(proj, M.EXT, 0) then
+    console("nothing selected: following the splits saved in this project")
+    return 0
+  end
   if #items == 0 then
     alert("Select one or more audio items to split into stems."
       .. (#skipped > 0 and ("\n\nSkipped:\n" .. table.concat(skipped, "\n")) or ""))
