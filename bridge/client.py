@@ -152,15 +152,9 @@ class Client:
         self.send(Address.HELLO, body)
         return unpack(self._expect({Address.WELCOME}).args[0])
 
-    def split(self, source: str | Path, *, stems: int | None = None, model: str | None = None,
-              start_at: float = 0.0, priority: str = "interactive",
-              section_start: float = 0.0, section_length: float | None = None,
-              output_root: str | None = None, shm: bool = False) -> str:
-        """Submit a job; returns its id once the server accepted it."""
-        return str(self.submit(source, stems=stems, model=model, start_at=start_at,
-                               priority=priority, section_start=section_start,
-                               section_length=section_length, output_root=output_root,
-                               shm=shm)["job"])
+    def split(self, source: str | Path, **options: Any) -> str:
+        """Submit a job (`options` as for `submit`); returns its id once accepted."""
+        return str(self.submit(source, **options)["job"])
 
     def submit(self, source: str | Path, *, stems: int | None = None, model: str | None = None,
                start_at: float = 0.0, priority: str = "interactive",

@@ -17,7 +17,6 @@
 
 local M = {}
 
-M.VERSION = "0.2.0"
 M.EXT = "stembridge"              -- ExtState / ProjExtState section
 M.BUDGET = 0.008                  -- seconds of work per defer tick
 M.POLL = 0.1                      -- seconds between two reads of one job's files
@@ -50,7 +49,7 @@ local ITEM_PARMS = { "D_VOL", "B_LOOPSRC", "D_SNAPOFFSET", "D_FADEINLEN", "D_FAD
 local TAKE_PARMS = { "D_PLAYRATE", "D_PITCH", "B_PPITCH", "I_PITCHMODE", "D_VOL", "D_PAN",
   "I_CHANMODE" }
 
-local J, lib_dir
+local J
 
 --------------------------------------------------------------------------- utilities
 
@@ -60,7 +59,11 @@ local function console(text) reaper.ShowConsoleMsg("stembridge: " .. text .. "\n
 
 local function alert(text) reaper.MB(text, "stembridge", 0) end
 
-local function is_windows() return reaper.GetOS():find("^Win") ~= nil end
+local windows  -- (GetOS asked once)
+local function is_windows()
+  if windows == nil then windows = reaper.GetOS():find("^Win") ~= nil end
+  return windows
+end
 
 local function join(a, b)
   if a:sub(-1) == "/" or a:sub(-1) == "\\" then return a .. b end
@@ -221,7 +224,8 @@ end
 -- A job record (saved as JSON in the project): id, state, file, stems, names, model,
 -- geom {pos, len, offs, rate, item, take}, tracks {folder guid, stem -> guid}, item guid,
 -- request/reply paths, job id, job folder, manifest path, out folder, finals, error.
--- In memory only: proj, placed {stem -> {start -> true}}, last poll time, last manifest.
+-- In memory only (keys starting with "_", and proj): the placed regions' source ranges,
+-- the next manifest region to place, the last poll time, the last manifest text and value.
 
 local live = {}      -- id -> record, for every job the monitor follows
 local order = {}     -- ids in the order they were adopted
@@ -234,12 +238,18 @@ local function save(rec)
   reaper.SetProjExtState(rec.proj, M.EXT, "job:" .. rec.id, J.encode(keep))
 end
 
+--- Stop following a record in this monitor (it stays saved in its project).
+local function unfollow(id)
+  live[id] = nil
+  for i, o in ipairs(order) do
+    if o == id then table.remove(order, i) break end
+  end
+end
+
+--- Stop following a record and delete it from its project.
 local function forget(rec)
   reaper.SetProjExtState(rec.proj, M.EXT, "job:" .. rec.id, "")
-  live[rec.id] = nil
-  for i, id in ipairs(order) do
-    if id == rec.id then table.remove(order, i) break end
-  end
+  unfollow(rec.id)
 end
 
 local refresh_gaps, delete_items  -- (placement, below)
@@ -366,7 +376,7 @@ function refresh_gaps(rec)
   local g = rec.geom
   local visible_end = g.pos + g.len
   local spans = {}
-  for _, r in ipairs(rec._ranges or {}) do
+  for _, r in ipairs(rec._ranges) do
     local a, b = project_time(g, r[1]), project_time(g, r[2])
     spans[#spans + 1] = { math.max(a, g.pos), math.min(b, visible_end) }
   end
@@ -384,15 +394,14 @@ function refresh_gaps(rec)
 end
 
 --- Place one finalized region (frames [start, end) at `sr`) on every stem track, clipped
---- to the part of the source the item shows. Returns true if anything was placed.
+--- to the part of the source the item shows.
 local function place_region(rec, region, sr)
   local g = rec.geom
   local a, b = region.start / sr, region["end"] / sr
   local t0 = math.max(project_time(g, a), g.pos)
   local t1 = math.min(project_time(g, b), g.pos + g.len)
-  rec._ranges = rec._ranges or {}
   rec._ranges[#rec._ranges + 1] = { a, b }
-  if t1 <= t0 + 1e-9 then return false end
+  if t1 <= t0 + 1e-9 then return end
   local tracks = stem_tracks(rec)
   for _, stem in ipairs(rec.names) do
     local rel = region.files and region.files[stem]
@@ -403,7 +412,6 @@ local function place_region(rec, region, sr)
         string.format("%s:region:%d", rec.id, region.start), stem)
     end
   end
-  return true
 end
 
 --------------------------------------------------------------------------- tracks
@@ -508,7 +516,7 @@ end
 
 --------------------------------------------------------------------------- submitting
 
-local fail  -- (following, below)
+local fail, stop_job  -- (following, below)
 
 local function submit(rec)
   local dir = spool_dir()
@@ -523,8 +531,7 @@ local function submit(rec)
   if not ok then return nil, "cannot write " .. rec.request .. ": " .. tostring(err) end
   ok, err = launch({ "submit", "--request", rec.request })
   if not ok then return nil, engine_missing_message() .. "\n(" .. err .. ")" end
-  rec.state, rec.launched = "submitting", os.time()
-  rec._launched = now()
+  rec.state, rec._launched = "submitting", now()
   return true
 end
 
@@ -626,6 +633,18 @@ local HINTS = {
     .. "or choose another model in stembridge: Settings.",
 }
 
+--- An engine error's message, with what to do for the codes that need it.
+local function with_hint(code, message)
+  local hint = HINTS[code]
+  return tostring(message) .. (hint and ("\n" .. hint) or "")
+end
+
+--- The request and its reply are read: delete both.
+local function drop_request(rec)
+  os.remove(rec.reply)
+  os.remove(rec.request)
+end
+
 local function poll_reply(rec)
   local reply = J.decode(read_file(rec.reply) or "")
   if type(reply) ~= "table" then
@@ -638,14 +657,11 @@ local function poll_reply(rec)
   if reply.state == "accepted" then
     rec.job, rec.folder, rec.manifest = reply.job, reply.folder, reply.manifest
     rec.state = "running"
-    os.remove(rec.reply)
-    os.remove(rec.request)
+    drop_request(rec)
     save(rec)
   elseif reply.state == "error" then
-    local hint = HINTS[reply.code]
-    os.remove(rec.reply)
-    os.remove(rec.request)
-    fail(rec, reply.code or "error", tostring(reply.message) .. (hint and ("\n" .. hint) or ""))
+    drop_request(rec)
+    fail(rec, reply.code or "error", with_hint(reply.code, reply.message))
   elseif now() - (rec._launched or now()) > M.ACCEPT_TIMEOUT then
     fail(rec, "timeout", "The engine did not accept the job within "
       .. math.floor(M.ACCEPT_TIMEOUT) .. " s. Is it running? Try: stembridge ping")
@@ -771,8 +787,7 @@ local function poll_manifest(rec, deadline)
   end
   if m.state == "failed" or m.state == "cancelled" then
     local e = type(m.error) == "table" and m.error or {}
-    local hint = HINTS[e.code]
-    fail(rec, e.code or m.state, tostring(e.message or m.state) .. (hint and ("\n" .. hint) or ""))
+    fail(rec, e.code or m.state, with_hint(e.code, e.message or m.state))
     return
   end
   local sr = tonumber(m.samplerate)
@@ -813,12 +828,9 @@ local function build_peaks(deadline)
   end
 end
 
---- Cancel a record: its tracks go at once (one undo point); the engine is told to stop
---- (a job not accepted yet is cancelled as soon as it is).
-function M.cancel_record(rec)
-  if rec.state == "cancelling" then return end
-  remove_tracks(rec, "stembridge: cancel split")
-  console(string.format("cancelled the split of %s", rec.name))
+--- Tell the engine to stop a record's job and forget it; a job not accepted yet is
+--- cancelled as soon as it is (state "cancelling").
+function stop_job(rec)
   if rec.job then
     launch({ "cancel", rec.job })
     forget(rec)
@@ -830,6 +842,15 @@ function M.cancel_record(rec)
   end
 end
 
+--- Cancel a record: its tracks go at once (one undo point); the engine is told to stop
+--- (a job not accepted yet is cancelled as soon as it is).
+function M.cancel_record(rec)
+  if rec.state == "cancelling" then return end
+  remove_tracks(rec, "stembridge: cancel split")
+  console(string.format("cancelled the split of %s", rec.name))
+  stop_job(rec)
+end
+
 local function poll_cancelling(rec)
   local reply = J.decode(read_file(rec.reply) or "")
   local waited = now() - (rec._launched or now())
@@ -839,8 +860,7 @@ local function poll_cancelling(rec)
       and waited < M.ACCEPT_TIMEOUT then
     return
   end
-  os.remove(rec.reply)
-  os.remove(rec.request)
+  drop_request(rec)
   forget(rec)
 end
 
@@ -850,9 +870,7 @@ local function tick_record(rec, deadline)
   if (rec.state == "submitting" or rec.state == "running") and next(stem_tracks(rec)) == nil then
     -- The user deleted the stem tracks (or undid the split): stop the job.
     console(string.format("the stem tracks of %s are gone: cancelling its split", rec.name))
-    if rec.job then launch({ "cancel", rec.job }) forget(rec) return end
-    rec.state = "cancelling"
-    save(rec)
+    stop_job(rec)
     return
   end
   if rec.state == "submitting" then
@@ -861,14 +879,18 @@ local function tick_record(rec, deadline)
     poll_cancelling(rec)
   elseif rec.state == "running" or rec.state == "swapped" then
     poll_manifest(rec, deadline)
-  elseif rec.state == "failed" and rec.error then
-    fail(rec, rec.error.code, rec.error.message)
   end
 end
 
 --------------------------------------------------------------------------- the monitor
 
 local last_scan, last_cancel = -1, nil
+
+local function cancel_all()
+  for _, id in ipairs({ table.unpack(order) }) do
+    if live[id] then M.cancel_record(live[id]) end
+  end
+end
 
 --- One monitor tick: returns false when nothing is left to follow.
 function M.tick()
@@ -883,17 +905,14 @@ function M.tick()
   if last_cancel == nil then last_cancel = cancel end
   if cancel ~= last_cancel then
     last_cancel = cancel
-    for _, id in ipairs({ table.unpack(order) }) do
-      if live[id] then M.cancel_record(live[id]) end
-    end
+    cancel_all()
   end
   for _, id in ipairs({ table.unpack(order) }) do
     if now() > deadline then break end
     local rec = live[id]
     if rec then
       if not reaper.ValidatePtr(rec.proj, "ReaProject*") then
-        live[id] = nil  -- its project was closed: it is saved there, and resumes on reopen
-        for i, o in ipairs(order) do if o == id then table.remove(order, i) break end end
+        unfollow(id)  -- its project was closed: it is saved there, and resumes on reopen
       else
         tick_record(rec, deadline)
       end
@@ -941,7 +960,7 @@ function M.cancel_action()
   end
   scan_projects()
   if #order == 0 then console("no split is running") end
-  for _, id in ipairs({ table.unpack(order) }) do M.cancel_record(live[id]) end
+  cancel_all()
   M.run_monitor()
 end
 
@@ -1021,13 +1040,11 @@ end
 
 --- Load the library's helpers from its folder (the action scripts call this first).
 function M.init(dir)
-  lib_dir = dir
   J = dofile(join(dir, "stembridge_json.lua"))
   M.json = J
   return M
 end
 
-M._internal = { command_line = command_line, engine_argv = engine_argv, safe_name = safe_name,
-                project_time = project_time }
+M._internal = { command_line = command_line, engine_argv = engine_argv, safe_name = safe_name }
 
 return M
