@@ -1,31 +1,30 @@
 """Typed engine configuration and the per-user folders it uses.
 
 Every field has a default, environment variables override the defaults, and CLI flags
-override both (see `bridge.cli`). Nothing here touches the disk at import time.
+override both (see `bridge.cli`). Environment variables are read when a config is created (`protocol.settings`), never
+at import time; nothing here touches the disk.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from protocol import settings
 
 
 def user_cache_dir() -> Path:
     """Root of stembridge's per-user cache: ``$STEMBRIDGE_CACHE_DIR``, else
     ``$XDG_CACHE_HOME/stembridge``, else ``~/.cache/stembridge`` (``%LOCALAPPDATA%`` on Windows).
     The rule is part of the protocol (clients find the discovery file through it)."""
-    from protocol.files import cache_root
-
-    return cache_root()
+    return settings.cache_root()
 
 
 def models_dir() -> Path:
     """Where model weights live: ``$STEMBRIDGE_MODELS_DIR``, else ``<cache>/models``.
 
     One sub-folder per model name, e.g. ``<models>/htdemucs/htdemucs.yaml``."""
-    env = os.environ.get("STEMBRIDGE_MODELS_DIR")
-    return Path(env).expanduser() if env else user_cache_dir() / "models"
+    return settings.models_dir()
 
 
 def results_cache_dir() -> Path:
@@ -38,7 +37,7 @@ class Limits:
     """Input validation limits, in seconds and Hz."""
 
     min_seconds: float = 0.05
-    max_seconds: float = float(os.environ.get("STEMBRIDGE_MAX_SECONDS", 3 * 3600))
+    max_seconds: float = field(default_factory=settings.max_seconds)
     low_samplerate: int = 22050
     short_seconds: float = 3.0
 
@@ -68,7 +67,7 @@ class EngineConfig:
     cache_dir: Path | None = None
     models_dir: Path | None = None
     threads: int = 0
-    model_memory_mb: float = float(os.environ.get("STEMBRIDGE_MODEL_MEMORY_MB", 0))
+    model_memory_mb: float = field(default_factory=settings.model_memory_mb)
     limits: Limits = field(default_factory=Limits)
 
     def resolved_cache_dir(self) -> Path:

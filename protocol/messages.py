@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from protocol import settings as _settings
+
 PREFIX = "/stembridge"
 
 
@@ -73,8 +75,8 @@ PREVIEW_CONTROLS = frozenset({
     PreviewAddress.KARAOKE, PreviewAddress.RESET, PreviewAddress.SEEK, PreviewAddress.PLAY,
     PreviewAddress.STOP, PreviewAddress.STATUS})
 
-#: UDP port of the preview player's control socket on 127.0.0.1.
-DEFAULT_PREVIEW_PORT = 47810
+#: UDP port of the preview player's control socket on 127.0.0.1 (defined in settings).
+DEFAULT_PREVIEW_PORT = _settings.DEFAULT_PREVIEW_PORT
 
 #: Largest datagram either side sends or accepts (bytes).
 MAX_DATAGRAM = 65000

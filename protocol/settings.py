@@ -1,0 +1,151 @@
+"""Every setting stembridge reads from the environment, in one place, read at call time.
+
+Nothing here is evaluated at import: each function looks at ``os.environ`` when it is
+called, so a test (or a long-lived server) that changes a variable sees the change. CLI
+flags override these; these override the built-in defaults below. PROTOCOL.md
+("Environment") lists the same table.
+
+| variable | meaning | default |
+|---|---|---|
+| ``STEMBRIDGE_CACHE_DIR`` | per-user cache root | ``$XDG_CACHE_HOME/stembridge`` or ``~/.cache/stembridge`` |
+| ``STEMBRIDGE_RUNTIME_DIR`` | discovery records of running servers | ``$XDG_RUNTIME_DIR/stembridge``, else ``<cache>/run`` |
+| ``STEMBRIDGE_MODELS_DIR`` | model weights | ``<cache>/models`` |
+| ``STEMBRIDGE_OUTPUT_ROOT`` | the server's job folders | ``<cache>/jobs`` |
+| ``STEMBRIDGE_HOST`` / ``STEMBRIDGE_PORT`` | where clients look for, and servers bind, the server | 127.0.0.1 / 47800 |
+| ``STEMBRIDGE_TOKEN`` | access token clients send and servers require | none |
+| ``STEMBRIDGE_DEVICE`` / ``STEMBRIDGE_PRECISION`` | compute device and precision | auto / auto |
+| ``STEMBRIDGE_MAX_SECONDS`` | longest input accepted, seconds | 10800 (3 h) |
+| ``STEMBRIDGE_MODEL_MEMORY_MB`` | budget for warm models, MB (0: automatic) | 0 |
+| ``STEMBRIDGE_OFFLINE`` (or ``HF_HUB_OFFLINE``) | never try to download | off |
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: The server's default UDP port on 127.0.0.1.
+DEFAULT_PORT = 47800
+#: The preview player's default control port on 127.0.0.1.
+DEFAULT_PREVIEW_PORT = 47810
+#: The default bind and connect address: loopback only.
+DEFAULT_HOST = "127.0.0.1"
+#: Longest input accepted by default, seconds (3 hours).
+DEFAULT_MAX_SECONDS = 3 * 3600.0
+
+#: Every variable this module reads, with what it means (for docs and `--help`).
+VARIABLES: dict[str, str] = {
+    "STEMBRIDGE_CACHE_DIR": "per-user cache root",
+    "STEMBRIDGE_RUNTIME_DIR": "discovery records of running servers",
+    "STEMBRIDGE_MODELS_DIR": "model weights",
+    "STEMBRIDGE_OUTPUT_ROOT": "the server's job folders",
+    "STEMBRIDGE_HOST": "server address for clients and servers",
+    "STEMBRIDGE_PORT": "server UDP port for clients and servers",
+    "STEMBRIDGE_TOKEN": "access token",
+    "STEMBRIDGE_DEVICE": "compute device (auto, cpu, cuda, cuda:N, mps)",
+    "STEMBRIDGE_PRECISION": "compute precision (auto, fp32, bf16, fp16)",
+    "STEMBRIDGE_MAX_SECONDS": "longest input accepted, seconds",
+    "STEMBRIDGE_MODEL_MEMORY_MB": "budget for warm models, MB (0: automatic)",
+    "STEMBRIDGE_OFFLINE": "1: never try to download",
+}
+
+
+class SettingError(ValueError):
+    """An environment variable holds a value that cannot be used."""
+
+
+def get(name: str, default: str | None = None) -> str | None:
+    """The variable's value, or `default` when it is unset or empty."""
+    value = os.environ.get(name, "")
+    return value if value.strip() else default
+
+
+def get_float(name: str, default: float) -> float:
+    value = get(name)
+    if value is None:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise SettingError(f"{name}={value!r} is not a number; unset it or give a number."
+                           ) from None
+
+
+def get_int(name: str, default: int) -> int:
+    value = get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise SettingError(f"{name}={value!r} is not an integer; unset it or give one."
+                           ) from None
+
+
+def get_flag(*names: str) -> bool:
+    """True when any of the variables is set to 1/true/yes/on."""
+    return any((get(n) or "").strip().lower() in ("1", "true", "yes", "on") for n in names)
+
+
+def cache_root() -> Path:
+    """``$STEMBRIDGE_CACHE_DIR``, else ``$XDG_CACHE_HOME/stembridge`` or
+    ``~/.cache/stembridge`` (``%LOCALAPPDATA%\\stembridge\\cache`` on Windows)."""
+    env = get("STEMBRIDGE_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    if os.name == "nt" and get("LOCALAPPDATA"):
+        return Path(os.environ["LOCALAPPDATA"]) / "stembridge" / "cache"
+    base = get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "stembridge"
+
+
+def runtime_dir() -> Path:
+    env = get("STEMBRIDGE_RUNTIME_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = get("XDG_RUNTIME_DIR")
+    if xdg:
+        return Path(xdg) / "stembridge"
+    return cache_root() / "run"
+
+
+def models_dir() -> Path:
+    env = get("STEMBRIDGE_MODELS_DIR")
+    return Path(env).expanduser() if env else cache_root() / "models"
+
+
+def output_root() -> Path:
+    env = get("STEMBRIDGE_OUTPUT_ROOT")
+    return Path(env).expanduser() if env else cache_root() / "jobs"
+
+
+def host() -> str:
+    return get("STEMBRIDGE_HOST", DEFAULT_HOST) or DEFAULT_HOST
+
+
+def port() -> int:
+    return get_int("STEMBRIDGE_PORT", DEFAULT_PORT)
+
+
+def token() -> str | None:
+    return get("STEMBRIDGE_TOKEN")
+
+
+def device() -> str:
+    return get("STEMBRIDGE_DEVICE", "auto") or "auto"
+
+
+def precision() -> str:
+    return get("STEMBRIDGE_PRECISION", "auto") or "auto"
+
+
+def max_seconds() -> float:
+    return get_float("STEMBRIDGE_MAX_SECONDS", DEFAULT_MAX_SECONDS)
+
+
+def model_memory_mb() -> float:
+    return get_float("STEMBRIDGE_MODEL_MEMORY_MB", 0.0)
+
+
+def offline() -> bool:
+    return get_flag("STEMBRIDGE_OFFLINE", "HF_HUB_OFFLINE")
