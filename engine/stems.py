@@ -11,10 +11,7 @@ from dataclasses import dataclass
 
 from engine.errors import StembridgeError
 from protocol.errors import ErrorCode
-
-ORDER = ("vocals", "drums", "bass", "other", "guitar", "piano", "instrumental", "accompaniment")
-TWO = ("vocals", "instrumental")
-FOUR = ("vocals", "drums", "bass", "other")
+from protocol.stems import FOUR, ORDER, TWO
 
 
 @dataclass(frozen=True)
