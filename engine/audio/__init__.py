@@ -40,11 +40,11 @@ from engine.audio.validation import (
 )
 from engine.audio.writer import (
     PCM_MAX,
-    TEMP_PREFIX,
     StemFileWriter,
     remove_stale_temp_files,
     write_audio,
 )
+from protocol.files import TEMP_PREFIX  # the one temporary-file prefix, re-exported
 
 __all__ = [
     "CLIP_LEVEL",

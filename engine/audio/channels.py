@@ -28,8 +28,8 @@ def to_model_channels(samples: np.ndarray, model_channels: int = 2) -> np.ndarra
     if model_channels == 1:
         return x.mean(axis=0, keepdims=True, dtype=np.float32)
     raise InvalidArgumentError(
-        f"cannot map {channels} channels to a {model_channels}-channel model; downmix to "
-        "stereo first (e.g. `ffmpeg -i in.wav -ac 2 out.wav`)."
+        f"cannot map {channels} channels to a {model_channels}-channel model; only mono and "
+        "stereo audio can be mapped."
     )
 
 

@@ -36,9 +36,6 @@ def _corrupt_error(path: str, detail: str) -> InputError:
     return input_error(ErrorCode.INPUT_CORRUPT, f"'{path}' is damaged: {detail}. {REEXPORT}")
 
 
-# --------------------------------------------------------------------------- decoding
-
-
 def decode(path: str | os.PathLike[str], *, stream_index: int | None = None) -> DecodedAudio:
     """Decode a whole audio file to float32 ``(channels, frames)`` at its own sample rate.
 

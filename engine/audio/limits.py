@@ -7,8 +7,6 @@ Lengths are seconds (``AudioInfo.duration``) against ``Limits.min_seconds`` and
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from engine.audio.info import AudioInfo, fmt_seconds, input_error
 from engine.config import Limits
 from engine.errors import InputError
@@ -30,15 +28,16 @@ def check_info(info: AudioInfo, limits: Limits) -> None:
 
 
 def channels_error(path: str, channels: int) -> InputError:
+    """INPUT_CHANNELS for a file of more than 2 channels."""
     return input_error(
         ErrorCode.INPUT_CHANNELS,
-        f"'{path}' has {channels} channels; stembridge separates mono or stereo audio. "
-        f'Downmix it to stereo first, e.g. `ffmpeg -i "{Path(path).name}" -ac 2 '
-        "stereo.wav`.",
+        f"'{path}' has {channels} channels; stembridge separates mono or stereo audio "
+        "(1 or 2 channels) only.",
     )
 
 
 def empty_error(path: str) -> InputError:
+    """INPUT_EMPTY for a file of 0 frames."""
     return input_error(
         ErrorCode.INPUT_EMPTY,
         f"'{path}' contains no audio (0 samples). Export it again with some audio in it.",
@@ -46,16 +45,19 @@ def empty_error(path: str) -> InputError:
 
 
 def too_long_error(path: str, seconds: float | None, limits: Limits) -> InputError:
-    length = f"is {fmt_seconds(seconds)} long" if seconds else "is longer than the limit"
-    return input_error(
-        ErrorCode.INPUT_TOO_LONG,
-        f"'{path}' {length}; the limit is {fmt_seconds(limits.max_seconds)}. Split it into "
-        "shorter parts, or raise the limit with the STEMBRIDGE_MAX_SECONDS environment "
-        "variable.",
-    )
+    """INPUT_TOO_LONG for a file of `seconds` (None: a length its header did not tell,
+    found while decoding) over ``limits.max_seconds``. The message states the figures;
+    how to raise the limit is the front end's hint (`protocol.errors.CODES`)."""
+    limit = fmt_seconds(limits.max_seconds)
+    if seconds:
+        what = f"is {fmt_seconds(seconds)} long; the limit is {limit}"
+    else:
+        what = f"is longer than the limit of {limit} (decoding stopped there)"
+    return input_error(ErrorCode.INPUT_TOO_LONG, f"'{path}' {what}.")
 
 
 def too_short_error(path: str, seconds: float, limits: Limits) -> InputError:
+    """INPUT_TOO_SHORT for a file of `seconds` under ``limits.min_seconds``."""
     return input_error(
         ErrorCode.INPUT_TOO_SHORT,
         f"'{path}' is only {fmt_seconds(seconds)} long; at least "
