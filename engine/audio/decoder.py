@@ -33,6 +33,7 @@ _DECODE_BLOCK_FRAMES = 1 << 16
 
 
 def _corrupt_error(path: str, detail: str) -> InputError:
+    """INPUT_CORRUPT for damage found while decoding."""
     return input_error(ErrorCode.INPUT_CORRUPT, f"'{path}' is damaged: {detail}. {REEXPORT}")
 
 

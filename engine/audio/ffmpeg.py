@@ -38,5 +38,6 @@ def clean_log(text: str, path: Path) -> str:
 
 
 def last_line(text: str) -> str:
+    """The last non-empty line of a tool's log (its most specific complaint)."""
     lines = [ln for ln in text.splitlines() if ln.strip()]
     return lines[-1].strip() if lines else "no details"

@@ -103,4 +103,5 @@ def fmt_seconds(seconds: float) -> str:
 
 
 def input_error(code: ErrorCode, message: str) -> InputError:
+    """An `InputError` with `code` (one of the INPUT_* codes)."""
     return InputError(message, code=code)
