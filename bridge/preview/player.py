@@ -2,10 +2,11 @@
 they are not final yet, one pyo block at a time (the signal path is in `bridge.preview`'s
 docstring).
 
-pyo is imported inside the functions (`bridge.preview.device.pyo_module`), numpy too.
-The player holds the listener's `Controls`, a `Fader` for its two fades, a `StemSource`
-for the shared memory and a `PlayReport` of what it played; what is left here is the
-pyo graph and the per-block transport: where the playhead is and whether it plays.
+The player holds its parts: the listener's `Controls`, the pyo graph (`Mixer`), a
+`Fader` for its two fades, a `StemSource` for the shared memory and a `PlayReport` of
+what it played. What is left here is the per-block transport: where the playhead is,
+whether it plays, and what each block copies into the graph. pyo and numpy are imported
+when a player is built, never at import time.
 
 Units: positions are frames at the song's rate (`int`), times are seconds (`float`),
 gains are linear factors.
@@ -13,13 +14,12 @@ gains are linear factors.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from bridge.preview.controls import Controls
 from bridge.preview.crossfade import Fader, lookahead, ramp_frames, source_target
-from bridge.preview.device import pyo_module
+from bridge.preview.mixer import Mixer
 from bridge.preview.report import PlayReport
 from bridge.preview.source import StemSource
 from protocol.messages import Message
@@ -28,10 +28,6 @@ if TYPE_CHECKING:
     import numpy as np
 
     from protocol.shm import ShmReader
-
-
-def _noop() -> None:
-    """The callback left on a server after its player closed."""
 
 
 class PreviewPlayer:
@@ -86,59 +82,14 @@ class PreviewPlayer:
         self._pos = min(max(0, round(start_at * self.samplerate)), self.frames)
         self._playing = False
         self._out = 0
-        self._applied = [1.0] * len(self.stems)
-        self._build(capture, live)
+        self._mixer = Mixer(server, len(self.stems), self.channels, self.ramp,
+                            capture=capture, live=live)
+        self._fader = Fader(self._mixer.xf, self._mixer.master, self.ramp, self._ramp_frames)
         server.setCallback(self._on_block)
 
-    # ------------------------------------------------------------------ pyo graph
-
-    def _build(self, capture: bool, live: bool) -> None:
-        import numpy as np
-
-        pyo = pyo_module()
-        n, slots = self.block, len(self.stems)
-        self._stem_tabs = [[pyo.DataTable(size=n) for _ in range(self.channels)]
-                           for _ in range(slots)]
-        self._stem_bufs = [[np.asarray(t.getBuffer()) for t in row] for row in self._stem_tabs]
-        self._mix_tabs = [pyo.DataTable(size=n) for _ in range(self.channels)]
-        self._mix_bufs = [np.asarray(t.getBuffer()) for t in self._mix_tabs]
-        self._gains = [pyo.SigTo(1.0, time=self.ramp, init=1.0) for _ in range(slots)]
-        xf = pyo.SigTo(0.0, time=self.ramp, init=0.0)
-        master = pyo.SigTo(0.0, time=self.ramp, init=0.0)
-        self._fader = Fader(xf, master, self.ramp, self._ramp_frames)
-        self._objects: list[Any] = []
-        per_channel = []
-        for c in range(self.channels):
-            stems = [pyo.TableScan(self._stem_tabs[s][c]) * self._gains[s]
-                     for s in range(slots)]
-            stem_sum = pyo.Mix(stems, voices=1)
-            mix = pyo.TableScan(self._mix_tabs[c])
-            per_channel.append((stem_sum * xf + mix * (1 - xf)) * master)
-            self._objects += [stems, stem_sum, mix]
-        # a mono song plays on both outputs (a second object: one object has one output)
-        self._outs = per_channel if self.channels == 2 else [per_channel[0],
-                                                             pyo.Sig(per_channel[0])]
-        self._objects += per_channel
-        if live:
-            for o, sig in enumerate(self._outs):
-                sig.out(o)
-        self._cap_bufs: list[np.ndarray] = []
-        if capture:
-            caps = [pyo.DataTable(size=n) for _ in range(2)]
-            self._objects += caps + [pyo.TableFill(sig, tab) for sig, tab in zip(
-                self._outs, caps, strict=True)]
-            self._cap_bufs = [np.asarray(t.getBuffer()) for t in caps]
-
     def close(self) -> None:
-        """Drop every pyo object and mapped array, before the server's shutdown. Order
-        matters: pyo frees a table's memory with the table even while a numpy view of it
-        exists (the process then crashes), and pyo objects that outlive their server
-        crash the next one."""
-        with contextlib.suppress(Exception):
-            self.server.setCallback(_noop)
-        self._stem_bufs, self._mix_bufs, self._cap_bufs = [], [], []  # views first
-        self._objects, self._outs, self._gains = [], [], []
-        self._stem_tabs, self._mix_tabs = [], []
+        """Drop every pyo object and mapped array, before the server's shutdown."""
+        self._mixer.close()
         self._fader.release()
         self._source.detach()
 
@@ -192,12 +143,12 @@ class PreviewPlayer:
         ``(2, blocks * block)`` when built with ``capture=True`` (else an empty array)."""
         import numpy as np
 
-        out = np.zeros((2, blocks * self.block if self._cap_bufs else 0), np.float32)
+        n, capturing = self.block, self._mixer.capturing
+        out = np.zeros((2, blocks * n if capturing else 0), np.float32)
         for k in range(blocks):
             self.server.process()
-            if self._cap_bufs:
-                for o in range(2):
-                    out[o, k * self.block:(k + 1) * self.block] = self._cap_bufs[o]
+            if capturing:
+                self._mixer.captured(out[:, k * n:(k + 1) * n])
         return out
 
     # ------------------------------------------------------------------ audio thread
@@ -208,7 +159,7 @@ class PreviewPlayer:
             self._block()
         except Exception as exc:  # a bug must not stop the audio: play silence, report it
             self.stats.fail(exc)
-            self._silence()
+            self._mixer.silence()
             self._out += self.block
 
     def _block(self) -> None:
@@ -231,7 +182,7 @@ class PreviewPlayer:
                 self.controls.ended()
                 self.stats.event("end of the song", self._out, self._pos)
         else:
-            self._silence()
+            self._mixer.silence()
             self.stats.mark("silent", self._out, None)
         self._out += n
 
@@ -241,10 +192,8 @@ class PreviewPlayer:
 
     def _apply_controls(self) -> None:
         gains, log = self.controls.take_changes()
-        for s, g in enumerate(gains or ()):
-            if g != self._applied[s]:
-                self._gains[s].value = g
-                self._applied[s] = g
+        if gains is not None:
+            self._mixer.set_gains(gains)
         for text in log:
             self.stats.event(text, self._out, self._pos)
 
@@ -274,20 +223,10 @@ class PreviewPlayer:
             fader.fade(1.0, self._out)
 
     def _fill(self, pos: int, target: float) -> None:
-        n = min(self.block, self.frames - pos)
-        for c, buf in enumerate(self._mix_bufs):
+        n, mixer = min(self.block, self.frames - pos), self._mixer
+        for c, buf in enumerate(mixer.mix_bufs):
             buf[:n] = self._mixture[c, pos:pos + n]
             buf[n:] = 0
         silent = target == 0.0 and not self._fader.crossfading(self._out)
-        if silent or not self._source.fill(pos, n, self._stem_bufs):
-            self._zero_stems()
-
-    def _zero_stems(self) -> None:
-        for row in self._stem_bufs:
-            for buf in row:
-                buf[:] = 0
-
-    def _silence(self) -> None:
-        self._zero_stems()
-        for buf in self._mix_bufs:
-            buf[:] = 0
+        if silent or not self._source.fill(pos, n, mixer.stem_bufs):
+            mixer.zero_stems()
