@@ -38,7 +38,8 @@ The stages, one module each:
 | `crossfade` | when the stems play and when the mixture; the two fades' bookkeeping (no pyo) |
 | `source` | the stems in shared memory: final ranges, block windows (no pyo) |
 | `report` | what was played: counters, fallbacks, timeline, events (no pyo) |
-| `player` | `PreviewPlayer`: the pyo graph and the per-block transport |
+| `mixer` | the pyo graph: block tables, gain ramps, the two fades, capture |
+| `player` | `PreviewPlayer`: the per-block transport that ties the parts together |
 | `device` | pyo on first use, audio device checks, the booted pyo server |
 | `osc` | the control socket on 127.0.0.1 (`bridge.udp.UdpEndpoint`) |
 | `keys` | the terminal key thread |

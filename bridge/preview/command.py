@@ -69,8 +69,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="gain ramps and crossfades, ms (default 20)")
     p.add_argument("--host", default=None,
                    help="the stembridge server's address (default $STEMBRIDGE_HOST, else "
-                   "127.0.0.1); the stems come through shared memory, so it must run on "
-                   "this machine to be heard")
+                   "127.0.0.1). The stems arrive through shared memory: from a server on "
+                   "another machine (which must see FILE at the same path) only the "
+                   "mixture plays")
     p.add_argument("--port", type=int, default=None, metavar="N",
                    help="the server's UDP port (default $STEMBRIDGE_PORT; with neither "
                    "--host nor --port, nor those variables, the running local server is "
