@@ -12,7 +12,8 @@ shared-memory index is read (every 5 ms until the stems reach the playhead, then
 
 * submit -> ``job/started`` (the preview starts playing the mixture);
 * submit -> the first final stem sample at the playhead, and submit -> the player's
-  crossfade into the stems (final through ``block + ramp + block`` frames ahead);
+  crossfade into the stems (final through ``block + ramp + block`` frames ahead, decided
+  by `bridge.preview.crossfade`, the player's own rule);
 * lead of the final stems over the playhead while playing (min / median seconds);
 * the fraction of samples where the player would play the mixture, and how many times
   it falls back to it;
@@ -61,6 +62,7 @@ def _attach(index: str, names: list[list[str]]):
 
 def one_run(client, src: Path, model: str, start_at: float, play: float, block: int,
             ramp_ms: float) -> dict:
+    from bridge.preview.crossfade import lookahead, ramp_frames, source_target
     from protocol.shm import DONE
 
     t0 = time.perf_counter()
@@ -75,7 +77,7 @@ def one_run(client, src: Path, model: str, start_at: float, play: float, block: 
     reader = _attach(started["shm"]["index"],
                      [started["shm"]["blocks"][s] for s in started["stems"]])
     sr, frames = started["samplerate"], started["frames"]
-    lookahead = 2 * block + int(ramp_ms / 1000 * sr) + 1
+    ahead = lookahead(block, ramp_frames(ramp_ms / 1000, sr))  # as PreviewPlayer has it
     first_final = first_fade_in = done_at = None
     leads: list[float] = []  # seconds, sampled every 50 ms once the stems were heard
     mixture_s = mixture_after_s = 0.0  # time-weighted: from the start / once heard
@@ -93,7 +95,7 @@ def one_run(client, src: Path, model: str, start_at: float, play: float, block: 
             lead = lead_frames(snap.ranges, pos)
             if lead and first_final is None:
                 first_final = played + (t_started - t0)
-            in_fallback = lead < min(lookahead, frames - pos)  # as PreviewPlayer decides
+            in_fallback = source_target(lead, ahead, frames - pos) == 0.0  # as the player
             if was_fallback:
                 mixture_s += played - last
                 if first_fade_in is not None:

@@ -1,7 +1,7 @@
-"""`stembridge preview` (bridge/preview.py): the pyo player stepped block by block in pyo's
-manual mode, its OSC control over real UDP on loopback, stems filled into real shared
-memory while playing, and one render through a real `stembridge serve` with a tiny model.
-Headless and CPU only; JACK is tried only where `jackd` is installed.
+"""The preview's pyo player (`bridge.preview.player`), stepped block by block in pyo's
+manual mode: its OSC control over real UDP on loopback, stems filled into real shared
+memory while playing, crossfades, seeks and the end of the song. Headless and CPU only;
+JACK is tried only where `jackd` is installed.
 
 Synthetic stems are sines of distinct frequencies (a whole number of periods in a 0.1 s
 window), so each stem's amplitude in the output is its projection on its frequency; the
@@ -10,32 +10,25 @@ mixture is a sine at yet another frequency, so fallback is visible too.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
-import sys
-import threading
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 os.environ.setdefault("PYO_GUI_WX", "0")  # pyo prints a banner when wxPython is missing
 pytest.importorskip("pyo")
 
 from bridge import preview  # noqa: E402
-from engine.errors import DeviceError, InvalidArgumentError  # noqa: E402
-from protocol.messages import Address, Message, decode, encode, unpack  # noqa: E402
+from engine.errors import DeviceError  # noqa: E402
+from protocol.messages import Message  # noqa: E402
 from protocol.messages import PreviewAddress as P  # noqa: E402
 from protocol.shm import ShmReader, ShmWriter  # noqa: E402
-from tests.conftest import music_like  # noqa: E402
+from tests.test_preview_controls import Peer  # noqa: E402
 
 SR, BLOCK, RAMP = 48000, 256, 0.02
 RAMP_FRAMES = int(RAMP * SR) + 2  # pyo's SigTo reaches its target within this many frames
@@ -123,42 +116,12 @@ def _max_step(x: np.ndarray) -> float:
 # --------------------------------------------------------------------------- OSC control
 
 
-class _Peer:
-    """A control surface: one UDP socket on loopback talking to the preview."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(5.0)
-
-    def send(self, address: str, *args) -> None:
-        self.sock.sendto(encode(address, *args), self.target)
-
-    def receive(self) -> Message:
-        return decode(self.sock.recvfrom(70000)[0])
-
-    def status(self) -> dict:
-        """Ask for the status; its answer also proves that everything sent before was
-        handled (one socket, handled in order)."""
-        self.send(P.STATUS)
-        msg = self.receive()
-        assert msg.address == P.STATUS_REPLY
-        return unpack(msg.args[0])
-
-    def error(self, address: str, *args) -> dict:
-        self.send(address, *args)
-        msg = self.receive()
-        assert msg.address == Address.ERROR, msg
-        return unpack(msg.args[0])
-
-
 def test_osc_over_udp_mutes_solos_and_gains_stems(make_player, job):
     job.writer.publish(0, job.frames)
     player = make_player(job.mixture, job.reader)
     osc = preview.PreviewOscServer(0).start(player.handle)
     assert osc.address[0] == "127.0.0.1"
-    peer = _Peer(osc.address)
+    peer = Peer(osc.address)
     segment = 40 * BLOCK  # each control change starts a segment of 40 blocks
     expected = [(1, 1, 1, 1)]
     try:
@@ -208,40 +171,6 @@ def test_osc_over_udp_mutes_solos_and_gains_stems(make_player, job):
             assert np.all((halfway[big] / moving[big] > 0.35) & (halfway[big] / moving[big]
                                                                   < 0.65))
     assert _max_step(out[:, RAMP_FRAMES:]) < 1.05 * _max_step(job.stems.sum(0))
-
-
-def test_osc_refuses_what_it_does_not_know_and_changes_nothing(make_player, job):
-    job.writer.publish(0, job.frames)
-    player = make_player(job.mixture, job.reader)
-    osc = preview.PreviewOscServer(0).start(player.handle)
-    peer = _Peer(osc.address)
-    try:
-        before = peer.status()
-        assert peer.error("/stembridge/preview/mutee", "vocals")["code"] == "unknown_address"
-        assert peer.error(Address.SPLIT, b"\x80")["code"] == "unknown_address"
-        err = peer.error(P.GAIN, "vocals", 20.0)
-        assert err["code"] == "invalid_argument" and "[-96 dB, +12 dB]" in err["message"]
-        err = peer.error(P.MUTE, "voice", 1)
-        assert err["code"] == "invalid_argument"
-        assert "vocals, drums, bass, other" in err["message"]
-        assert peer.error(P.MUTE, "vocals", "yes")["code"] == "invalid_argument"
-        assert peer.error(P.GAIN, "vocals")["code"] == "bad_message"
-        assert peer.error(P.SEEK, 3.5)["code"] == "invalid_argument"  # past the end
-        assert peer.error(P.SEEK, float("nan"))["code"] == "invalid_argument"
-        peer.sock.sendto(b"not OSC at all!!", osc.address)
-        assert unpack(peer.receive().args[0])["code"] == "bad_message"
-        after = peer.status()
-        assert {k: after[k] for k in ("gain", "mute", "solo", "playing")} == \
-            {k: before[k] for k in ("gain", "mute", "solo", "playing")}
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
-            listener.bind(("127.0.0.1", 0))
-            listener.settimeout(5.0)
-            peer.send(P.STATUS, listener.getsockname()[1])  # reply_port
-            assert decode(listener.recvfrom(70000)[0]).address == P.STATUS_REPLY
-        assert osc.errors == 9
-    finally:
-        osc.stop()
-        peer.sock.close()
 
 
 # --------------------------------------------------------------------------- fill and fallback
@@ -315,13 +244,16 @@ def test_seek_stop_play_and_the_end_of_the_song(make_player, job):
     stopped = out[:, 40 * BLOCK + RAMP_FRAMES + BLOCK:60 * BLOCK]
     assert not stopped.any()  # silence after the stop's fade-out
     assert runs[-1]["src_start"] >= frozen * SR and player.position > frozen  # resumed there
+    logged = {e["what"]: e["out"] for e in player.stats.events}  # each at the next block
+    assert (logged["seek 2.000 s"], logged["stop"], logged["play"]) == (
+        20 * BLOCK, 40 * BLOCK, 60 * BLOCK)
     player.handle(Message(P.SEEK, ((job.frames - 3000) / SR,)))
     tail = player.process(30)
     assert player.ended and not player.playing
     assert not tail[:, -10 * BLOCK:].any()
     assert _max_step(tail) < 1.05 * _max_step(stems)  # faded out into the end
     player.handle(Message(P.PLAY, ()))  # at the end: nothing to play, no error
-    assert not player.process(2).any() and player.fault is None
+    assert not player.process(2).any() and player.stats.fault is None
 
 
 def test_mono_song_plays_on_both_outputs(make_player):
@@ -345,99 +277,6 @@ def test_mono_song_plays_on_both_outputs(make_player):
         if reader is not None:
             reader.close()
         writer.unlink()
-
-
-def test_terminal_keys_become_controls(make_player, job):
-    pty = pytest.importorskip("pty")
-    job.writer.publish(0, job.frames)
-    player = make_player(job.mixture, job.reader)
-    player.process(2)
-    master, slave = pty.openpty()
-    quit_event = threading.Event()
-    with os.fdopen(slave, "rb", buffering=0) as tty:
-        keys = preview.KeyControl(player, quit_event, tty).start()
-        try:
-            os.write(master, b"2 \x1b[C")  # mute drums, stop, seek +5 s (past the end: clamped)
-            deadline = time.monotonic() + 5
-            while len(player.events) < 3 and time.monotonic() < deadline:
-                player.process(1)
-                time.sleep(0.01)
-            assert player.status()["mute"] == [False, True, False, False]
-            assert not player.playing
-            os.write(master, b"q")
-            assert quit_event.wait(5)
-        finally:
-            keys.stop()
-        os.close(master)
-    whats = [e["what"] for e in player.events]
-    assert "mute drums on" in whats and "stop" in whats
-    assert "seek 3.000 s" in whats  # +5 s from 0.01 s, clamped to the last frame
-
-
-# --------------------------------------------------------------------------- automation
-
-
-def test_automation_file_is_read_with_wire_types_and_checked(tmp_path):
-    good = tmp_path / "cues.jsonl"
-    good.write_text("# karaoke from 1.5 s\n\n"
-                    '{"t": 2.0, "address": "/stembridge/preview/gain", "args": ["drums", -6]}\n'
-                    '{"t": 1.5, "address": "/stembridge/preview/karaoke", "args": [true]}\n'
-                    '{"t": 3, "address": "/stembridge/preview/seek", "args": [10.25]}\n',
-                    encoding="utf-8")
-    cues = preview.read_automation(good)
-    assert [(c.t, c.line) for c in cues] == [(1.5, 4), (2.0, 3), (3.0, 5)]
-    assert cues[1].message == Message(P.GAIN, ("drums", -6))  # JSON integer -> OSC i
-    assert cues[2].message.args == (10.25,)
-    for line, words in (('{"t": 1, "address": "/stembridge/preview/mutee", "args": []}',
-                         "unknown address"),
-                        ('{"t": -1, "address": "/stembridge/preview/play"}', "seconds >= 0"),
-                        ('{"t": 1, "address": "/stembridge/preview/mute", "args": ["bass", '
-                         '10000000000]}', "int32"),
-                        ("{t: 1}", "not JSON"),
-                        ('{"t": 1, "address": "/stembridge/preview/status"}', "unknown")):
-        bad = tmp_path / "bad.jsonl"
-        bad.write_text("# header\n" + line + "\n", encoding="utf-8")
-        with pytest.raises(InvalidArgumentError, match=words) as info:
-            preview.read_automation(bad)
-        assert f"{bad}:2" in str(info.value)
-
-
-# --------------------------------------------------------------------------- devices
-
-
-def test_no_sound_card_is_a_clear_error_before_any_job(tmp_path, monkeypatch, capsys):
-    if preview.output_device_count() > 0:
-        pytest.skip("this machine has an audio output device")
-    with pytest.raises(DeviceError) as info:
-        preview.check_audio_device("portaudio")
-    assert info.value.exit_code == 9
-    assert "--audio jack" in str(info.value) and "--render" in str(info.value)
-    preview.check_audio_device("manual")  # rendering needs no device
-    monkeypatch.setenv("STEMBRIDGE_RUNTIME_DIR", str(tmp_path / "run"))
-    src = tmp_path / "song.wav"
-    sf.write(src, music_like(1.0, 44100, 2).T, 44100)
-    assert preview.run(_args(src)) == 9
-    assert "--render" in capsys.readouterr().err
-    assert not (tmp_path / "run").exists(), "no server was started or asked"
-
-
-def _args(*argv) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="stembridge")
-    preview.add_parser(parser.add_subparsers(dest="command"))
-    return parser.parse_args(["preview", *map(str, argv)])
-
-
-def test_arguments_are_checked(tmp_path):
-    src = tmp_path / "song.wav"
-    sf.write(src, music_like(1.0, 44100, 2).T, 44100)
-    for argv in ((src, "--render", tmp_path / "o.wav"),  # no --dur
-                 (src, "--dur", "3"),  # no --render
-                 (src, "--render", src, "--dur", "1"),  # would overwrite the input
-                 (src, "--render", tmp_path / "o.wav", "--dur", "1", "--buffer-size", "300"),
-                 (src, "--render", tmp_path / "o.wav", "--dur", "1", "--start-at", "5")):
-        assert preview.run(_args(*argv)) == 2, argv
-    assert preview.run(_args(tmp_path / "missing.wav", "--render", tmp_path / "o.wav",
-                             "--dur", "1")) == 3
 
 
 @pytest.mark.skipif(shutil.which("jackd") is None, reason="jackd is not installed")
@@ -469,8 +308,8 @@ def test_jack_dummy_driver_plays_in_real_time(job, monkeypatch):
         server.stop()
         played = player.output_frames / SR
         assert 1.0 < played < 2.5, played  # the callback ran at the audio rate
-        assert player.fault is None and player.status()["mode"] == "stems"
-        assert any(e["what"] == "mute vocals on" for e in player.events)
+        assert player.stats.fault is None and player.status()["mode"] == "stems"
+        assert any(e["what"] == "mute vocals on" for e in player.stats.events)
     finally:
         if player is not None:
             player.close()
@@ -480,90 +319,3 @@ def test_jack_dummy_driver_plays_in_real_time(job, monkeypatch):
         jackd.wait(10)
 
 
-# --------------------------------------------------------------------------- end to end
-
-
-def test_render_through_a_real_server_plays_the_stems_mix_where_final(test_models_dir,
-                                                                       tmp_path,
-                                                                       monkeypatch):
-    from multiprocessing import shared_memory
-
-    run_dir = tmp_path / "run"
-    monkeypatch.setenv("STEMBRIDGE_RUNTIME_DIR", str(run_dir))
-    with open(tmp_path / "server.log", "wb") as log:  # not a pipe: unread, it would block
-        server = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "serve", "--port", "0", "--precision", "fp32",
-             "--models-dir", str(test_models_dir), "--output-root", str(tmp_path / "jobs")],
-            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while not (run_dir / "server.json").exists():  # written once it listens
-            assert server.poll() is None and time.monotonic() < deadline, \
-                (tmp_path / "server.log").read_text()
-            time.sleep(0.05)
-        sr = 44100
-        src = tmp_path / "song.wav"
-        mixture = music_like(5.0, sr, 2, seed=3)
-        sf.write(src, mixture.T, sr, subtype="FLOAT")
-        cues = tmp_path / "cues.jsonl"
-        cues.write_text('{"t": 1.5, "address": "/stembridge/preview/mute", '
-                        '"args": ["vocals", 1]}\n', encoding="utf-8")
-        # On 2 CPU cores the tiny model separates at about real time, so a cold job would
-        # leave a short render all mixture (the fallback is tested above): a first job
-        # warms the model and the server's result cache, the preview's job then streams
-        # the cached regions through the shared memory like any other job.
-        from bridge.client import Client, read_discovery
-
-        info = read_discovery()
-        assert info is not None
-        with Client(info["host"], int(info["port"]), timeout=30) as c:
-            warm = c.split(src, stems=4, model="htdemucs")
-            assert [kind for kind, _ in c.events(warm, timeout=120)][-1] == "done"
-        out = tmp_path / "preview.wav"
-        before = src.read_bytes()
-        t0 = time.perf_counter()
-        assert preview.run(_args(src, "--stems", "4", "--model", "htdemucs", "--start-at",
-                                 "1.0", "--render", out, "--dur", "2.5", "--automation", cues,
-                                 "--buffer-size", "256")) == 0
-        assert time.perf_counter() - t0 >= 2.5  # rendered at the pace it would play
-        assert src.read_bytes() == before
-        report = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
-        audio, rate = sf.read(out, dtype="float32", always_2d=True)
-        audio = audio.T
-        assert rate == sr and audio.shape == (2, round(2.5 * sr))
-        folder = Path(report["job_folder"])
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-        stems = {s: np.zeros((2, mixture.shape[1]), np.float32) for s in report["stems"]}
-        final = np.zeros(mixture.shape[1], bool)
-        for region in manifest["regions"]:
-            for stem, rel in region["files"].items():
-                stems[stem][:, region["start"]:region["end"]] = sf.read(
-                    folder / rel, dtype="float32", always_2d=True)[0].T
-            final[region["start"]:region["end"]] = True
-        mute_at = next(e["out"] for e in report["events"] if e["what"] == "mute vocals on")
-        assert abs(mute_at - 1.5 * sr) <= 256
-        checked = {"stems": 0, "mixture": 0}
-        for run in report["timeline"]:
-            a, b, src_at = run["out_start"], min(run["out_end"], audio.shape[1]), run["src_start"]
-            for lo, hi, gains in ((a, min(b, mute_at), (1, 1, 1, 1)),
-                                  (max(a, mute_at + int(0.02 * sr) + 2), b, (0, 1, 1, 1))):
-                if hi <= lo or run["mode"] not in checked:
-                    continue
-                at = src_at + lo - a
-                if run["mode"] == "stems":
-                    assert final[at:at + hi - lo].all()
-                    want = sum(np.float32(g) * stems[s][:, at:at + hi - lo]
-                               for g, s in zip(gains, report["stems"], strict=True))
-                else:
-                    want = mixture[:, at:at + hi - lo]
-                np.testing.assert_allclose(audio[:, lo:hi], want, atol=2e-6)
-                checked[run["mode"]] += hi - lo
-        assert checked["stems"] > 1.0 * sr, report["timeline"]
-        assert report["fallback"]["seconds"] * sr == pytest.approx(
-            sum(r["out_end"] - r["out_start"] for r in report["timeline"]
-                if r["mode"] == "mixture"), abs=8 * 256)
-        with pytest.raises(FileNotFoundError):  # released (or dropped) on exit
-            shared_memory.SharedMemory(name=f"sb{report['job'][-8:]}_ix")
-    finally:
-        server.terminate()
-        server.wait(20)
