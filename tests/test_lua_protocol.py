@@ -1,5 +1,6 @@
-"""The Lua side of the protocol (clients/reaper/Stems/lib/stembridge_protocol.lua), run in
-real Lua 5.4 through lupa, against the golden vectors the Python side is tested with."""
+"""A Lua implementation of the protocol (tests/lua/stembridge_protocol.lua: OSC and
+msgpack for Lua 5.4 hosts with sockets; REAPER's scripts use request files instead), run
+in real Lua 5.4 through lupa, against the golden vectors the Python side is tested with."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ lupa = pytest.importorskip("lupa")
 from lupa import lua54  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-LIB = ROOT / "clients" / "reaper" / "Stems" / "lib" / "stembridge_protocol.lua"
+LIB = ROOT / "tests" / "lua" / "stembridge_protocol.lua"
 GOLDEN = json.loads((ROOT / "tests" / "golden" / "messages.json").read_text(encoding="utf-8"))
 
 

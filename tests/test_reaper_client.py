@@ -17,6 +17,7 @@ import pytest
 pytest.importorskip("lupa")
 sf = pytest.importorskip("soundfile")
 
+from protocol.errors import ErrorCode, hint  # noqa: E402
 from tests.conftest import music_like  # noqa: E402
 from tests.reaper_sim.sim import ReaperSim  # noqa: E402
 
@@ -379,6 +380,8 @@ def test_the_engine_is_started_when_it_is_not_running(tmp_path, monkeypatch):
         assert sim.run_until(lambda: _idle(sim), timeout=120), sim.console
         (msg, _, _), = sim.messages
         assert "htdemucs" in msg and "stembridge models fetch" in msg, msg
+        # the engine's code (model_not_installed) brings its DAW hint from protocol/
+        assert hint(ErrorCode.MODEL_NOT_INSTALLED, "daw") in msg, msg
         assert [t.name for t in sim.tracks()] == ["T"]
         sim.messages.clear()
         sim.run_script(SPLIT2)

@@ -112,6 +112,49 @@ def test_scripts_define_no_globals(script, tmp_path):
     assert after == before, f"globals: {after - before}"
 
 
+#: The facade's API, as the action scripts, the tests and the bench use it (0.2.0's).
+CORE_API = {
+    "function": {"split_action", "cancel_action", "settings_dialog", "tick", "run_monitor",
+                 "init", "get_setting", "set_setting", "stem_colors", "describe_item",
+                 "split_selected", "cancel_record", "monitor_alive", "parse_settings"},
+    "table": {"_internal", "json", "STEMS", "DEFAULTS", "constants"},
+    "number": {"BUDGET", "POLL", "LAUNCH_TIMEOUT", "ACCEPT_TIMEOUT"},
+    "string": {"EXT"},
+}
+
+
+def test_the_core_is_a_facade_over_one_library_per_stage():
+    core_text = (LIB / "stembridge_core.lua").read_text()
+    stages = set(re.findall(r'\bstage\("(stembridge_\w+)"', core_text))
+    shipped = {p.stem for p in LIB.glob("*.lua")} - {"stembridge_core"}
+    assert stages == shipped, "every library file is a stage the core loads, and only those"
+    for path in LIB.glob("*.lua"):
+        lines = path.read_text().splitlines()
+        assert len(lines) <= 500, f"{path.name}: {len(lines)} lines; split it"
+        code = "\n".join(line.split("--", 1)[0] for line in lines)
+        # A function that is neither `local`, nor declared local above (for recursion),
+        # nor a table's field, is a global.
+        for m in re.finditer(r"^\s*function\s+([A-Za-z_]\w*)\s*\(", code, re.M):
+            declared = re.search(rf"^local\s+[\w\s,]*\b{m.group(1)}\b", code[:m.start()],
+                                 re.M)
+            assert declared, f"{path.name} defines a global function {m.group(1)}"
+    sim = ReaperSim()  # strict: loading every stage defines no global
+    core = sim.lua.execute(f"return dofile({json.dumps(str(LIB / 'stembridge_core.lua'))})")
+    lua_type = sim.lua.eval("type")
+    for kind, names in CORE_API.items():
+        for name in names:
+            assert lua_type(core[name]) == kind, f"core.{name} is not a {kind}"
+    assert sim.lua.eval("rawequal")(core.init("/anywhere"), core)
+
+
+def test_the_core_says_how_to_load_it():
+    from lupa.lua54 import LuaError
+
+    sim = ReaperSim()
+    with pytest.raises(LuaError, match="dofile"):
+        sim.lua.execute((LIB / "stembridge_core.lua").read_text())
+
+
 def test_stem_names_agree_with_the_engine():
     from engine.models.demucs import SPECS
     from engine.stems import FOUR, TWO, plan_stems

@@ -78,3 +78,15 @@ def test_tracks_folders_undo_and_defer(sim):
     assert sim.step(5) == 3
     assert sim.run("return reaper.GetExtState('stembridge', 'n')") == "x"
     assert sim.run("return reaper.ValidatePtr(reaper.GetTrack(0, 0), 'MediaTrack*')")
+
+
+def test_undeclared_globals_fail_loudly(sim):
+    """A missing `local` (or a local used above its declaration) fails at once in the
+    simulation, in every Lua state, instead of leaking a global."""
+    with pytest.raises(LuaError, match="assignment to undeclared global 'leak'"):
+        sim.run("local function f() leak = 1 end f()")
+    with pytest.raises(LuaError, match="read of undeclared global 'later'"):
+        sim.run("local function f() return later() end local function later() end f()")
+    assert sim.run("local ok = 1 return ok + #reaper.GetOS()") > 1
+    lax = ReaperSim(strict_globals=False)
+    assert lax.run("leak = 2 return leak") == 2

@@ -193,15 +193,33 @@ def split_command_line(cmd: str) -> list[str]:
     return out
 
 
+#: Lua run in every state of a strict simulation (the default): a script that assigns or
+#: reads a global no one defined (a missing `local`, a typo, a local used above its
+#: declaration) fails at once with its name, instead of leaking into REAPER's other
+#: scripts or calling nil. REAPER itself allows globals; our scripts never need one.
+STRICT_GLOBALS = """
+setmetatable(_G, {
+  __newindex = function(_, name)
+    error("assignment to undeclared global '" .. tostring(name) .. "'", 2)
+  end,
+  __index = function(_, name)
+    error("read of undeclared global '" .. tostring(name) .. "'", 2)
+  end,
+})
+"""
+
+
 class ReaperSim:
     """One REAPER instance with open projects; `lua` runs scripts against it.
 
     Test controls: `projects` (the first is active), `mb_answer`, `user_inputs` (answers to
     GetUserInputs, or None to cancel), `resource_path`, `processes` (what ExecProcess
     launched), `step()` for the defer loop, `undo()`, `render()` for what a track plays.
+    `strict_globals` (default True): every Lua state refuses undeclared globals.
     """
 
-    def __init__(self, resource_path: str | Path | None = None) -> None:
+    def __init__(self, resource_path: str | Path | None = None,
+                 strict_globals: bool = True) -> None:
         import tempfile
 
         from lupa import lua54
@@ -228,6 +246,7 @@ class ReaperSim:
         self.os_name = "Linux-x86_64"
         self._guids = itertools.count(1)
         self._lua54 = lua54
+        self.strict_globals = strict_globals
         self.lua = self._new_runtime()
 
     def _new_runtime(self) -> Any:
@@ -257,6 +276,8 @@ class ReaperSim:
                 table[name] = wrapped
         lua.globals().reaper = table
         lua.globals().gfx = gfx
+        if self.strict_globals:
+            lua.execute(STRICT_GLOBALS)
 
     def _wrap(self, sig: Signature, fn: Callable[..., Any] | None) -> Callable[..., Any]:
         def call(*args: Any) -> Any:

@@ -11,5 +11,5 @@
 --   Cancels every running split: the engine stops, the unfinished stem tracks are removed.
 
 local dir = select(2, reaper.get_action_context()):match("^(.*[/\\])") or ""
-local core = dofile(dir .. "lib/stembridge_core.lua").init(dir .. "lib")
+local core = dofile(dir .. "lib/stembridge_core.lua")
 core.cancel_action()

@@ -11,5 +11,5 @@
 --   Model, device, output folder, folder track, mute original, stem colors and the path to the stembridge engine.
 
 local dir = select(2, reaper.get_action_context()):match("^(.*[/\\])") or ""
-local core = dofile(dir .. "lib/stembridge_core.lua").init(dir .. "lib")
+local core = dofile(dir .. "lib/stembridge_core.lua")
 core.settings_dialog()

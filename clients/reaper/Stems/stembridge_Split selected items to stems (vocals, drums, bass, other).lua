@@ -9,11 +9,19 @@
 --   [main] stembridge_Cancel running splits.lua
 --   [main] stembridge_Settings.lua
 --   [nomain] lib/stembridge_core.lua
+--   [nomain] lib/stembridge_constants.lua
+--   [nomain] lib/stembridge_util.lua
+--   [nomain] lib/stembridge_tracks.lua
+--   [nomain] lib/stembridge_placement.lua
+--   [nomain] lib/stembridge_jobs.lua
+--   [nomain] lib/stembridge_engine.lua
+--   [nomain] lib/stembridge_monitor.lua
+--   [nomain] lib/stembridge_selection.lua
+--   [nomain] lib/stembridge_settings.lua
 --   [nomain] lib/stembridge_json.lua
---   [nomain] lib/stembridge_protocol.lua
 -- @about
 --   Splits each selected audio item into vocals, drums, bass and other on new tracks under it. The stems fill in while the engine works, starting at the play cursor.
 
 local dir = select(2, reaper.get_action_context()):match("^(.*[/\\])") or ""
-local core = dofile(dir .. "lib/stembridge_core.lua").init(dir .. "lib")
+local core = dofile(dir .. "lib/stembridge_core.lua")
 core.split_action(4)

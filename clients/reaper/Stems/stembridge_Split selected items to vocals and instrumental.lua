@@ -11,5 +11,5 @@
 --   Splits each selected audio item into vocals and instrumental on new tracks under it.
 
 local dir = select(2, reaper.get_action_context()):match("^(.*[/\\])") or ""
-local core = dofile(dir .. "lib/stembridge_core.lua").init(dir .. "lib")
+local core = dofile(dir .. "lib/stembridge_core.lua")
 core.split_action(2)

@@ -1,0 +1,139 @@
+-- @noindex
+-- stembridge for REAPER, stage "util": time, messages, files, paths, the user's settings
+-- (ExtState "stembridge") and finding tracks and items by GUID. Loaded by
+-- stembridge_core.lua; takes nothing, returns the table U.
+
+local U = {}
+
+U.EXT = "stembridge"              -- ExtState / ProjExtState section
+
+U.DEFAULTS = {
+  engine = "stembridge",          -- the stembridge command, or a python with stembridge
+  model = "",                     -- "" = the engine's default for the stem count
+  device = "auto",                -- engine device when the engine is started: auto|cpu|cuda|mps
+  output_dir = "",                -- "" = the project's media folder
+  folder_track = "1",
+  mute_original = "1",
+  colors = "vocals=#E0533F;drums=#E8A33A;bass=#4D8FE0;other=#8FBF4A;guitar=#B265D6;"
+    .. "piano=#3FB8B0;instrumental=#8C8C8C",
+}
+
+--------------------------------------------------------------------------- utilities
+
+--- Seconds (REAPER's precise clock).
+function U.now() return reaper.time_precise() end
+
+function U.console(text) reaper.ShowConsoleMsg("stembridge: " .. text .. "\n") end
+
+function U.alert(text) reaper.MB(text, "stembridge", 0) end
+
+local windows  -- (GetOS asked once)
+function U.is_windows()
+  if windows == nil then windows = reaper.GetOS():find("^Win") ~= nil end
+  return windows
+end
+
+function U.join(a, b)
+  if a:sub(-1) == "/" or a:sub(-1) == "\\" then return a .. b end
+  return a .. (U.is_windows() and "\\" or "/") .. b
+end
+
+function U.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
+--- Write a file atomically: a temporary name in the same folder, then rename.
+function U.write_file_atomic(path, text)
+  local tmp = path .. ".tmp"
+  local f, err = io.open(tmp, "wb")
+  if not f then return false, err end
+  f:write(text)
+  f:close()
+  os.remove(path) -- Windows cannot rename over an existing file
+  local ok, rerr = os.rename(tmp, path)
+  if not ok then return false, rerr end
+  return true
+end
+
+--- A name safe on every file system (item names become folder names).
+function U.safe_name(name)
+  name = (name or ""):gsub('[%c<>:"/\\|?*]', "_"):gsub("^[%s%.]+", ""):gsub("[%s%.]+$", "")
+  if name == "" then name = "item" end
+  return name:sub(1, 80)
+end
+
+--- A new job record id: 16 lower-case hex digits.
+function U.new_id()
+  local guid = reaper.genGuid("")
+  return (guid:gsub("[^%x]", ""):lower():sub(1, 16))
+end
+
+--------------------------------------------------------------------------- settings
+
+function U.get_setting(key)
+  if reaper.HasExtState(U.EXT, key) then return reaper.GetExtState(U.EXT, key) end
+  return U.DEFAULTS[key]
+end
+
+function U.set_setting(key, value)
+  reaper.SetExtState(U.EXT, key, tostring(value), true)
+end
+
+--- A yes/no setting ("1" or "0") as a boolean.
+function U.flag(key) return U.get_setting(key) == "1" end
+
+--- {stem -> native color | 0x1000000} from the colors setting ("vocals=#RRGGBB;...").
+function U.stem_colors()
+  local out = {}
+  for stem, hex in U.get_setting("colors"):gmatch("(%w+)%s*=%s*#?(%x%x%x%x%x%x)") do
+    local r, g, b = tonumber(hex:sub(1, 2), 16), tonumber(hex:sub(3, 4), 16),
+      tonumber(hex:sub(5, 6), 16)
+    out[stem] = reaper.ColorToNative(r, g, b) | 0x1000000
+  end
+  return out
+end
+
+--------------------------------------------------------------------------- projects
+
+--- Every open project, in tab order.
+function U.projects()
+  local out, i = {}, 0
+  while true do
+    local proj = reaper.EnumProjects(i)
+    if not proj then return out end
+    out[#out + 1] = proj
+    i = i + 1
+  end
+end
+
+function U.find_track(proj, guid)
+  for i = 0, reaper.CountTracks(proj) - 1 do
+    local tr = reaper.GetTrack(proj, i)
+    if reaper.GetTrackGUID(tr) == guid then return tr end
+  end
+end
+
+function U.item_guid(item)
+  return select(2, reaper.GetSetMediaItemInfo_String(item, "GUID", "", false))
+end
+
+--- The tag stembridge gives its items ("<record id>:gap", ":region:<frame>", ":final").
+function U.item_tag(item)
+  return select(2, reaper.GetSetMediaItemInfo_String(item, "P_EXT:stembridge", "", false))
+end
+
+function U.find_item(proj, guid)
+  for t = 0, reaper.CountTracks(proj) - 1 do
+    local tr = reaper.GetTrack(proj, t)
+    for i = 0, reaper.CountTrackMediaItems(tr) - 1 do
+      local it = reaper.GetTrackMediaItem(tr, i)
+      if U.item_guid(it) == guid then return it end
+    end
+  end
+end
+
+return U
