@@ -28,6 +28,7 @@ import stat
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,17 @@ def remove_if_empty(created: list[Path]) -> None:
             return
 
 
+@contextlib.contextmanager
+def _output_errors(path: Path) -> Iterator[None]:
+    """Turn an `OSError` while writing `path` into `OutputError` (exit 10, no traceback)."""
+    from engine.errors import OutputError
+
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(f"Cannot write '{path}': {exc.strerror or exc}.") from None
+
+
 def _previous_files(folder: Path) -> set[str]:
     """The stem file names the previous run's ``stems.json`` in `folder` lists."""
     try:
@@ -212,7 +224,6 @@ def split_one(engine: Any, target: Target, args: argparse.Namespace) -> dict[str
 
 def _write_stems(job: Any, target: Target, args: argparse.Namespace) -> dict[str, Any]:
     from engine.audio import StemFileWriter, remove_stale_temp_files
-    from engine.errors import OutputError
     from protocol.files import write_json_atomic
 
     folder = target.folder
@@ -224,14 +235,17 @@ def _write_stems(job: Any, target: Target, args: argparse.Namespace) -> dict[str
     bar = ProgressBar(target.typed.name, not args.quiet)
     try:
         for name in job.stem_names:
-            writers[name] = StemFileWriter(folder, job.frames, job.channels, job.samplerate)
+            with _output_errors(folder):
+                writers[name] = StemFileWriter(folder, job.frames, job.channels,
+                                               job.samplerate)
         for region in job.run(on_progress=bar):
             for name, arr in region.stems.items():
                 writers[name].write(region.start, arr)
         files = {}
         for name, writer in writers.items():
             path = folder / f"{name}.{ext}"
-            writer.commit(path, fmt=args.format, subtype=subtype)
+            with _output_errors(path):
+                writer.commit(path, fmt=args.format, subtype=subtype)
             files[name] = path.name
     except BaseException:
         for writer in writers.values():
@@ -243,11 +257,8 @@ def _write_stems(job: Any, target: Target, args: argparse.Namespace) -> dict[str
     meta = dict(job.result.metadata)
     meta["output"] = {"folder": str(folder.resolve()), "files": files, "format": args.format,
                       "subtype": subtype}
-    try:
+    with _output_errors(folder / STEMS_JSON):
         write_json_atomic(folder / STEMS_JSON, meta)
-    except OSError as exc:
-        raise OutputError(f"Cannot write '{folder / STEMS_JSON}': {exc.strerror or exc}."
-                          ) from None
     _remove_stale(folder, previous, set(files.values()))
     return meta
 
