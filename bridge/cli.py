@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from bridge import preview
 from bridge.commands.client import add_address_options, cmd_client
 from bridge.commands.server import cmd_serve
 from bridge.commands.split import cmd_split
+from protocol import settings
 
 EXAMPLES = """examples:
   stembridge split song.mp3                      # vocals + instrumental, offline model
@@ -55,9 +55,9 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pcm24", action="store_true", help="write 24-bit PCM WAV instead of float")
     s.add_argument("--start-at", type=float, default=0.0, metavar="SEC",
                    help="separate from this time first (e.g. the play cursor), then the rest")
-    s.add_argument("--device", default=os.environ.get("STEMBRIDGE_DEVICE", "auto"),
+    s.add_argument("--device", default=settings.device(),
                    help="auto (CUDA, MPS, else CPU), cpu, cuda, cuda:N, mps")
-    s.add_argument("--precision", default=os.environ.get("STEMBRIDGE_PRECISION", "auto"),
+    s.add_argument("--precision", default=settings.precision(),
                    choices=("auto", "fp32", "bf16", "fp16"))
     s.add_argument("--overlap", type=float, default=None, help="window overlap fraction")
     s.add_argument("--batch-size", type=int, default=0, help="windows per forward pass (0=auto)")
@@ -72,7 +72,8 @@ def _build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default=None, help="bind address (default STEMBRIDGE_HOST, "
                     "else 127.0.0.1; anything but loopback requires --token)")
     sv.add_argument("--port", type=int, default=None, help="UDP port (default "
-                    "STEMBRIDGE_PORT, else 47800; with --detach a free one; 0 = any free one)")
+                    f"STEMBRIDGE_PORT, else {settings.DEFAULT_PORT}; with --detach a free one; "
+                    "0 = any free one)")
     sv.add_argument("--token", default=None, help="secret every request must carry "
                     "(default STEMBRIDGE_TOKEN; required off loopback)")
     sv.add_argument("--device", default=None, help="auto (default, or STEMBRIDGE_DEVICE), "

@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 from bridge.commands import report
+from protocol import settings
 from protocol.errors import EXIT_NO_SERVER, ErrorCode, exit_status
 
 #: Seconds `submit` without ``--wait`` waits for the job to start, so that a job that
@@ -30,7 +31,8 @@ def add_address_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=None, help="server address (default: "
                         "STEMBRIDGE_HOST, else the running server's, else 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="server UDP port (default: "
-                        "STEMBRIDGE_PORT, else the running server's, else 47800)")
+                        "STEMBRIDGE_PORT, else the running server's, else "
+                        f"{settings.DEFAULT_PORT})")
     parser.add_argument("--token", default=None,
                         help="the server's access token (default: STEMBRIDGE_TOKEN)")
 
