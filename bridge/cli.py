@@ -5,23 +5,27 @@
     stembridge models list [--json]
     stembridge models fetch NAME
     stembridge models make-test NAME --dir DIR [--size tiny|full] [--format safetensors|th]
+    stembridge serve [--detach] [--host H] [--port N] [--token T] [--output-root DIR] ...
+    stembridge ping | submit FILE [--wait] | status [JOB] | cancel JOB  [--host --port --token]
 
-Exit status: 0 success; otherwise the code of the first error (see README, "Exit codes").
-Heavy imports (torch, the engine) happen inside the commands, never at import time.
+This module holds the parser and `main`; the commands live in `bridge.commands` (split,
+server, client). Exit status: 0 success; otherwise the code of the first error (see
+README, "Exit codes"). Heavy imports (torch, the engine) happen inside the commands, never
+at import time.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 from bridge import preview
+from bridge.commands.client import add_address_options, cmd_client
+from bridge.commands.server import cmd_serve
+from bridge.commands.split import cmd_split
+from protocol import settings
 
 EXAMPLES = """examples:
   stembridge split song.mp3                      # vocals + instrumental, offline model
@@ -51,9 +55,9 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pcm24", action="store_true", help="write 24-bit PCM WAV instead of float")
     s.add_argument("--start-at", type=float, default=0.0, metavar="SEC",
                    help="separate from this time first (e.g. the play cursor), then the rest")
-    s.add_argument("--device", default=os.environ.get("STEMBRIDGE_DEVICE", "auto"),
+    s.add_argument("--device", default=settings.device(),
                    help="auto (CUDA, MPS, else CPU), cpu, cuda, cuda:N, mps")
-    s.add_argument("--precision", default=os.environ.get("STEMBRIDGE_PRECISION", "auto"),
+    s.add_argument("--precision", default=settings.precision(),
                    choices=("auto", "fp32", "bf16", "fp16"))
     s.add_argument("--overlap", type=float, default=None, help="window overlap fraction")
     s.add_argument("--batch-size", type=int, default=0, help="windows per forward pass (0=auto)")
@@ -63,19 +67,24 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the result metadata as JSON")
 
     sv = sub.add_parser("serve", help="run the warm engine server (OSC over UDP)")
-    sv.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; "
-                    "anything else requires --token)")
-    sv.add_argument("--port", type=int, default=47800, help="UDP port (0 = any free one)")
-    sv.add_argument("--token", default=os.environ.get("STEMBRIDGE_TOKEN"),
-                    help="secret every request must carry (required off loopback)")
-    sv.add_argument("--device", default=os.environ.get("STEMBRIDGE_DEVICE", "auto"))
-    sv.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    # None = not given: defaults are read when the command runs (protocol.settings), and
+    # `serve --detach` passes on exactly what was given
+    sv.add_argument("--host", default=None, help="bind address (default STEMBRIDGE_HOST, "
+                    "else 127.0.0.1; anything but loopback requires --token)")
+    sv.add_argument("--port", type=int, default=None, help="UDP port (default "
+                    f"STEMBRIDGE_PORT, else {settings.DEFAULT_PORT}; with --detach a free one; "
+                    "0 = any free one)")
+    sv.add_argument("--token", default=None, help="secret every request must carry "
+                    "(default STEMBRIDGE_TOKEN; required off loopback)")
+    sv.add_argument("--device", default=None, help="auto (default, or STEMBRIDGE_DEVICE), "
+                    "cpu, cuda, cuda:N, mps")
+    sv.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16", "fp16"))
     sv.add_argument("--preload", default="", help="models to load at start, e.g. "
                     "spleeter-2stems,htdemucs")
     sv.add_argument("--output-root", type=Path, default=None,
                     help="where job folders are written (default ~/.cache/stembridge/jobs)")
     sv.add_argument("--models-dir", type=Path, default=None)
-    sv.add_argument("--model-memory-mb", type=float, default=0, help="budget for warm "
+    sv.add_argument("--model-memory-mb", type=float, default=None, help="budget for warm "
                     "models (least recently used ones are unloaded; 0 = automatic)")
     sv.add_argument("--detach", action="store_true", help="start in the background and "
                     "return once it answers (idempotent: reuses a running server)")
@@ -91,9 +100,11 @@ def _build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--wait", action="store_true", help="follow progress until done")
     st = sub.add_parser("status", help="server status, or one job's")
     st.add_argument("job", nargs="?", default="")
-    ca = sub.add_parser("cancel", help="cancel a job")
+    ca = sub.add_parser("cancel", help="cancel a job (prints the server's reply)")
     ca.add_argument("job")
-    sub.add_parser("ping", help="check that the server answers")
+    pi = sub.add_parser("ping", help="check that the server answers")
+    for client_parser in (sb, st, ca, pi):
+        add_address_options(client_parser)
 
     m = sub.add_parser("models", help="list, fetch or create models")
     msub = m.add_subparsers(dest="models_command")
@@ -112,138 +123,6 @@ def _build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--seed", type=int, default=0)
     preview.add_parser(sub)
     return p
-
-
-# ---------------------------------------------------------------------- progress
-
-
-class ProgressBar:
-    """One line on stderr: regions done/total, percent, ETA. Redrawn in place on a TTY,
-    printed every ~10 % otherwise (logs stay short)."""
-
-    def __init__(self, label: str, enabled: bool) -> None:
-        self.label = label
-        self.enabled = enabled
-        self.tty = sys.stderr.isatty()
-        self.last_decile = -1
-
-    def __call__(self, p: Any) -> None:
-        if not self.enabled:
-            return
-        frac = p.frames_done / p.frames_total if p.frames_total else 1.0
-        eta = "--" if p.eta is None else f"{p.eta:5.1f}s"
-        width = 24
-        bar = "#" * int(frac * width) + "." * (width - int(frac * width))
-        line = (f"{self.label} [{bar}] regions {p.regions_done}/{p.regions_total} "
-                f"{frac * 100:5.1f}% ETA {eta}")
-        if self.tty:
-            sys.stderr.write("\r" + line)
-            sys.stderr.flush()
-        elif int(frac * 10) > self.last_decile:
-            self.last_decile = int(frac * 10)
-            sys.stderr.write(line + "\n")
-
-    def close(self) -> None:
-        if self.enabled and self.tty:
-            sys.stderr.write("\n")
-
-
-# ---------------------------------------------------------------------- split
-
-
-def _safe_name(name: str) -> str:
-    """A file-system-safe folder name from an input file name (no separators, no dots
-    at the start, so it cannot escape the output folder)."""
-    for suffix in (".stem.mp4", ".stem.m4a"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    else:
-        name = Path(name).stem
-    name = re.sub(r"[^\w\-. ]+", "_", name).strip(" .") or "audio"
-    return name[:120]
-
-
-def _split_one(engine: Any, path: Path, args: argparse.Namespace, out_dir: Path,
-               used: set[Path]) -> dict[str, Any]:
-    from engine.audio import StemFileWriter, remove_stale_temp_files
-    from engine.separator import SplitRequest
-
-    job = engine.prepare(SplitRequest(path, stems=args.stems, model=args.model,
-                                      start_at=args.start_at, overlap=args.overlap))
-    folder = out_dir / _safe_name(path.name)
-    n = 2
-    while folder in used:
-        folder = out_dir / f"{_safe_name(path.name)} ({n})"
-        n += 1
-    used.add(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_files(folder)  # left by a run that was killed a day or more ago
-    ext = "flac" if args.format == "flac" else "wav"
-    subtype = "PCM_24" if (args.pcm24 or args.format == "flac") else "FLOAT"
-    writers = {name: StemFileWriter(folder, job.frames, job.channels, job.samplerate)
-               for name in job.stem_names}
-    bar = ProgressBar(path.name, not args.quiet)
-    try:
-        for region in job.run(on_progress=bar):
-            for name, arr in region.stems.items():
-                writers[name].write(region.start, arr)
-        files = {}
-        for name, writer in writers.items():
-            target = folder / f"{name}.{ext}"
-            writer.commit(target, fmt=args.format, subtype=subtype)
-            files[name] = target.name
-    except BaseException:
-        for writer in writers.values():
-            writer.abort()
-        raise
-    finally:
-        bar.close()
-    assert job.result is not None
-    meta = dict(job.result.metadata)
-    meta["output"] = {"folder": str(folder.resolve()), "files": files, "format": args.format,
-                      "subtype": subtype}
-    from protocol.files import write_json_atomic
-
-    write_json_atomic(folder / "stems.json", meta)
-    return meta
-
-
-def cmd_split(args: argparse.Namespace) -> int:
-    from engine.config import EngineConfig
-    from engine.errors import StembridgeError
-    from engine.separator import Engine
-
-    config = EngineConfig(device=args.device, precision=args.precision,
-                          batch_size=args.batch_size, use_cache=not args.no_cache,
-                          models_dir=args.models_dir)
-    engine = Engine(config)
-    used: set[Path] = set()
-    status = 0
-    results = []
-    for path in args.files:
-        t0 = time.perf_counter()
-        try:
-            meta = _split_one(engine, path, args, args.out, used)
-        except StembridgeError as err:
-            print(f"stembridge: {path}: error [{err.code.value}]: {err}", file=sys.stderr)
-            status = status or err.exit_code
-            results.append({"input": str(path), "error": err.to_dict()})
-            continue
-        results.append(meta)
-        if not args.json:
-            folder = meta["output"]["folder"]
-            hit = " (from cache)" if meta["cache_hit"] else ""
-            print(f"{path}: {len(meta['stems'])} stems in {folder}{hit} "
-                  f"[{meta['model_name']} on {meta['device']}, {meta['precision']}, "
-                  f"{time.perf_counter() - t0:.1f}s for {meta['input']['duration']:.1f}s of audio]")
-            for name, fname in meta["output"]["files"].items():
-                print(f"  {name:13s} {Path(folder) / fname}")
-            for w in meta["warnings"]:
-                print(f"  warning: {w}")
-    if args.json:
-        print(json.dumps(results if len(results) > 1 else results[0], indent=2))
-    return status
 
 
 # ---------------------------------------------------------------------- models
@@ -290,95 +169,6 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 2
 
 
-# ---------------------------------------------------------------------- server
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    import logging
-    import signal
-
-    if args.detach:
-        from bridge.client import ensure_running
-
-        info = ensure_running()
-        print(f"stembridge server running on {info['host']}:{info['port']} (pid {info['pid']})")
-        return 0
-    from bridge.server import ServerConfig, StembridgeServer, default_output_root
-    from engine.config import EngineConfig
-    from engine.separator import Engine
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    engine = Engine(EngineConfig(device=args.device, precision=args.precision,
-                                 models_dir=args.models_dir,
-                                 model_memory_mb=args.model_memory_mb))
-    for name in filter(None, args.preload.split(",")):
-        engine.model(name.strip())
-    config = ServerConfig(host=args.host, port=args.port, token=args.token,
-                          output_root=args.output_root or default_output_root())
-    try:
-        server = StembridgeServer(config, engine).start()
-    except ValueError as exc:
-        print(f"stembridge serve: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"stembridge serve: cannot listen on {args.host}:{args.port}: {exc}. Is another "
-              "server running? (`stembridge ping`) Use --port 0 for any free port.",
-              file=sys.stderr)
-        return 10
-
-    def _stop(signum: int, frame: object) -> None:
-        server._stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    host, port = server.address
-    print(f"stembridge server listening on {host}:{port} (pid {os.getpid()})", flush=True)
-    server.wait()
-    server.stop()
-    print("stembridge server stopped", flush=True)
-    return 0
-
-
-def cmd_client(args: argparse.Namespace) -> int:
-    from bridge.client import Client, ClientError, submit_request_file
-
-    if args.command == "submit" and args.request is not None:
-        return submit_request_file(args.request)
-    if args.command == "submit" and args.file is None:
-        print("stembridge: submit needs a FILE or --request JSON", file=sys.stderr)
-        return 2
-
-    try:
-        client = Client.connect(start=args.command == "submit")
-    except ClientError as err:
-        print(f"stembridge: {err}", file=sys.stderr)
-        return 11
-    with client:
-        try:
-            if args.command == "ping":
-                print(f"pong in {client.ping() * 1000:.1f} ms from "
-                      f"{client.server[0]}:{client.server[1]}")
-            elif args.command == "status":
-                print(json.dumps(client.status(args.job), indent=2))
-            elif args.command == "cancel":
-                print(json.dumps(client.cancel(args.job), indent=2))
-            elif args.command == "submit":
-                job = client.split(args.file, stems=args.stems, model=args.model,
-                                   start_at=args.start_at)
-                print(f"job {job}")
-                if args.wait:
-                    for kind, data in client.events(job):
-                        if kind == "progress":
-                            print(f"  progress {data[0]}/{data[1]}", file=sys.stderr)
-                        elif kind == "done":
-                            for stem, path in data["files"].items():
-                                print(f"  {stem:13s} {path}")
-        except ClientError as err:
-            print(f"stembridge: error [{err.code}]: {err}", file=sys.stderr)
-            return 11 if err.code in ("timeout", "not_running") else 12
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
@@ -403,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_client(args)
         return cmd_models(args)
     except StembridgeError as err:
-        print(f"stembridge: error [{err.code.value}]: {err}", file=sys.stderr)
+        from bridge.commands import report
+
+        report.error(err.code, str(err))
         return err.exit_code
     except KeyboardInterrupt:
         print("stembridge: interrupted; no partial stems were written.", file=sys.stderr)

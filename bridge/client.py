@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from protocol import settings
+from protocol.errors import EXIT_NO_SERVER, EXIT_SERVER_ERROR, ErrorCode, exit_status
 from protocol.files import MANIFEST, discovery_path, runtime_dir, write_json_atomic
 from protocol.messages import (
     MAX_DATAGRAM,
@@ -39,6 +41,21 @@ class ClientError(Exception):
         super().__init__(message)
         self.code = code
 
+    @property
+    def exit_code(self) -> int:
+        """The CLI exit status for this error (see `client_exit_status`)."""
+        return client_exit_status(self.code)
+
+
+def client_exit_status(code: str) -> int:
+    """The exit status of a client command that got error `code`: the table's status for
+    every code this version knows (an engine error such as ``input_missing`` gives 3, a
+    refusal such as ``unauthorized`` 12, no server 11); a code this version does not know
+    is the server's error, 12."""
+    if code in ErrorCode._value2member_map_:
+        return exit_status(code)
+    return EXIT_SERVER_ERROR
+
 
 def read_discovery() -> dict[str, Any] | None:
     """The running server's discovery record (host, port, pid, ...), or None."""
@@ -52,10 +69,15 @@ def read_discovery() -> dict[str, Any] | None:
 class Client:
     """One UDP socket on loopback talking to one server."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 47800, *, token: str | None = None,
-                 timeout: float = 5.0) -> None:
+    def __init__(self, host: str | None = None, port: int | None = None, *,
+                 token: str | None = None, timeout: float = 5.0) -> None:
+        """`host`/`port`/`token` default to ``STEMBRIDGE_HOST``/``STEMBRIDGE_PORT``/
+        ``STEMBRIDGE_TOKEN`` (read now), else 127.0.0.1, `settings.DEFAULT_PORT`, none.
+        `timeout`: seconds to wait for each answer."""
+        host = host or settings.host()
+        port = settings.port() if port is None else int(port)
         self.server = (host, port)
-        self.token = token
+        self.token = token if token is not None else settings.token()
         self.timeout = timeout
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -65,16 +87,26 @@ class Client:
         self._pending: list[Message] = []
 
     @classmethod
-    def connect(cls, *, start: bool = True, timeout: float = 5.0, token: str | None = None,
+    def connect(cls, *, host: str | None = None, port: int | None = None,
+                token: str | None = None, start: bool = True, timeout: float = 5.0,
                 start_timeout: float = 60.0, serve_args: tuple[str, ...] = ()) -> Client:
-        """A client of the running server; starts one (detached, with `serve_args`) if
-        none answers and `start` is true."""
+        """A client of the server at `host`:`port` when either is given (or set in
+        ``STEMBRIDGE_HOST``/``STEMBRIDGE_PORT``); otherwise of the server in the discovery
+        record, starting one (detached, with `serve_args`) if none answers and `start` is
+        true. A server at an explicit address is never started here: start it with the
+        same port. `token` defaults to ``STEMBRIDGE_TOKEN``."""
+        if host is None and settings.get("STEMBRIDGE_HOST"):
+            host = settings.host()
+        if port is None and settings.get("STEMBRIDGE_PORT"):
+            port = settings.port()
+        if host is not None or port is not None:
+            return cls(host, port, token=token, timeout=timeout)
         info = ensure_running(start_timeout, serve_args) if start else read_discovery()
         if info is None:
-            raise ClientError("not_running", "No stembridge server is running; start one "
-                              "with `stembridge serve --detach`.")
-        return cls(info.get("host", "127.0.0.1"), int(info["port"]),
-                   token=token or os.environ.get("STEMBRIDGE_TOKEN"), timeout=timeout)
+            raise ClientError("not_running", "No stembridge server is running (no discovery "
+                              f"record in {runtime_dir()}).")
+        return cls(info.get("host") or settings.DEFAULT_HOST, int(info["port"]),
+                   token=token, timeout=timeout)
 
     def close(self) -> None:
         self.sock.close()
@@ -255,8 +287,9 @@ def ensure_running(timeout: float = 60.0, serve_args: tuple[str, ...] = ()) -> d
 
 
 #: Fields a request file (``stembridge submit --request FILE``) may hold.
-REQUEST_FIELDS = {"source": str, "stems": int, "model": str, "start_at": (int, float),
-                  "device": str, "priority": str}
+REQUEST_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "source": str, "stems": int, "model": str, "start_at": (int, float), "device": str,
+    "priority": str}
 
 
 def reply_path(request: Path) -> Path:
@@ -289,7 +322,7 @@ def submit_request_file(request: Path) -> int:
                 raise ValueError(f"request field {key!r} has the wrong type")
     except (OSError, ValueError) as exc:
         answer("error", code="invalid_argument", message=f"Bad request file {request}: {exc}")
-        return 12
+        return exit_status(ErrorCode.INVALID_ARGUMENT)
     serve_args = ("--device", body["device"]) if body.get("device") else ()
     try:
         with Client.connect(start=True, serve_args=serve_args, timeout=10.0) as client:
@@ -299,10 +332,10 @@ def submit_request_file(request: Path) -> int:
                                      priority=body.get("priority") or "interactive")
     except ClientError as err:
         answer("error", code=err.code, message=str(err))
-        return 11 if err.code in ("timeout", "not_running", "start_failed") else 12
+        return err.exit_code
     except OSError as exc:
         answer("error", code="not_running", message=f"Cannot reach the engine: {exc}")
-        return 11
+        return EXIT_NO_SERVER
     folder = str(accepted["folder"])
     answer("accepted", job=str(accepted["job"]), folder=folder,
            manifest=str(Path(folder) / MANIFEST))

@@ -212,6 +212,11 @@ class Engine:
         decoded, warnings = audio.load(Path(request.path), self.config.limits)
         if request.section_start or request.section_length is not None:
             decoded = _section(decoded, request.section_start, request.section_length)
+        duration = decoded.samples.shape[-1] / decoded.samplerate
+        if request.start_at > duration:
+            raise InvalidArgumentError(
+                f"The start time {request.start_at:g} s lies beyond the end of the audio "
+                f"({duration:.3f} s long); choose a start time from 0 to {duration:.3f} s.")
         return Job(self, request, spec, plan, overlap, decoded, warnings,
                    decode_seconds=time.perf_counter() - t0)
 
