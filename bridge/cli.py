@@ -94,6 +94,16 @@ def _build_parser() -> argparse.ArgumentParser:
     ca = sub.add_parser("cancel", help="cancel a job")
     ca.add_argument("job")
     sub.add_parser("ping", help="check that the server answers")
+    sp = sub.add_parser("stop", help="stop the server gracefully (the running job is "
+                        "checkpointed and resumes when a server starts again)")
+    sp.add_argument("--host", default=None, help="server address (default: the "
+                    "discovery record's, else 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=None, help="server port (default: the "
+                    "default server's)")
+    sp.add_argument("--token", default=None, help="the server's token (default "
+                    "$STEMBRIDGE_TOKEN)")
+    sp.add_argument("--timeout", type=float, default=60.0, metavar="SEC",
+                    help="how long to wait for the server to be gone (default 60)")
 
     m = sub.add_parser("models", help="list, fetch or create models")
     msub = m.add_subparsers(dest="models_command")
@@ -341,6 +351,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_client(args: argparse.Namespace) -> int:
     from bridge.client import Client, ClientError, submit_request_file
+    from protocol.errors import exit_status
 
     if args.command == "submit" and args.request is not None:
         return submit_request_file(args.request)
@@ -352,7 +363,7 @@ def cmd_client(args: argparse.Namespace) -> int:
         client = Client.connect(start=args.command == "submit")
     except ClientError as err:
         print(f"stembridge: {err}", file=sys.stderr)
-        return 11
+        return exit_status(err.code)
     with client:
         try:
             if args.command == "ping":
@@ -375,8 +386,43 @@ def cmd_client(args: argparse.Namespace) -> int:
                                 print(f"  {stem:13s} {path}")
         except ClientError as err:
             print(f"stembridge: error [{err.code}]: {err}", file=sys.stderr)
-            return 11 if err.code in ("timeout", "not_running") else 12
+            return exit_status(err.code)
     return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """`stembridge stop`: send ``/stembridge/shutdown`` and wait until the server is gone
+    (it no longer answers and its discovery record is removed)."""
+    from bridge.client import Client, ClientError, read_discovery
+    from protocol import settings
+    from protocol.errors import ErrorCode, exit_status, hint
+
+    info = read_discovery(args.port)
+    host = args.host or (info or {}).get("host") or settings.host()
+    port = args.port or (info or {}).get("port")
+    if port is None:
+        print(f"stembridge: error [not_running]: No stembridge server is running. "
+              f"{hint(ErrorCode.NOT_RUNNING)}", file=sys.stderr)
+        return exit_status(ErrorCode.NOT_RUNNING)
+    token = args.token or settings.token()
+    try:
+        with Client(host, int(port), token=token, timeout=5.0) as client:
+            client.shutdown()
+            deadline = time.monotonic() + args.timeout
+            while time.monotonic() < deadline:
+                try:
+                    client.ping(timeout=0.3)
+                except ClientError:
+                    if read_discovery(int(port)) is None:
+                        print(f"stembridge server on {host}:{port} stopped")
+                        return 0
+                time.sleep(0.1)
+    except ClientError as err:
+        print(f"stembridge: error [{err.code}]: {err} {hint(err.code)}", file=sys.stderr)
+        return exit_status(err.code)
+    print(f"stembridge: error [timeout]: the server on {host}:{port} is still running "
+          f"after {args.timeout:.0f}s. {hint(ErrorCode.TIMEOUT)}", file=sys.stderr)
+    return exit_status(ErrorCode.TIMEOUT)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -399,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_serve(args)
         if args.command == "preview":
             return preview.run(args)
+        if args.command == "stop":
+            return cmd_stop(args)
         if args.command in ("submit", "status", "cancel", "ping"):
             return cmd_client(args)
         return cmd_models(args)
