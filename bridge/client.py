@@ -242,8 +242,17 @@ class Client:
         """Cancel `job`; returns its summary once it has stopped (a running job stops at
         its next batch of windows, so this waits up to ``max(timeout, 60)`` s)."""
         wait = max(self.timeout if timeout is None else timeout, 60.0)
+
+        def answer(m: Message) -> bool:  # not the job's own `cancelled` error push
+            if m.address != Address.ERROR:
+                return True
+            try:
+                return ErrorMsg.from_message(m).code != ErrorCode.CANCELLED
+            except ProtocolError:
+                return False
+
         return status_reply(self._ask(Cancel(job, self.token), Address.STATUS_REPLY,
-                                      timeout=wait)).to_payload()
+                                      answer, timeout=wait)).to_payload()
 
     def release(self, job: str) -> dict[str, Any]:
         """Free the job's shared memory on the server (its files stay)."""
