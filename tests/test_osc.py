@@ -304,3 +304,32 @@ def test_encode_raises_only_protocol_error(arg):
 GOOD = {"request_id": 7, "source": "/home/user/Music/song.wav"}
 
 
+
+
+# --------------------------------------------------------------------------- why our own codec
+
+
+def test_python_osc_is_lenient_where_our_codec_refuses():
+    """The measured reasons for `protocol.osc` (python-osc is only a test dependency):
+    its parser raises UnicodeDecodeError (not its ParseError) on a non-UTF-8 address,
+    accepts trailing bytes and reads a negative blob size as an empty blob; ours answers
+    each with `ProtocolError`, which the server turns into a `bad_message` reply."""
+    from pythonosc.osc_message import ParseError
+
+    non_utf8 = b"/st\xffx\x00\x00\x00,\x00\x00\x00"
+    with pytest.raises(UnicodeDecodeError):
+        OscMessage(non_utf8)
+    assert not issubclass(UnicodeDecodeError, ParseError)
+    with pytest.raises(ProtocolError, match="UTF-8"):
+        decode(non_utf8)
+
+    trailing = encode("/stembridge/ping", 1) + b"\x00\x00\x00\x07"
+    assert OscMessage(trailing).params == [1]
+    with pytest.raises(ProtocolError, match="trailing"):
+        decode(trailing)
+
+    negative = bytearray(encode("/stembridge/split", b"abcd"))
+    negative[-8:-4] = struct.pack(">i", -4)
+    assert OscMessage(bytes(negative)).params == [b""]
+    with pytest.raises(ProtocolError, match="blob size"):
+        decode(bytes(negative))
