@@ -5,7 +5,8 @@
 
 Prints, for a server that already holds the model: submit -> first `job/region` push and
 submit -> `job/done`; and for a cold `stembridge split` process (new interpreter, model
-load, no cache): process start -> exit. The ratio is what a DAW user gains from the warm
+load, no cache): process start -> exit; and how fast a split the server refuses before
+accepting it (a missing file) is answered. The ratio is what a DAW user gains from the warm
 engine. Demucs models use random weights of the released size (`make-test --size full`).
 """
 
@@ -45,9 +46,17 @@ def main(argv: list[str] | None = None) -> None:
         engine.model(args.model)
         server = StembridgeServer(ServerConfig(port=0, output_root=work / "jobs",
                                                write_discovery=False), engine).start()
-        warm_first, warm_done = [], []
+        warm_first, warm_done, refused = [], [], []
         try:
             with Client(*server.address, timeout=30) as c:
+                from bridge.client import ClientError
+
+                for _ in range(20):  # checks before accepting: answered without a job
+                    t0 = time.perf_counter()
+                    try:
+                        c.split(work / "missing.wav", model=args.model)
+                    except ClientError:
+                        refused.append(time.perf_counter() - t0)
                 for _ in range(args.repeat + 1):  # the first run warms kernels/allocator
                     t0 = time.perf_counter()
                     job = c.split(src, model=args.model)
@@ -74,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  warm server: submit -> first region {med(warm_first):.2f}s, "
           f"submit -> done {med(warm_done):.2f}s")
     print(f"  cold `stembridge split`: {med(cold):.2f}s")
+    print(f"  a refused split (missing file) answered in {med(refused) * 1000:.2f} ms")
     print(f"  ratios: cold / warm-first-region {med(cold) / med(warm_first):.1f}x, "
           f"cold / warm-done {med(cold) / med(warm_done):.1f}x")
 

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from bridge import preview
-from bridge.commands.client import add_address_options, cmd_client
+from bridge.commands.client import add_address_options, cmd_client, cmd_stop
 from bridge.commands.server import cmd_serve
 from bridge.commands.split import cmd_split
 from protocol import settings
@@ -103,7 +103,11 @@ def _build_parser() -> argparse.ArgumentParser:
     ca = sub.add_parser("cancel", help="cancel a job (prints the server's reply)")
     ca.add_argument("job")
     pi = sub.add_parser("ping", help="check that the server answers")
-    for client_parser in (sb, st, ca, pi):
+    sp = sub.add_parser("stop", help="stop the server gracefully (the running job is "
+                        "checkpointed and resumes when a server starts again)")
+    sp.add_argument("--timeout", type=float, default=60.0, metavar="SEC",
+                    help="how long to wait for the server to be gone (default 60)")
+    for client_parser in (sb, st, ca, pi, sp):
         add_address_options(client_parser)
 
     m = sub.add_parser("models", help="list, fetch or create models")
@@ -189,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_serve(args)
         if args.command == "preview":
             return preview.run(args)
+        if args.command == "stop":
+            return cmd_stop(args)
         if args.command in ("submit", "status", "cancel", "ping"):
             return cmd_client(args)
         return cmd_models(args)

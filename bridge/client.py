@@ -16,30 +16,48 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from bridge import discovery
 from protocol import settings
-from protocol.errors import EXIT_NO_SERVER, EXIT_SERVER_ERROR, ErrorCode, exit_status
-from protocol.files import MANIFEST, discovery_path, runtime_dir, write_json_atomic
+from protocol.errors import EXIT_SERVER_ERROR, ErrorCode, exit_status
+from protocol.files import MANIFEST, runtime_dir, write_json_atomic
+from protocol.jobfiles import ReplyFile, RequestFile
 from protocol.messages import (
     MAX_DATAGRAM,
+    PUSH_TYPES,
     Address,
+    Cancel,
+    Done,
+    ErrorMsg,
+    Hello,
+    Jobs,
+    JobsReply,
     Message,
+    Payload,
+    Ping,
+    Progress,
     ProtocolError,
-    SplitRequestMsg,
+    RegionDone,
+    Release,
+    Shutdown,
+    SplitRequest,
+    Started,
+    Status,
     decode,
     encode,
-    unpack,
+    status_reply,
 )
 
 
 class ClientError(Exception):
     """The server answered with an error, or did not answer. `code` as on the wire."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str | ErrorCode, message: str) -> None:
         super().__init__(message)
-        self.code = code
+        self.code: str = code.value if isinstance(code, ErrorCode) else code
 
     @property
     def exit_code(self) -> int:
@@ -57,13 +75,22 @@ def client_exit_status(code: str) -> int:
     return EXIT_SERVER_ERROR
 
 
-def read_discovery() -> dict[str, Any] | None:
-    """The running server's discovery record (host, port, pid, ...), or None."""
-    try:
-        data = json.loads(discovery_path().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and "port" in data else None
+def read_discovery(port: int | None = None) -> dict[str, Any] | None:
+    """The discovery record (host, port, pid, ...) of the live server on `port`, or of
+    the default server when no port is given; None when there is none. Records of dead
+    processes are ignored (and removed)."""
+    record = discovery.find(port)
+    return None if record is None else record.to_payload()
+
+
+def parse_push(msg: Message) -> Payload:
+    """The typed form of a push (`ProtocolError` when it is not a valid one)."""
+    if msg.address == Address.STATUS_REPLY:
+        return status_reply(msg)
+    kinds = PUSH_TYPES.get(msg.address)
+    if kinds is None:
+        raise ProtocolError(f"{msg.address} is not a push")
+    return kinds[0].from_message(msg)
 
 
 class Client:
@@ -103,7 +130,7 @@ class Client:
             return cls(host, port, token=token, timeout=timeout)
         info = ensure_running(start_timeout, serve_args) if start else read_discovery()
         if info is None:
-            raise ClientError("not_running", "No stembridge server is running (no discovery "
+            raise ClientError(ErrorCode.NOT_RUNNING, "No stembridge server is running (no discovery "
                               f"record in {runtime_dir()}).")
         return cls(info.get("host") or settings.DEFAULT_HOST, int(info["port"]),
                    token=token, timeout=timeout)
@@ -130,7 +157,7 @@ class Client:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise ClientError("timeout", f"No answer from the server at "
+                raise ClientError(ErrorCode.TIMEOUT, f"No answer from the server at "
                                   f"{self.server[0]}:{self.server[1]}; is it running?")
             self.sock.settimeout(left)
             try:
@@ -138,7 +165,7 @@ class Client:
             except TimeoutError:
                 continue
             except ConnectionRefusedError as exc:
-                raise ClientError("not_running", "The server refused the connection; is "
+                raise ClientError(ErrorCode.NOT_RUNNING, "The server refused the connection; is "
                                   "it running? (`stembridge serve --detach`)") from exc
             try:
                 return decode(data)
@@ -153,98 +180,125 @@ class Client:
             while True:
                 msg = self.receive(timeout)
                 if msg.address == Address.ERROR:
-                    body = unpack(msg.args[0])
+                    try:
+                        err = ErrorMsg.from_message(msg)
+                    except ProtocolError:
+                        continue
                     # an error naming no job and no request answers what we just sent
-                    generic = not body.get("job") and body.get("request_id", -1) == -1
+                    generic = not err.job and err.request_id == -1
                     if generic or match is None or match(msg):
-                        raise ClientError(body.get("code", "error"), body.get("message", ""))
+                        raise ClientError(err.code, err.message)
                 if msg.address in addresses and (match is None or match(msg)):
                     return msg
                 kept.append(msg)
         finally:
             self._pending[:0] = kept
 
-    def _tok(self) -> tuple[str, ...]:
-        return (self.token,) if self.token else ()
-
     # ------------------------------------------------------------------ requests
+
+    def _ask(self, request: Payload, reply: str, match: Any = None,
+             timeout: float | None = None) -> Message:
+        self.send(request.ADDRESS, *request.to_args())
+        return self._expect({reply}, match, timeout)
 
     def ping(self, timeout: float | None = None) -> float:
         """Round-trip time in seconds."""
         nonce = next(self._ids)
         t0 = time.perf_counter()
-        self.send(Address.PING, nonce, *self._tok())
-        self._expect({Address.PONG}, lambda m: m.args and m.args[0] == nonce, timeout)
+        self._ask(Ping(nonce, self.token), Address.PONG,
+                  lambda m: bool(m.args) and m.args[0] == nonce, timeout)
         return time.perf_counter() - t0
 
     def hello(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"protocol": 1, "client": "stembridge-python"}
-        if self.token:
-            body["token"] = self.token
-        self.send(Address.HELLO, body)
-        return unpack(self._expect({Address.WELCOME}).args[0])
+        msg = self._ask(Hello(protocol=1, client="stembridge-python", token=self.token),
+                        Address.WELCOME)
+        return parse_push(msg).to_payload()
 
-    def split(self, source: str | Path, **options: Any) -> str:
+    def split(self, source: str | Path | SplitRequest, **options: Any) -> str:
         """Submit a job (`options` as for `submit`); returns its id once accepted."""
         return str(self.submit(source, **options)["job"])
 
-    def submit(self, source: str | Path, *, stems: int | None = None, model: str | None = None,
-               start_at: float = 0.0, priority: str = "interactive",
-               section_start: float = 0.0, section_length: float | None = None,
-               output_root: str | None = None, shm: bool = False) -> dict[str, Any]:
-        """Submit a job; returns the `job/accepted` payload (request_id, job, folder)."""
+    def submit(self, source: str | Path | SplitRequest, **options: Any) -> dict[str, Any]:
+        """Submit a job: a `SplitRequest`, or a source path and the request's fields as
+        keywords (``stems``, ``model``, ``start_at``, ``section_start``, ``shm``,
+        ``format``...). Returns the `job/accepted` payload (request_id, job, folder)."""
+        if isinstance(source, SplitRequest):
+            req = replace(source, **options)
+        else:
+            req = SplitRequest(source=str(source), **options)
         rid = next(self._ids)
-        req = SplitRequestMsg(rid, str(Path(source).resolve()), stems=stems, model=model,
-                              start_at=start_at, priority=priority,
-                              section_start=section_start, section_length=section_length,
-                              output_root=output_root, token=self.token, shm=shm)
-        self.send(Address.SPLIT, req.to_payload())
+        req = replace(req, source=str(Path(req.source).resolve()), request_id=rid,
+                      token=req.token or self.token)
+        req.check()
 
         def mine(m: Message) -> bool:
             try:
-                return unpack(m.args[0]).get("request_id") == rid
+                return parse_push(m).to_payload().get("request_id") == rid
             except (ProtocolError, IndexError):
                 return False
 
-        return dict(unpack(self._expect({Address.ACCEPTED}, mine).args[0]))
+        return parse_push(self._ask(req, Address.ACCEPTED, mine)).to_payload()
 
     def events(self, job: str, timeout: float = 600.0) -> Iterator[tuple[str, Any]]:
         """(kind, data) for `job` until done: ("started", payload), ("progress",
         (done, total, eta)), ("region", payload), then ("done", payload); an error raises
         ClientError."""
+        kinds = {Started: "started", RegionDone: "region", Done: "done"}
         while True:
             msg = self.receive(timeout)
-            if msg.address == Address.PROGRESS and msg.args and msg.args[0] == job:
-                yield "progress", tuple(msg.args[1:4])
-            elif msg.address in (Address.STARTED, Address.REGION, Address.DONE,
-                                 Address.ERROR):
-                body = unpack(msg.args[0])
-                if body.get("job") != job:
-                    continue
-                if msg.address == Address.ERROR:
-                    raise ClientError(body.get("code", "error"), body.get("message", ""))
-                kind = {Address.STARTED: "started", Address.REGION: "region"}.get(
-                    msg.address, "done")
-                yield kind, body
+            if msg.address not in (Address.PROGRESS, Address.STARTED, Address.REGION,
+                                   Address.DONE, Address.ERROR):
+                continue
+            try:
+                push = parse_push(msg)
+            except ProtocolError:
+                continue
+            if getattr(push, "job", None) != job:
+                continue
+            if isinstance(push, Progress):
+                yield "progress", (push.regions_done, push.regions_total, push.eta)
+            elif isinstance(push, ErrorMsg):
+                raise ClientError(push.code, push.message)
+            else:
+                kind = kinds[type(push)]
+                yield kind, push.to_payload()
                 if kind == "done":
                     return
 
     def status(self, job: str = "") -> dict[str, Any]:
-        self.send(Address.STATUS, job, *self._tok())
-        return unpack(self._expect({Address.STATUS_REPLY}).args[0])
+        return status_reply(self._ask(Status(job, self.token), Address.STATUS_REPLY)
+                            ).to_payload()
 
-    def cancel(self, job: str) -> dict[str, Any]:
-        self.send(Address.CANCEL, job, *self._tok())
-        return unpack(self._expect({Address.STATUS_REPLY}).args[0])
+    def cancel(self, job: str, timeout: float | None = None) -> dict[str, Any]:
+        """Cancel `job`; returns its summary once it has stopped (a running job stops at
+        its next batch of windows, so this waits up to ``max(timeout, 60)`` s)."""
+        wait = max(self.timeout if timeout is None else timeout, 60.0)
+
+        def answer(m: Message) -> bool:  # not the job's own `cancelled` error push
+            if m.address != Address.ERROR:
+                return True
+            try:
+                return ErrorMsg.from_message(m).code != ErrorCode.CANCELLED
+            except ProtocolError:
+                return False
+
+        return status_reply(self._ask(Cancel(job, self.token), Address.STATUS_REPLY,
+                                      answer, timeout=wait)).to_payload()
 
     def release(self, job: str) -> dict[str, Any]:
         """Free the job's shared memory on the server (its files stay)."""
-        self.send(Address.RELEASE, job, *self._tok())
-        return unpack(self._expect({Address.STATUS_REPLY}).args[0])
+        return status_reply(self._ask(Release(job, self.token), Address.STATUS_REPLY)
+                            ).to_payload()
 
     def jobs(self) -> list[dict[str, Any]]:
-        self.send(Address.JOBS, *self._tok())
-        return list(unpack(self._expect({Address.JOBS_REPLY}).args[0])["jobs"])
+        reply = parse_push(self._ask(Jobs(self.token), Address.JOBS_REPLY))
+        assert isinstance(reply, JobsReply)
+        return [j.to_payload() for j in reply.jobs]
+
+    def shutdown(self) -> dict[str, Any]:
+        """Ask the server to stop gracefully; returns its status (state `stopping`)."""
+        return status_reply(self._ask(Shutdown(self.token), Address.STATUS_REPLY)
+                            ).to_payload()
 
 
 def _alive(info: dict[str, Any]) -> bool:
@@ -256,40 +310,38 @@ def _alive(info: dict[str, Any]) -> bool:
         return False
 
 
-def ensure_running(timeout: float = 60.0, serve_args: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The discovery record of a live server, starting a detached one if needed.
-    Idempotent: a second call finds the first one's server. `serve_args` (e.g.
-    ``("--device", "cpu")``) only apply when this call has to start it."""
-    info = read_discovery()
+def ensure_running(timeout: float = 60.0, serve_args: tuple[str, ...] = (),
+                   port: int | None = None) -> dict[str, Any]:
+    """The discovery record of a live server (the default one, or the one on `port`),
+    starting a detached one if needed (on `port`, else on any free port). Idempotent: a
+    second call finds the first one's server. `serve_args` (e.g. ``("--device",
+    "cpu")``) only apply when this call has to start it."""
+    info = read_discovery(port)
     if info is not None and _alive(info):
         return info
     log_dir = runtime_dir()
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / "server.log", "ab") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve", "--port", "0",
+        port_args = () if "--port" in serve_args else ("--port", str(port or 0))
+        proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve", *port_args,
                                  *serve_args],
                                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
                                 start_new_session=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        info = read_discovery()
-        if info is not None and info.get("pid") == proc.pid and _alive(info):
-            return info
+        mine = discovery.find(port) if port is not None else next(
+            (r for r in discovery.live_records() if r.pid == proc.pid), None)
+        if mine is not None and mine.pid == proc.pid and _alive(mine.to_payload()):
+            return mine.to_payload()
         if proc.poll() is not None:
-            info = read_discovery()  # lost a race with another starter: use theirs
+            info = read_discovery(port)  # lost a race with another starter: use theirs
             if info is not None and _alive(info):
                 return info
-            raise ClientError("start_failed", f"The server exited with {proc.returncode}; "
-                              f"see {log_dir / 'server.log'}.")
+            raise ClientError(ErrorCode.START_FAILED, f"The server exited with "
+                              f"{proc.returncode}; see {log_dir / 'server.log'}.")
         time.sleep(0.1)
-    raise ClientError("start_failed", f"The server did not start within {timeout:.0f}s; "
-                      f"see {log_dir / 'server.log'}.")
-
-
-#: Fields a request file (``stembridge submit --request FILE``) may hold.
-REQUEST_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "source": str, "stems": int, "model": str, "start_at": (int, float), "device": str,
-    "priority": str}
+    raise ClientError(ErrorCode.START_FAILED, f"The server did not start within "
+                      f"{timeout:.0f}s; see {log_dir / 'server.log'}.")
 
 
 def reply_path(request: Path) -> Path:
@@ -298,44 +350,41 @@ def reply_path(request: Path) -> Path:
 
 
 def submit_request_file(request: Path) -> int:
-    """Submit the job described by a JSON request file and answer in its reply file.
+    """Submit the job described by a JSON request file (`protocol.jobfiles.RequestFile`:
+    every split option) and answer in its reply file (`ReplyFile`).
 
     For clients that cannot speak UDP (REAPER's Lua): they write ``<name>.json``, launch
     ``stembridge submit --request <name>.json`` without waiting, and poll
     ``<name>.reply.json`` (written atomically). The reply goes through
     ``{"state": "launched"}`` (this process runs), then ``{"state": "accepted", "job",
     "folder", "manifest"}`` or ``{"state": "error", "code", "message"}``. Returns the exit
-    code (0 accepted)."""
+    status (0 accepted, else the code's)."""
     out = reply_path(request)
 
     def answer(state: str, **fields: Any) -> None:
-        write_json_atomic(out, {"state": state, "pid": os.getpid(), **fields})
+        write_json_atomic(out, ReplyFile(state, os.getpid(), **fields).to_payload())
+
+    def error(code: ErrorCode | str, message: str) -> int:
+        answer("error", code=ErrorCode(code).value if isinstance(code, ErrorCode) else code,
+               message=message)
+        return client_exit_status(code.value if isinstance(code, ErrorCode) else code)
 
     answer("launched")
     try:
-        body = json.loads(request.read_text(encoding="utf-8"))
-        if not isinstance(body, dict) or not isinstance(body.get("source"), str):
-            raise ValueError("the request must be a JSON object with a \"source\" path")
-        for key, kind in REQUEST_FIELDS.items():
-            if body.get(key) is not None and (not isinstance(body[key], kind)
-                                              or isinstance(body[key], bool)):
-                raise ValueError(f"request field {key!r} has the wrong type")
+        body = RequestFile.from_payload(json.loads(request.read_text(encoding="utf-8")))
     except (OSError, ValueError) as exc:
-        answer("error", code="invalid_argument", message=f"Bad request file {request}: {exc}")
-        return exit_status(ErrorCode.INVALID_ARGUMENT)
-    serve_args = ("--device", body["device"]) if body.get("device") else ()
+        code = exc.code if isinstance(exc, ProtocolError) else ErrorCode.INVALID_ARGUMENT
+        if code == ErrorCode.BAD_MESSAGE.value:
+            code = ErrorCode.INVALID_ARGUMENT
+        return error(code, f"Bad request file {request}: {exc}")
+    serve_args = ("--device", body.device) if body.device else ()
     try:
         with Client.connect(start=True, serve_args=serve_args, timeout=10.0) as client:
-            accepted = client.submit(body["source"], stems=body.get("stems") or None,
-                                     model=body.get("model") or None,
-                                     start_at=float(body.get("start_at") or 0.0),
-                                     priority=body.get("priority") or "interactive")
+            accepted = client.submit(body.split)
     except ClientError as err:
-        answer("error", code=err.code, message=str(err))
-        return err.exit_code
+        return error(err.code, str(err))
     except OSError as exc:
-        answer("error", code="not_running", message=f"Cannot reach the engine: {exc}")
-        return EXIT_NO_SERVER
+        return error(ErrorCode.NOT_RUNNING, f"Cannot reach the engine: {exc}")
     folder = str(accepted["folder"])
     answer("accepted", job=str(accepted["job"]), folder=folder,
            manifest=str(Path(folder) / MANIFEST))

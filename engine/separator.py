@@ -2,7 +2,7 @@
 finalized regions.
 
     engine = Engine(EngineConfig())
-    job = engine.prepare(SplitRequest(Path("song.flac"), stems=2, start_at=42.0))
+    job = engine.prepare(SplitRequest("song.flac", stems=2, start_at=42.0))
     for region in job.run(cancel=token, on_progress=print):
         ...  # region.stems["vocals"]: (channels, frames) float32 at the source rate
     job.result.metadata                           # model, runtime, device, warnings, ...
@@ -27,6 +27,7 @@ import numpy as np
 from engine import __version__ as ENGINE_VERSION
 from engine.config import EngineConfig
 from engine.errors import InvalidArgumentError, StembridgeError
+from protocol.messages import SplitRequest
 
 if TYPE_CHECKING:
     import torch
@@ -36,32 +37,11 @@ if TYPE_CHECKING:
     from engine.models.base import ModelSpec, SeparationModel
     from engine.stems import StemPlan
 
+__all__ = ["CACHE_REPLAY_SECONDS", "Engine", "Job", "JobResult", "Progress", "Region",
+           "SplitRequest", "check_request"]
+
 #: Seconds of audio per region replayed from the cache.
 CACHE_REPLAY_SECONDS = 30.0
-
-
-@dataclass
-class SplitRequest:
-    """What to separate and how.
-
-    Attributes:
-        path: input audio file (never modified).
-        stems: 2, 4, 6 or None (the model's own sources).
-        model: registry name, or None for the default for `stems`.
-        start_at: seconds from the start of the separated audio (the section, if any)
-            where separation begins (the DAW's play cursor); the rest follows.
-        overlap: window overlap fraction, None for the model's default.
-        section_start, section_length: seconds; separate only this part of the file
-            (None length: to the end). Output frame 0 is the section's first frame.
-    """
-
-    path: Path
-    stems: int | None = None
-    model: str | None = None
-    start_at: float = 0.0
-    overlap: float | None = None
-    section_start: float = 0.0
-    section_length: float | None = None
 
 
 @dataclass
@@ -117,6 +97,25 @@ class Timings:
     first_region: float | None = None
     forward: float = 0.0
     total: float = 0.0
+
+
+def check_request(request: SplitRequest) -> tuple[ModelSpec, StemPlan, float]:
+    """The model spec, stem plan and overlap of `request`, without reading the audio or
+    loading a model (a server answers an impossible request before accepting it).
+    Raises `StembridgeError` (``model_unknown``, ``stems_unsupported``,
+    ``invalid_argument``)."""
+    from engine.models import registry
+    from engine.stems import plan_stems
+
+    name = registry.choose_model(request.model, request.stems)
+    spec = registry.get_spec(name)
+    plan = plan_stems(name, spec.sources, request.stems)
+    overlap = spec.default_overlap if request.overlap is None else request.overlap
+    if not 0.0 <= overlap < 1.0:
+        raise InvalidArgumentError(f"--overlap must be in [0, 1), got {overlap}.")
+    if request.start_at < 0:
+        raise InvalidArgumentError(f"--start-at must be >= 0 seconds, got {request.start_at}.")
+    return spec, plan, overlap
 
 
 class Engine:
@@ -197,17 +196,8 @@ class Engine:
     def prepare(self, request: SplitRequest) -> Job:
         """Validate the input and resolve model and stems; raises before any model runs."""
         from engine import audio
-        from engine.models import registry
-        from engine.stems import plan_stems
 
-        name = registry.choose_model(request.model, request.stems)
-        spec = registry.get_spec(name)
-        plan = plan_stems(name, spec.sources, request.stems)
-        overlap = spec.default_overlap if request.overlap is None else request.overlap
-        if not 0.0 <= overlap < 1.0:
-            raise InvalidArgumentError(f"--overlap must be in [0, 1), got {overlap}.")
-        if request.start_at < 0:
-            raise InvalidArgumentError(f"--start-at must be >= 0 seconds, got {request.start_at}.")
+        spec, plan, overlap = check_request(request)
         t0 = time.perf_counter()
         decoded, warnings = audio.load(Path(request.path), self.config.limits)
         if request.section_start or request.section_length is not None:

@@ -1,10 +1,12 @@
-"""Every message of the stembridge OSC protocol: addresses, arguments, payload fields.
+"""Every message of the stembridge OSC protocol: addresses and one type per message.
 
-A message is one OSC message in one UDP datagram. Simple values travel as plain OSC
-arguments; structured values as ONE msgpack blob argument (OSC type ``b``) holding a map
-with string keys. Unknown map keys are ignored (newer peers may add fields); missing
-required keys are a `ProtocolError`. See PROTOCOL.md for the prose and examples, and
-tests/golden/ for the exact bytes.
+A message is one OSC message in one UDP datagram (codec: `protocol.osc`). Simple values
+travel as plain OSC arguments; structured values as ONE msgpack blob argument (OSC type
+``b``) holding a map with string keys. Unknown map keys are ignored (newer peers may add
+fields); missing required keys or wrong types are a `ProtocolError`. Every type here has
+``to_payload()`` / ``from_payload()`` (the map, or for plain-argument messages the named
+arguments), ``to_args()`` / ``from_message()`` (the OSC arguments) and ``encode()``.
+PROTOCOL.md's field tables and tests/golden/ are generated from these types.
 
 Requests (client -> server) may carry the server's access token: in the payload map as
 ``token`` or, for messages with plain arguments, as a trailing string argument.
@@ -12,11 +14,30 @@ Requests (client -> server) may carry the server's access token: in the payload 
 
 from __future__ import annotations
 
+import contextlib
 import math
-from dataclasses import dataclass
-from typing import Any
+import os
+from dataclasses import MISSING, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
 
 from protocol import settings as _settings
+from protocol.errors import ErrorCode
+from protocol.osc import (
+    MAX_DATAGRAM,
+    Message,
+    ProtocolError,
+    decode,
+    encode,
+    field,
+    pack,
+    payload,
+    unpack,
+)
+from protocol.payload import Payload, spec
+
+__all__ = ["MAX_DATAGRAM", "Message", "Payload", "ProtocolError", "decode", "encode", "field",
+           "pack", "payload", "spec", "unpack"]
 
 PREFIX = "/stembridge"
 
@@ -31,6 +52,7 @@ class Address:
     STATUS = f"{PREFIX}/status"
     JOBS = f"{PREFIX}/jobs"
     RELEASE = f"{PREFIX}/release"
+    SHUTDOWN = f"{PREFIX}/shutdown"
     # pushes and replies (server -> client)
     WELCOME = f"{PREFIX}/hello/reply"
     PONG = f"{PREFIX}/pong"
@@ -45,11 +67,10 @@ class Address:
 
 
 REQUESTS = frozenset({Address.HELLO, Address.PING, Address.SPLIT, Address.CANCEL,
-                      Address.STATUS, Address.JOBS, Address.RELEASE})
+                      Address.STATUS, Address.JOBS, Address.RELEASE, Address.SHUTDOWN})
 PUSHES = frozenset({Address.WELCOME, Address.PONG, Address.ACCEPTED, Address.STARTED,
-                    Address.PROGRESS,
-                    Address.REGION, Address.DONE, Address.ERROR, Address.STATUS_REPLY,
-                    Address.JOBS_REPLY})
+                    Address.PROGRESS, Address.REGION, Address.DONE, Address.ERROR,
+                    Address.STATUS_REPLY, Address.JOBS_REPLY})
 
 
 class PreviewAddress:
@@ -78,248 +99,134 @@ PREVIEW_CONTROLS = frozenset({
 #: UDP port of the preview player's control socket on 127.0.0.1 (defined in settings).
 DEFAULT_PREVIEW_PORT = _settings.DEFAULT_PREVIEW_PORT
 
-#: Largest datagram either side sends or accepts (bytes).
-MAX_DATAGRAM = 65000
+#: Job states, in the order a job goes through them (PROTOCOL.md, "Files").
+JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+PRIORITIES = ("interactive", "batch")
+OUTPUT_FORMATS = ("wav", "flac")
 
 
-class ProtocolError(ValueError):
-    """A datagram that is not a valid stembridge message. `code` is an ErrorCode value."""
-
-    def __init__(self, message: str, code: str = "bad_message") -> None:
-        super().__init__(message)
-        self.code = code
+_TOKEN = "access token, when the server has one"
 
 
-@dataclass(frozen=True)
-class Message:
-    """A decoded OSC message: its address and its arguments (a blob arrives as bytes)."""
-
-    address: str
-    args: tuple[Any, ...]
-
-
-# --------------------------------------------------------------------------- OSC bytes
-
-
-def _pad4(data: bytes) -> bytes:
-    return data + b"\0" * (-len(data) % 4)
-
-
-def _osc_string(text: str) -> bytes:
-    raw = text.encode("utf-8")
-    if b"\0" in raw:
-        raise ProtocolError("OSC strings cannot contain NUL characters")
-    return raw + b"\0" * (4 - len(raw) % 4)
-
-
-def encode(address: str, *args: Any) -> bytes:
-    """One OSC message (see `_encode`); raises only `ProtocolError`."""
-    import struct
-
-    try:
-        return _encode(address, *args)
-    except ProtocolError:
-        raise
-    except (struct.error, OverflowError, TypeError, ValueError) as exc:
-        raise ProtocolError(f"cannot encode {address}: {exc}") from exc
-
-
-def _encode(address: str, *args: Any) -> bytes:
-    """One OSC message: address, type tags, arguments. Supported argument types:
-    int (``i``, 32-bit), float (``f``, 32-bit), str (``s``), bytes (``b``), bool (T/F),
-    None (``N``). Dicts and lists are packed into a msgpack blob."""
-    import struct
-
-    tags = ","
-    body = b""
-    for arg in args:
-        if isinstance(arg, bool):
-            tags += "T" if arg else "F"
-        elif arg is None:
-            tags += "N"
-        elif isinstance(arg, int):
-            if not -(2**31) <= arg < 2**31:
-                raise ProtocolError(f"integer {arg} does not fit OSC int32; use the payload map")
-            tags += "i"
-            body += struct.pack(">i", arg)
-        elif isinstance(arg, float):
-            tags += "f"
-            body += struct.pack(">f", arg)
-        elif isinstance(arg, str):
-            tags += "s"
-            body += _osc_string(arg)
-        elif isinstance(arg, (bytes, bytearray)):
-            tags += "b"
-            body += struct.pack(">i", len(arg)) + _pad4(bytes(arg))
-        elif isinstance(arg, (dict, list, tuple)):
-            blob = pack(arg)
-            tags += "b"
-            body += struct.pack(">i", len(blob)) + _pad4(blob)
-        else:
-            raise ProtocolError(f"cannot encode {type(arg).__name__} as an OSC argument")
-    data = _osc_string(address) + _osc_string(tags) + body
-    if len(data) > MAX_DATAGRAM:
-        raise ProtocolError(f"message of {len(data)} bytes exceeds {MAX_DATAGRAM}")
-    return data
-
-
-def _read_string(data: bytes, pos: int) -> tuple[str, int]:
-    end = data.find(b"\0", pos)
-    if end < 0:
-        raise ProtocolError("unterminated OSC string")
-    try:
-        text = data[pos:end].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ProtocolError("OSC string is not UTF-8") from exc
-    return text, end + 4 - (end - pos) % 4
-
-
-def decode(data: bytes) -> Message:
-    """Parse one OSC message (bundles are not part of this protocol). Never raises
-    anything but `ProtocolError`, whatever the bytes."""
-    import struct
-
-    if not isinstance(data, (bytes, bytearray)) or len(data) < 8:
-        raise ProtocolError("datagram too short for an OSC message")
-    if len(data) > MAX_DATAGRAM:
-        raise ProtocolError(f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM}")
-    if len(data) % 4:
-        raise ProtocolError("OSC message length is not a multiple of 4")
-    data = bytes(data)
-    address, pos = _read_string(data, 0)
-    if not address.startswith("/"):
-        raise ProtocolError("OSC address must start with '/'")
-    if pos >= len(data):
-        tags = ","
-    else:
-        tags, pos = _read_string(data, pos)
-    if not tags.startswith(","):
-        raise ProtocolError("missing OSC type tag string")
-    args: list[Any] = []
-    for tag in tags[1:]:
-        if tag in "if":
-            if pos + 4 > len(data):
-                raise ProtocolError("truncated OSC argument")
-            args.append(struct.unpack(">i" if tag == "i" else ">f", data[pos:pos + 4])[0])
-            pos += 4
-        elif tag == "s":
-            if pos >= len(data):
-                raise ProtocolError("truncated OSC string argument")
-            text, pos = _read_string(data, pos)
-            args.append(text)
-        elif tag == "b":
-            if pos + 4 > len(data):
-                raise ProtocolError("truncated OSC blob size")
-            size = struct.unpack(">i", data[pos:pos + 4])[0]
-            pos += 4
-            if size < 0 or pos + size > len(data):
-                raise ProtocolError("OSC blob size exceeds the datagram")
-            args.append(data[pos:pos + size])
-            pos += size + (-size % 4)
-        elif tag == "T":
-            args.append(True)
-        elif tag == "F":
-            args.append(False)
-        elif tag == "N":
-            args.append(None)
-        else:
-            raise ProtocolError(f"unsupported OSC type tag {tag!r}")
-    if pos != len(data):
-        raise ProtocolError("trailing bytes after the OSC arguments")
-    return Message(address, tuple(args))
-
-
-# --------------------------------------------------------------------------- msgpack
-
-
-def pack(value: Any) -> bytes:
-    """msgpack bytes of a payload (maps keep insertion order, so bytes are stable)."""
-    import msgpack
-
-    return msgpack.packb(value, use_bin_type=True)
-
-
-def unpack(blob: Any) -> dict[str, Any]:
-    """A payload map from a msgpack blob; `ProtocolError` for anything else."""
-    import msgpack
-
-    if not isinstance(blob, (bytes, bytearray)):
-        raise ProtocolError("expected a msgpack blob argument")
-    try:
-        value = msgpack.unpackb(bytes(blob), raw=False, strict_map_key=True)
-    except Exception as exc:  # msgpack raises several unrelated types
-        raise ProtocolError(f"bad msgpack payload: {exc}") from exc
-    if not isinstance(value, dict):
-        raise ProtocolError("payload must be a msgpack map")
-    if not all(type(k) is str for k in value):
-        raise ProtocolError("payload keys must be strings")
-    return value
-
-
-def payload(msg: Message, index: int = 0) -> dict[str, Any]:
-    """The payload map in argument `index` of `msg`."""
-    if len(msg.args) <= index:
-        raise ProtocolError(f"{msg.address} needs a payload blob argument")
-    return unpack(msg.args[index])
-
-
-def field(data: dict[str, Any], key: str, kind: type | tuple[type, ...], *,
-          required: bool = True, default: Any = None) -> Any:
-    """`data[key]` checked against `kind` (ints accepted where floats are expected)."""
-    if key not in data or data[key] is None:
-        if required:
-            raise ProtocolError(f"missing field {key!r}")
-        return default
-    value = data[key]
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        raise ProtocolError(f"field {key!r} must be {'/'.join(k.__name__ for k in kinds)}")
-    return value
+def _token() -> Any:
+    return spec(str, _TOKEN, type="str", default=None)
 
 
 # --------------------------------------------------------------------------- requests
 
 
 @dataclass
-class SplitRequestMsg:
-    """``/stembridge/split`` payload.
+class Hello(Payload):
+    """Optional handshake: what the server is and can do."""
 
-    Fields: ``request_id`` (int, echoed in the reply), ``source`` (absolute path of the
-    audio file), ``stems`` (2, 4, 6 or nil), ``model`` (str or nil), ``start_at``
-    (seconds, play-cursor order), ``section_start``/``section_length`` (seconds, optional
-    part of the file), ``priority`` ("interactive" | "batch"), ``output_root`` (optional;
-    must lie inside the server's output root), ``reply_port`` (optional UDP port on the
-    sender's host for pushes; default the sender's port), ``token``, ``shm`` (bool: also
-    publish the stems in shared memory, see `protocol.shm`).
-    """
+    ADDRESS = Address.HELLO
+    DIRECTION = "request"
+    OMIT_DEFAULTS = True
 
-    request_id: int
-    source: str
-    stems: int | None = None
-    model: str | None = None
-    start_at: float = 0.0
-    section_start: float = 0.0
-    section_length: float | None = None
-    priority: str = "interactive"
-    output_root: str | None = None
-    reply_port: int | None = None
-    token: str | None = None
-    shm: bool = False
+    protocol: int | None = spec(int, "the client's protocol version (informational; the "
+                                "server does not check it)", type="int", default=None)
+    client: str | None = spec(str, "the client's name, e.g. `stembridge-reaper` "
+                              "(informational)", type="str", default=None)
+    token: str | None = _token()
+
+
+@dataclass
+class Ping(Payload):
+    """Are you there? Answered with `Pong` echoing `nonce`."""
+
+    ADDRESS = Address.PING
+    DIRECTION = "request"
+    ARGS = ("nonce", "token")
+
+    nonce: int = spec(int, "any integer, echoed", type="int", default=0)
+    token: str | None = _token()
+
+
+@dataclass
+class SplitRequest(Payload):
+    """What to separate and how: THE split request, used by the socket client, the
+    request file, the server and the engine (``Engine.prepare``).
+
+    Times are seconds; `start_at` counts from the start of the separated audio (the
+    section, if any): separation begins there (the DAW's play cursor), the rest follows.
+    A `source` given as a `Path` is kept as its string. Construct with keywords."""
+
+    ADDRESS = Address.SPLIT
+    DIRECTION = "request"
+    OMIT_DEFAULTS = True
+    #: Key order on the wire (kept from version 1's first servers: golden bytes).
+    ORDER: ClassVar[tuple[str, ...]] = (
+        "request_id", "source", "shm", "stems", "model", "start_at", "overlap",
+        "section_start", "section_length", "priority", "format", "output_root",
+        "reply_port", "token")
+    WIRE_REQUIRED = ("request_id",)
+
+    source: str | os.PathLike[str] = spec(str, "**absolute** path of the audio file (UTF-8), as the server "
+                       "sees it", type="str")
+    stems: int | None = spec(int, "`2` (vocals + instrumental), `4` or `6`; absent: the "
+                             "model's own", type="int", default=None)
+    model: str | None = spec(str, "a name from `models_available`; absent: the default "
+                             "for `stems`", type="str", default=None)
+    start_at: float = spec(float, "seconds from the start of the separated audio; the "
+                           "regions around it are computed first (play-cursor order), the "
+                           "rest after, wrapping around", type="float", default=0.0)
+    overlap: float | None = spec(float, "window overlap fraction in [0, 1); absent: the "
+                                 "model's default", type="float", default=None)
+    section_start: float = spec(float, "seconds; separate only part of the file, starting "
+                                "here", type="float", default=0.0)
+    section_length: float | None = spec(float, "seconds, > 0; absent: to the end",
+                                        type="float", default=None)
+    priority: str = spec(str, "`interactive` jobs run before `batch` jobs; within a "
+                         "class, in arrival order", type="str", default="interactive")
+    format: str = spec(str, "the consolidated files: `wav` (32-bit float) or `flac` "
+                       "(24-bit); region files are always float WAV", type="str",
+                       default="wav")
+    shm: bool = spec(bool, "also publish the stems in shared memory (see [Shared memory]"
+                     "(#shared-memory)); costs RAM: frames × channels × stems × 4 bytes "
+                     "until `release`", type="bool", default=False)
+    output_root: str | None = spec(str, "where the job folder is created; absolute, or "
+                                   "relative to the server's root; must lie inside the "
+                                   "server's root", type="str", default=None)
+    reply_port: int | None = spec(int, "1..65535: UDP port on the sender's host for this "
+                                  "job's pushes; absent: the sender's port", type="int",
+                                  default=None)
+    request_id: int = spec(int, "chosen by the client, echoed in `job/accepted` and in "
+                           "errors about this request", type="int", default=0)
+    token: str | None = _token()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.source, os.PathLike):
+            self.source = os.fspath(self.source)
+
+    @property
+    def path(self) -> Path:
+        """`source` as a path."""
+        return Path(self.source)
 
     def to_payload(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"request_id": self.request_id, "source": self.source}
-        if self.shm:
-            out["shm"] = True
-        for key in ("stems", "model", "start_at", "section_start", "section_length",
-                    "priority", "output_root", "reply_port", "token"):
-            value = getattr(self, key)
-            if value is not None and not (key in ("start_at", "section_start") and value == 0):
-                if key == "priority" and value == "interactive":
-                    continue
-                out[key] = value
-        return out
+        out = super().to_payload()
+        return {key: out[key] for key in self.ORDER if key in out}
+
+    def check(self) -> None:
+        """Ranges: stems, priority, format, finite non-negative times, reply_port."""
+        bad = ErrorCode.INVALID_ARGUMENT
+        if self.stems is not None and self.stems not in (2, 4, 6):
+            raise ProtocolError("stems must be 2, 4 or 6", code=bad)
+        if self.priority not in PRIORITIES:
+            raise ProtocolError("priority must be 'interactive' or 'batch'", code=bad)
+        if self.format not in OUTPUT_FORMATS:
+            raise ProtocolError("format must be 'wav' or 'flac'", code=bad)
+        times = [self.start_at, self.section_start] + (
+            [self.section_length] if self.section_length is not None else [])
+        if not all(math.isfinite(t) for t in times) or self.start_at < 0 or (
+                self.section_start < 0) or (
+                self.section_length is not None and self.section_length <= 0):
+            raise ProtocolError("times must be >= 0 (section_length > 0)", code=bad)
+        if self.overlap is not None and not (math.isfinite(self.overlap)
+                                             and 0.0 <= self.overlap < 1.0):
+            raise ProtocolError("overlap must be in [0, 1)", code=bad)
+        if self.reply_port is not None and not 1 <= self.reply_port <= 65535:
+            raise ProtocolError("reply_port must be 1..65535", code=bad)
 
     @staticmethod
     def payload_from_args(args: tuple[Any, ...]) -> dict[str, Any]:
@@ -329,7 +236,7 @@ class SplitRequestMsg:
         [s token]``. Its ``request_id`` is 0."""
         if not args or not isinstance(args[0], str):
             raise ProtocolError("plain split needs the source path as first argument")
-        kinds = (str, int, (int, float), int, str)
+        kinds: tuple[Any, ...] = (str, int, (int, float), int, str)
         names = ("source", "stems", "start_at", "reply_port", "token")
         if len(args) > len(names):
             raise ProtocolError("plain split takes at most 5 arguments")
@@ -342,34 +249,310 @@ class SplitRequestMsg:
             out[name] = float(value) if name == "start_at" else value
         return out
 
-    @classmethod
-    def from_payload(cls, data: dict[str, Any]) -> SplitRequestMsg:
-        msg = cls(
-            request_id=field(data, "request_id", int),
-            source=field(data, "source", str),
-            stems=field(data, "stems", int, required=False),
-            model=field(data, "model", str, required=False),
-            start_at=field(data, "start_at", float, required=False, default=0.0),
-            section_start=field(data, "section_start", float, required=False, default=0.0),
-            section_length=field(data, "section_length", float, required=False),
-            priority=field(data, "priority", str, required=False, default="interactive"),
-            output_root=field(data, "output_root", str, required=False),
-            reply_port=field(data, "reply_port", int, required=False),
-            token=field(data, "token", str, required=False),
-            shm=field(data, "shm", bool, required=False, default=False),
-        )
-        if msg.stems is not None and msg.stems not in (2, 4, 6):
-            raise ProtocolError("stems must be 2, 4 or 6", code="invalid_argument")
-        if msg.priority not in ("interactive", "batch"):
-            raise ProtocolError("priority must be 'interactive' or 'batch'",
-                                code="invalid_argument")
-        times = [msg.start_at, msg.section_start] + (
-            [msg.section_length] if msg.section_length is not None else [])
-        if not all(math.isfinite(t) for t in times) or msg.start_at < 0 or (
-                msg.section_start < 0) or (
-                msg.section_length is not None and msg.section_length <= 0):
-            raise ProtocolError("times must be >= 0 (section_length > 0)",
-                                code="invalid_argument")
-        if msg.reply_port is not None and not 1 <= msg.reply_port <= 65535:
-            raise ProtocolError("reply_port must be 1..65535", code="invalid_argument")
-        return msg
+
+#: The name version 1's first clients imported.
+SplitRequestMsg = SplitRequest
+
+
+def _job_arg(doc: str, default: Any = MISSING) -> Any:
+    return spec(str, doc, type="str", default=default)
+
+
+@dataclass
+class Cancel(Payload):
+    """Cancel a job. Answered, once the job has stopped, with its `JobSummary`."""
+
+    ADDRESS = Address.CANCEL
+    DIRECTION = "request"
+    ARGS = ("job", "token")
+
+    job: str = _job_arg("job id")
+    token: str | None = _token()
+
+
+@dataclass
+class Status(Payload):
+    """A job's summary, or (no job) the server's status."""
+
+    ADDRESS = Address.STATUS
+    DIRECTION = "request"
+    ARGS = ("job", "token")
+
+    job: str = _job_arg("job id; empty or absent: the server's status", "")
+    token: str | None = _token()
+
+
+@dataclass
+class Jobs(Payload):
+    """The summaries of the server's recent jobs."""
+
+    ADDRESS = Address.JOBS
+    DIRECTION = "request"
+    ARGS = ("token",)
+
+    token: str | None = _token()
+
+
+@dataclass
+class Release(Payload):
+    """Free a job's shared memory (its files stay)."""
+
+    ADDRESS = Address.RELEASE
+    DIRECTION = "request"
+    ARGS = ("job", "token")
+
+    job: str = _job_arg("job id")
+    token: str | None = _token()
+
+
+@dataclass
+class Shutdown(Payload):
+    """Stop the server gracefully: the running job finishes its current region and is
+    checkpointed (resumable), shared memory is released, the discovery record removed.
+    Answered with the server's `ServerStatus` (state `stopping`) before it stops."""
+
+    ADDRESS = Address.SHUTDOWN
+    DIRECTION = "request"
+    ARGS = ("token",)
+
+    token: str | None = _token()
+
+
+# --------------------------------------------------------------------------- pushes
+
+
+@dataclass
+class Welcome(Payload):
+    """Answer to `hello`."""
+
+    ADDRESS = Address.WELCOME
+    DIRECTION = "push"
+
+    engine_version: str = spec(str, "stembridge version", type="str")
+    protocol_version: int = spec(int, "`1`", type="int")
+    models_available: list[str] = spec(list, "every known model name (the embedded "
+                                       "default first)", type="array of str", item=str)
+    models_loaded: list[str] = spec(list, "models warm in memory now (no load delay)",
+                                    type="array of str", item=str)
+    device: str = spec(str, "`cpu`, `cuda`, `cuda:1`, `mps`", type="str")
+    precision: str = spec(str, "`fp32`, `bf16` or `fp16`", type="str")
+    capabilities: list[str] = spec(list, "what this server can do: `split`, `cancel`, "
+                                   "`status`, `jobs`, `files`, `start_at`, `section`, "
+                                   "`shm`, `release`, `shutdown`, `format`",
+                                   type="array of str", item=str)
+    output_root: str = spec(str, "absolute path under which job folders are created",
+                            type="str")
+
+
+@dataclass
+class Pong(Payload):
+    """Answer to `ping`."""
+
+    ADDRESS = Address.PONG
+    DIRECTION = "push"
+    ARGS = ("nonce",)
+
+    nonce: int = spec(int, "the ping's integer", type="int", default=0)
+
+    def to_args(self) -> tuple[Any, ...]:
+        return (self.nonce,)
+
+
+@dataclass
+class Accepted(Payload):
+    """The `split` was checked and queued."""
+
+    ADDRESS = Address.ACCEPTED
+    DIRECTION = "push"
+
+    request_id: int = spec(int, "the `split`'s `request_id`", type="int")
+    job: str = spec(str, "job id: `YYYYMMDD-HHMMSS-xxxxxxxx` (server local time, 8 random "
+                    "hex digits)", type="str")
+    folder: str = spec(str, "absolute path of the job folder (its `manifest.json` exists "
+                       "already)", type="str")
+
+
+@dataclass
+class ShmInfo(Payload):
+    """Names of a job's shared-memory blocks (`protocol.shm`)."""
+
+    DIRECTION = "part"
+
+    index: str = spec(str, "name of the index block", type="str")
+    blocks: dict[str, list[str]] = spec(dict, "stem -> block name per channel",
+                                        type="map str → array of str", item=list)
+
+
+@dataclass
+class Started(Payload):
+    """The worker started the job: what the output will be."""
+
+    ADDRESS = Address.STARTED
+    DIRECTION = "push"
+
+    job: str = spec(str, "job id", type="str")
+    stems: list[str] = spec(list, "output stems, in order", type="array of str", item=str)
+    samplerate: int = spec(int, "Hz of every output (the source's)", type="int")
+    channels: int = spec(int, "channels of every output (the source's: 1 or 2)", type="int")
+    frames: int = spec(int, "length of every output, frames", type="int")
+    folder: str = spec(str, "the job folder", type="str")
+    shm: ShmInfo | None = spec(ShmInfo, "with `shm: true` in the split: `{\"index\": name, "
+                               "\"blocks\": {stem: [name per channel]}}`",
+                               type="null or map", default=None)
+
+
+@dataclass
+class Progress(Payload):
+    """Progress of a running job: plain arguments (cheap to read without msgpack)."""
+
+    ADDRESS = Address.PROGRESS
+    DIRECTION = "push"
+    ARGS = ("job", "regions_done", "regions_total", "eta")
+
+    job: str = spec(str, "job id", type="str")
+    regions_done: int = spec(int, "regions final so far, including those a resumed job "
+                             "kept", type="int")
+    regions_total: int = spec(int, "regions of the whole job", type="int")
+    eta: float = spec(float, "estimated seconds left; `-1.0`: not known yet", type="float")
+
+    def to_args(self) -> tuple[Any, ...]:
+        return (self.job, int(self.regions_done), int(self.regions_total), float(self.eta))
+
+
+@dataclass
+class RegionDone(Payload):
+    """A stretch `[start, end)` of every stem is final; its files exist for good."""
+
+    ADDRESS = Address.REGION
+    DIRECTION = "push"
+
+    job: str = spec(str, "job id", type="str")
+    start: int = spec(int, "first frame at `samplerate`; frame 0 = start of the separated "
+                      "audio (the section)", type="int")
+    end: int = spec(int, "frame after the last, `[start, end)`", type="int")
+    samplerate: int = spec(int, "the source file's sample rate, Hz", type="int")
+    start_s: float = spec(float, "`start` in seconds", type="float")
+    end_s: float = spec(float, "`end` in seconds", type="float")
+    files: dict[str, str] = spec(dict, "stem name → absolute path of this region's WAV "
+                                 "(`regions/<stem>/<start>-<end>.wav` in the job folder)",
+                                 type="map str → str", item=str)
+
+
+@dataclass
+class Done(Payload):
+    """The job finished; the consolidated files exist."""
+
+    ADDRESS = Address.DONE
+    DIRECTION = "push"
+
+    job: str = spec(str, "job id", type="str")
+    files: dict[str, str] = spec(dict, "stem name → absolute path of `<stem>.wav` (or "
+                                 "`.flac`), the whole length", type="map str → str",
+                                 item=str)
+    manifest: str = spec(str, "absolute path of the job's `manifest.json`", type="str")
+    metadata: dict[str, Any] = spec(dict, "model, device, precision, timings, warnings, "
+                                    "cache hit, input...: informational, free-form",
+                                    type="map", factory=dict)
+
+
+@dataclass
+class ErrorMsg(Payload):
+    """Something failed: a request that cannot be served, or a job."""
+
+    ADDRESS = Address.ERROR
+    DIRECTION = "push"
+
+    job: str = spec(str, "the job id, or `\"\"` when the error is about a request",
+                    type="str", default="")
+    request_id: int = spec(int, "the `split`'s `request_id`, or `-1`", type="int",
+                           default=-1)
+    code: ErrorCode | str = spec(str, "a stable code from [Error codes](#error-codes)",
+                                 type="str", default=ErrorCode.INTERNAL)
+    message: str = spec(str, "for people: what happened and what to do", type="str",
+                        default="")
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.code, ErrorCode):
+            with contextlib.suppress(ValueError):  # a newer peer's code stays a string
+                self.code = ErrorCode(self.code)
+
+
+@dataclass
+class JobError(Payload):
+    """Why a job failed or was cancelled."""
+
+    DIRECTION = "part"
+
+    code: str = spec(str, "error code", type="str")
+    message: str = spec(str, "what happened and what to do", type="str")
+
+
+@dataclass
+class JobSummary(Payload):
+    """One job, as `status`, `cancel`, `release` and `jobs` report it."""
+
+    ADDRESS = Address.STATUS_REPLY
+    DIRECTION = "push"
+
+    job: str = spec(str, "job id", type="str")
+    state: str = spec(str, "`queued`, `running`, `done`, `failed` or `cancelled`",
+                      type="str")
+    source: str = spec(str, "the request's `source`", type="str")
+    regions_done: int = spec(int, "regions final so far (with those a resumed job kept)",
+                             type="int", default=0)
+    regions_total: int = spec(int, "regions of the whole job (0 before the first "
+                              "progress)", type="int", default=0)
+    eta: float = spec(float, "seconds left, `-1.0` if not known", type="float",
+                      default=-1.0)
+    folder: str = spec(str, "absolute path of the job folder", type="str", default="")
+    error: JobError | None = spec(JobError, "`{\"code\": str, \"message\": str}` once "
+                                  "`failed` or `cancelled`", type="nil or map",
+                                  default=None)
+
+
+@dataclass
+class ServerStatus(Payload):
+    """The server's own status (answer to `status` without a job, and to `shutdown`)."""
+
+    ADDRESS = Address.STATUS_REPLY
+    DIRECTION = "push"
+
+    state: str = spec(str, "`running`, or `stopping` after `shutdown`", type="str")
+    pid: int = spec(int, "server process id", type="int")
+    uptime: float = spec(float, "seconds since start", type="float")
+    queued: int = spec(int, "number of queued jobs", type="int")
+    running: int = spec(int, "number of running jobs", type="int")
+    models_loaded: list[str] = spec(list, "models warm in memory", type="array of str",
+                                    item=str)
+    stats: dict[str, int] = spec(dict, "datagrams `received`, `handled`, `malformed`, "
+                                 "`unknown`, `unauthorized`, `internal`, `ignored`",
+                                 type="map str → int", item=int)
+
+
+def status_reply(msg: Message) -> JobSummary | ServerStatus:
+    """A ``/stembridge/status/reply``: a job summary when it names a job, else the
+    server's status."""
+    data = payload(msg)
+    return JobSummary.from_payload(data) if "job" in data else ServerStatus.from_payload(data)
+
+
+@dataclass
+class JobsReply(Payload):
+    """Answer to `jobs`: the 50 most recently created jobs, oldest first."""
+
+    ADDRESS = Address.JOBS_REPLY
+    DIRECTION = "push"
+
+    jobs: list[JobSummary] = spec(list, "job summaries (as in `status/reply`)",
+                                  type="array of map", item=JobSummary, factory=list)
+
+
+#: Every message type, by address (the status reply has two shapes: `status_reply`).
+REQUEST_TYPES: dict[str, type[Payload]] = {
+    t.ADDRESS: t for t in (Hello, Ping, SplitRequest, Cancel, Status, Jobs, Release,
+                           Shutdown)}
+PUSH_TYPES: dict[str, tuple[type[Payload], ...]] = {
+    Address.WELCOME: (Welcome,), Address.PONG: (Pong,), Address.ACCEPTED: (Accepted,),
+    Address.STARTED: (Started,), Address.PROGRESS: (Progress,),
+    Address.REGION: (RegionDone,), Address.DONE: (Done,), Address.ERROR: (ErrorMsg,),
+    Address.STATUS_REPLY: (JobSummary, ServerStatus), Address.JOBS_REPLY: (JobsReply,)}

@@ -1,4 +1,4 @@
-"""`stembridge ping | submit | status | cancel`: the commands that talk to a running
+"""`stembridge ping | submit | status | cancel | stop`: the commands that talk to a running
 server through `bridge.client` (never imports torch or the engine).
 
 Where: ``--host``/``--port`` (default ``STEMBRIDGE_HOST``/``STEMBRIDGE_PORT``, read now),
@@ -109,3 +109,39 @@ def _early_failure(client: Any, job: str) -> int:
         if err.code != ErrorCode.TIMEOUT.value:
             raise
     return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """`stembridge stop`: send ``/stembridge/shutdown`` and wait until the server is gone
+    (it no longer answers and its discovery record is removed). The running job finishes
+    its current region and stays resumable."""
+    import time
+
+    from bridge.client import Client, ClientError, read_discovery
+
+    port = args.port if args.port is not None else (
+        settings.port() if settings.get("STEMBRIDGE_PORT") else None)
+    info = read_discovery(port)
+    host = args.host or (info or {}).get("host") or settings.host()
+    port = port or (info or {}).get("port")
+    if port is None:
+        report.error(ErrorCode.NOT_RUNNING, "No stembridge server is running.")
+        return exit_status(ErrorCode.NOT_RUNNING)
+    try:
+        with Client(host, int(port), token=args.token, timeout=5.0) as client:
+            client.shutdown()
+            deadline = time.monotonic() + args.timeout
+            while time.monotonic() < deadline:
+                try:
+                    client.ping(timeout=0.3)
+                except ClientError:
+                    if read_discovery(int(port)) is None:
+                        print(f"stembridge server on {host}:{port} stopped")
+                        return 0
+                time.sleep(0.1)
+    except ClientError as err:
+        report.error(err.code, str(err))
+        return err.exit_code
+    report.error(ErrorCode.TIMEOUT, f"The server on {host}:{port} is still running after "
+                 f"{args.timeout:.0f} s.")
+    return exit_status(ErrorCode.TIMEOUT)

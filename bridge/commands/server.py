@@ -59,7 +59,8 @@ def _detach(args: argparse.Namespace) -> int:
     if token:
         os.environ["STEMBRIDGE_TOKEN"] = token  # inherited by the detached server only
     try:
-        info = ensure_running(300.0 if args.preload else 60.0, detached_args(args))
+        info = ensure_running(300.0 if args.preload else 60.0, detached_args(args),
+                              port=args.port or None)
     except ClientError as err:
         report.error(err.code, str(err))
         return err.exit_code

@@ -1,6 +1,6 @@
 """Golden example datagrams: one of every stembridge protocol v1 message (PROTOCOL.md).
 
-    python tests/golden/make_golden.py            # rewrite messages.json and PROTOCOL.md's examples
+    python tests/golden/make_golden.py            # rewrite messages.json and PROTOCOL.md's examples and reference
     python tests/golden/make_golden.py --out DIR --doc DIR/PROTOCOL.md   # elsewhere (tests)
 
 ``messages.json`` is a JSON list; each entry is one datagram::
@@ -17,8 +17,11 @@ order); ``i`` is a JSON integer, ``f`` a JSON number whose value is exactly the 
 on the wire (as is every float inside a map: floats there are float64). Inside a map a JSON
 number written with a ``.`` or an exponent is a msgpack float, otherwise an integer.
 
-Each example block in PROTOCOL.md sits between ``<!-- golden: NAME -->`` and
-``<!-- /golden -->`` and is regenerated from the same data. Output is deterministic.
+Every example is built from the message types of `protocol.messages` (their
+``to_args()``), so the golden bytes are what the server and client send. Each example
+block in PROTOCOL.md sits between ``<!-- golden: NAME -->`` and ``<!-- /golden -->`` and is
+regenerated from the same data; the reference sections (``<!-- reference: NAME -->``:
+field tables, the error-code table) come from `protocol.doc`. Output is deterministic.
 """
 
 from __future__ import annotations
@@ -30,7 +33,33 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from protocol.messages import Address, SplitRequestMsg, encode
+from protocol import doc as protocol_doc
+from protocol.errors import ErrorCode
+from protocol.messages import (
+    Accepted,
+    Cancel,
+    Done,
+    ErrorMsg,
+    Hello,
+    JobError,
+    Jobs,
+    JobsReply,
+    JobSummary,
+    Payload,
+    Ping,
+    Pong,
+    Progress,
+    RegionDone,
+    Release,
+    ServerStatus,
+    ShmInfo,
+    Shutdown,
+    SplitRequest,
+    Started,
+    Status,
+    Welcome,
+    encode,
+)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -45,6 +74,7 @@ OUTPUT_ROOT = f"{SERVER_ROOT}/my-album"
 FOLDER = f"{OUTPUT_ROOT}/{JOB}"
 REGION = (1345050, 1675800)  # frames at 44100 Hz: 30.5 s .. 38.0 s of the section
 STEMS = ("vocals", "instrumental")
+FOUR = ["vocals", "drums", "bass", "other"]
 
 
 def _region_path(stem: str) -> str:
@@ -53,81 +83,85 @@ def _region_path(stem: str) -> str:
 
 
 def _summary(job: str, state: str, done: int, total: int, eta: float, folder: str,
-             error: dict[str, str] | None) -> dict[str, Any]:
-    """Same keys, same order as bridge.server.JobRecord.summary."""
-    return {"job": job, "state": state, "source": SONG, "regions_done": done,
-            "regions_total": total, "eta": eta, "folder": folder, "error": error}
+             error: JobError | None) -> JobSummary:
+    return JobSummary(job=job, state=state, source=SONG, regions_done=done,
+                      regions_total=total, eta=eta, folder=folder, error=error)
 
 
-def requests() -> list[tuple[str, str, tuple[Any, ...]]]:
-    split = SplitRequestMsg(
+Example = tuple[str, str, tuple[Any, ...]]
+
+
+def _ex(name: str, message: Payload) -> Example:
+    return name, message.ADDRESS, message.to_args()
+
+
+def requests() -> list[Example]:
+    split = SplitRequest(
         request_id=7, source=SONG, stems=2, model="htdemucs", start_at=30.5,
         section_start=12.25, section_length=60.0, priority="batch", output_root=OUTPUT_ROOT,
         reply_port=47801, token=TOKEN)
-    minimal = SplitRequestMsg(request_id=8, source="/home/user/Music/Café del Mar – Live.flac")
+    minimal = SplitRequest(request_id=8, source="/home/user/Music/Café del Mar – Live.flac")
+    plain = ("/home/user/Music/song.wav", 4, 12.5, 47811)
+    assert SplitRequest.payload_from_args(plain)["stems"] == 4
     return [
-        ("hello", Address.HELLO, ({"protocol": 1, "client": "stembridge-reaper"},)),
-        ("ping", Address.PING, (1,)),
-        ("ping_token", Address.PING, (2, TOKEN)),
-        ("split", Address.SPLIT, (split.to_payload(),)),
-        ("split_minimal", Address.SPLIT, (minimal.to_payload(),)),
-        ("split_plain", Address.SPLIT, ("/home/user/Music/song.wav", 4, 12.5, 47811)),
-        ("cancel", Address.CANCEL, (JOB,)),
-        ("status_job", Address.STATUS, (JOB,)),
-        ("status_server", Address.STATUS, ()),
-        ("jobs", Address.JOBS, ()),
-        ("release", Address.RELEASE, (JOB,)),
+        _ex("hello", Hello(protocol=1, client="stembridge-reaper")),
+        _ex("ping", Ping(1)),
+        _ex("ping_token", Ping(2, TOKEN)),
+        _ex("split", split),
+        _ex("split_minimal", minimal),
+        ("split_plain", SplitRequest.ADDRESS, plain),
+        _ex("cancel", Cancel(JOB)),
+        _ex("status_job", Status(JOB)),
+        _ex("status_server", Status()),
+        _ex("jobs", Jobs()),
+        _ex("release", Release(JOB)),
+        _ex("shutdown", Shutdown(TOKEN)),
     ]
 
 
-def pushes() -> list[tuple[str, str, tuple[Any, ...]]]:
-    welcome = {
-        "engine_version": "0.1.0", "protocol_version": 1,
-        "models_available": ["spleeter-2stems", "htdemucs", "htdemucs_ft", "htdemucs_6s",
-                             "hdemucs_mmi", "mdx_extra"],
-        "models_loaded": ["htdemucs"], "device": "cuda", "precision": "bf16",
-        "capabilities": ["split", "cancel", "status", "jobs", "files", "start_at", "section"],
-        "output_root": SERVER_ROOT}
-    region = {"job": JOB, "start": REGION[0], "end": REGION[1], "samplerate": 44100,
-              "start_s": 30.5, "end_s": 38.0, "files": {s: _region_path(s) for s in STEMS}}
-    done = {"job": JOB, "files": {s: f"{FOLDER}/{s}.wav" for s in STEMS},
-            "manifest": f"{FOLDER}/manifest.json",
-            "metadata": {"model_name": "htdemucs", "model_version": "955717e8",
-                         "device": "cuda", "precision": "bf16", "runtime_seconds": 7.25,
-                         "cache_hit": False, "stems": list(STEMS)}}
-    missing = {"job": JOB, "request_id": 7, "code": "input_missing",
-               "message": f"Cannot read {SONG}: [Errno 2] No such file or directory"}
-    unknown = {"job": "", "request_id": -1, "code": "unknown_address",
-               "message": "Unknown address '/stembridge/splt'; see PROTOCOL.md."}
-    server = {"state": "running", "pid": 48213, "uptime": 3725.5, "queued": 1, "running": 1,
-              "models_loaded": ["htdemucs"],
-              "stats": {"received": 57, "handled": 55, "malformed": 1, "unknown": 1,
-                        "unauthorized": 0, "internal": 0,
-                        "ignored": 0}}
+def pushes() -> list[Example]:
+    welcome = Welcome(
+        engine_version="0.1.0", protocol_version=1,
+        models_available=["spleeter-2stems", "htdemucs", "htdemucs_ft", "htdemucs_6s",
+                          "hdemucs_mmi", "mdx_extra"],
+        models_loaded=["htdemucs"], device="cuda", precision="bf16",
+        capabilities=["split", "cancel", "status", "jobs", "files", "start_at", "section"],
+        output_root=SERVER_ROOT)
+    region = RegionDone(JOB, REGION[0], REGION[1], 44100, 30.5, 38.0,
+                        {s: _region_path(s) for s in STEMS})
+    done = Done(JOB, {s: f"{FOLDER}/{s}.wav" for s in STEMS}, f"{FOLDER}/manifest.json",
+                {"model_name": "htdemucs", "model_version": "955717e8", "device": "cuda",
+                 "precision": "bf16", "runtime_seconds": 7.25, "cache_hit": False,
+                 "stems": list(STEMS)})
+    missing = ErrorMsg(JOB, 7, ErrorCode.INPUT_MISSING,
+                       f"Cannot read {SONG}: [Errno 2] No such file or directory")
+    unknown = ErrorMsg("", -1, ErrorCode.UNKNOWN_ADDRESS,
+                       "Unknown address '/stembridge/splt'; see PROTOCOL.md.")
+    server = ServerStatus(state="running", pid=48213, uptime=3725.5, queued=1, running=1,
+                          models_loaded=["htdemucs"],
+                          stats={"received": 57, "handled": 55, "malformed": 1, "unknown": 1,
+                                 "unauthorized": 0, "internal": 0, "ignored": 0})
     running = _summary(JOB, "running", 3, 9, 4.75, FOLDER, None)
-    jobs = {"jobs": [
+    jobs = JobsReply([
         _summary(OLD_JOB, "cancelled", 2, 9, 6.5, f"{SERVER_ROOT}/{OLD_JOB}",
-                 {"code": "cancelled", "message": "The job was cancelled."}),
-        running]}
+                 JobError("cancelled", "The job was cancelled.")),
+        running])
+    started = Started(JOB, FOUR, 44100, 2, 9261000, FOLDER, ShmInfo(
+        "sb0a1b2c3d_ix", {st: [f"sb0a1b2c3d_{i}_0", f"sb0a1b2c3d_{i}_1"]
+                          for i, st in enumerate(FOUR)}))
     return [
-        ("hello_reply", Address.WELCOME, (welcome,)),
-        ("pong", Address.PONG, (1,)),
-        ("job_accepted", Address.ACCEPTED, ({"request_id": 7, "job": JOB, "folder": FOLDER},)),
-        ("job_started", Address.STARTED, ({
-            "job": JOB, "stems": ["vocals", "drums", "bass", "other"], "samplerate": 44100,
-            "channels": 2, "frames": 9261000, "folder": FOLDER,
-            "shm": {"index": "sb0a1b2c3d_ix",
-                    "blocks": {st: [f"sb0a1b2c3d_{i}_0", f"sb0a1b2c3d_{i}_1"]
-                               for i, st in enumerate(["vocals", "drums", "bass", "other"])}},
-        },)),
-        ("job_progress", Address.PROGRESS, (JOB, 3, 9, 4.75)),
-        ("job_region", Address.REGION, (region,)),
-        ("job_done", Address.DONE, (done,)),
-        ("error_job", Address.ERROR, (missing,)),
-        ("error_request", Address.ERROR, (unknown,)),
-        ("status_reply_server", Address.STATUS_REPLY, (server,)),
-        ("status_reply_job", Address.STATUS_REPLY, (running,)),
-        ("jobs_reply", Address.JOBS_REPLY, (jobs,)),
+        _ex("hello_reply", welcome),
+        _ex("pong", Pong(1)),
+        _ex("job_accepted", Accepted(7, JOB, FOLDER)),
+        _ex("job_started", started),
+        _ex("job_progress", Progress(JOB, 3, 9, 4.75)),
+        _ex("job_region", region),
+        _ex("job_done", done),
+        _ex("error_job", missing),
+        _ex("error_request", unknown),
+        _ex("status_reply_server", server),
+        _ex("status_reply_job", running),
+        _ex("jobs_reply", jobs),
     ]
 
 
@@ -233,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "messages.json").write_text(dump(data), encoding="utf-8", newline="\n")
     if not args.no_doc:
         text = args.doc.read_text(encoding="utf-8")
-        new = update_doc(text, data)
+        new = protocol_doc.update(update_doc(text, data))
         if new != text:
             args.doc.write_text(new, encoding="utf-8", newline="\n")
     return 0

@@ -1,0 +1,175 @@
+"""Jobs of `stembridge serve`: their records, the priority queue and the worker loop.
+
+A `JobRecord` is the server's state of one job (what `status` reports). The `JobQueue`
+hands queued jobs to the one `Worker` thread, interactive before batch, then in arrival
+order. `recover` turns the manifests an earlier server left unfinished back into records.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from protocol.files import MANIFEST, remove_stale_temps
+from protocol.jobfiles import Manifest, ManifestRegion
+from protocol.messages import JobError, JobSummary, ProtocolError, SplitRequest
+
+log = logging.getLogger("stembridge.server")
+
+Addr = tuple[str, int]
+
+
+def priority_of(request: SplitRequest) -> int:
+    """Queue rank: 0 interactive, 1 batch (lower runs first)."""
+    return 0 if request.priority == "interactive" else 1
+
+
+@dataclass
+class JobRecord:
+    """Server-side state of one job.
+
+    Attributes:
+        reply_to: where the job's pushes go (None: a recovered job, its client is gone).
+        resume: regions a previous server made final (a recovered job).
+        regions_done, regions_total: progress counters, including the resumed regions.
+        eta: seconds left (None: unknown).
+        stopping: the server is shutting down: an interruption is a checkpoint, not a
+            cancel (the manifest stays resumable).
+        cancel_replies: addresses whose `cancel` is answered once the job has stopped.
+    """
+
+    id: str
+    request: SplitRequest
+    reply_to: Addr | None
+    folder: Path
+    priority: int
+    state: str = "queued"  # queued | running | done | failed | cancelled
+    regions_done: int = 0
+    regions_total: int = 0
+    eta: float | None = None
+    error: JobError | None = None
+    resume: list[ManifestRegion] = field(default_factory=list)
+    shm: Any = None
+    manifest: Manifest | None = None
+    created: float = field(default_factory=time.time)
+    cancel: Any = None
+    source_stat: tuple[int, int] | None = None
+    stopping: bool = False
+    cancel_replies: list[Addr] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("queued", "running")
+
+    def summary(self) -> JobSummary:
+        return JobSummary(job=self.id, state=self.state, source=str(self.request.source),
+                          regions_done=self.regions_done, regions_total=self.regions_total,
+                          eta=-1.0 if self.eta is None else float(self.eta),
+                          folder=str(self.folder), error=self.error)
+
+
+class JobQueue:
+    """Queued job ids by (priority, arrival). `cond` also guards the records' states."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self._heap: list[tuple[int, int, str]] = []
+        self._seq = itertools.count()
+        self._closed = False
+
+    def put(self, rec: JobRecord) -> None:
+        with self.cond:
+            heapq.heappush(self._heap, (rec.priority, next(self._seq), rec.id))
+            self.cond.notify_all()
+
+    def get(self, records: dict[str, JobRecord]) -> JobRecord | None:
+        """The next queued job, now `running` with a cancel token; None once closed."""
+        from engine.chunking import CancelToken
+
+        with self.cond:
+            while True:
+                while not self._heap and not self._closed:
+                    self.cond.wait(0.5)
+                if self._closed:
+                    return None
+                rec = records[heapq.heappop(self._heap)[2]]
+                if rec.state == "queued":
+                    rec.state = "running"
+                    rec.cancel = CancelToken()
+                    return rec
+
+    def close(self) -> None:
+        """Wake the worker and make `get` return None (queued jobs stay queued)."""
+        with self.cond:
+            self._closed = True
+            self.cond.notify_all()
+
+
+class Worker:
+    """The one engine thread: runs `run(rec)` for each job `queue` hands out; an
+    exception `run` lets through goes to `on_crash` and the loop goes on."""
+
+    def __init__(self, queue: JobQueue, records: dict[str, JobRecord],
+                 run: Callable[[JobRecord], None],
+                 on_crash: Callable[[JobRecord, Exception], None]) -> None:
+        self.queue = queue
+        self.records = records
+        self.run = run
+        self.on_crash = on_crash
+        self.thread = threading.Thread(target=self._loop, name="stembridge-engine",
+                                       daemon=True)
+
+    def start(self) -> Worker:
+        self.thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while True:
+            rec = self.queue.get(self.records)
+            if rec is None:
+                return
+            try:
+                self.run(rec)
+            except Exception as exc:  # never let one job kill the worker
+                log.exception("job %s failed", rec.id)
+                self.on_crash(rec, exc)
+
+    def join(self, timeout: float) -> None:
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+
+
+def recover(root: Path) -> list[JobRecord]:
+    """Records of the jobs under `root` whose manifests say `queued` or `running` (left by
+    a server that crashed, was killed or stopped): they resume from the regions their
+    manifests list as final. Temporary files of the dead writer are removed."""
+    out = []
+    for path in sorted(root.glob(f"*/{MANIFEST}")):
+        try:
+            manifest = Manifest.from_payload(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, ProtocolError) as exc:
+            log.warning("cannot recover %s: %s", path, exc)
+            continue
+        if not manifest.resumable:
+            continue
+        folder = path.parent
+        for stale in folder.glob(".*.tmp*"):  # older versions' temporary names
+            stale.unlink(missing_ok=True)
+        remove_stale_temps(folder)
+        rec = JobRecord(folder.name, manifest.request, None, folder,
+                        priority_of(manifest.request), resume=list(manifest.regions),
+                        manifest=manifest, regions_done=len(manifest.regions))
+        if manifest.source_stat and len(manifest.source_stat) == 2:
+            rec.source_stat = (manifest.source_stat[0], manifest.source_stat[1])
+        out.append(rec)
+        log.info("resuming job %s (%d regions already final)", rec.id, len(rec.resume))
+    return out
