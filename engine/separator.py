@@ -112,9 +112,11 @@ def check_request(request: SplitRequest) -> tuple[ModelSpec, StemPlan, float]:
     plan = plan_stems(name, spec.sources, request.stems)
     overlap = spec.default_overlap if request.overlap is None else request.overlap
     if not 0.0 <= overlap < 1.0:
-        raise InvalidArgumentError(f"--overlap must be in [0, 1), got {overlap}.")
+        raise InvalidArgumentError(
+            f"The overlap is a fraction of a window in [0, 1), not {overlap}.")
     if request.start_at < 0:
-        raise InvalidArgumentError(f"--start-at must be >= 0 seconds, got {request.start_at}.")
+        raise InvalidArgumentError(
+            f"The start position must be >= 0 seconds, not {request.start_at}.")
     return spec, plan, overlap
 
 

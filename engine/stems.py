@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.errors import StembridgeError
+from engine.models.catalog import DEFAULT_FOR_STEMS, stem_counts
 from protocol.errors import ErrorCode
 from protocol.stems import FOUR, ORDER, TWO
 
@@ -47,10 +48,10 @@ def plan_stems(model_name: str, model_sources: tuple[str, ...], stems: int | Non
         extra = tuple(i for s, i in idx.items() if s not in FOUR)
         return StemPlan(FOUR, tuple((idx[s],) + (extra if s == "other" else ())
                                     for s in FOUR))
-    suggestion = {2: "spleeter-2stems", 4: "htdemucs", 6: "htdemucs_6s"}.get(stems or 0)
-    hint = f" Use --model {suggestion}." if suggestion else " Use --stems 2, 4 or 6."
+    better = DEFAULT_FOR_STEMS.get(stems or 0)
+    instead = f"; {better} can." if better else f"; a split gives {stem_counts()} stems."
     raise StembridgeError(
         f"{model_name} separates {n} sources ({', '.join(model_sources)}) and cannot give "
-        f"{stems} stems.{hint}",
+        f"{stems} stems{instead}",
         code=ErrorCode.STEMS_UNSUPPORTED,
     )

