@@ -1,4 +1,4 @@
-"""Shared helpers of the engine.audio tests (tests/test_audio_*.py): real audio files
+"""Shared helpers of the engine.audio tests (tests/engine/test_audio_*.py): real audio files
 built with soundfile and the ffmpeg CLI, and the error-code check."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 -- stembridge protocol for Lua 5.4: OSC 1.0 messages and msgpack payloads, as specified
 -- in PROTOCOL.md (version 1). Pure Lua, no REAPER calls. Not shipped to REAPER (its Lua
 -- has no sockets; the scripts use request files): a Lua reference of the wire format,
--- run by tests/test_lua_protocol.py through lupa against the golden vectors.
+-- run by tests/clients/test_lua_protocol.py through lupa against the golden vectors.
 --
 -- Decoded msgpack maps keep their key order (field `__order`) and decoded arrays are
 -- marked, so a value can be re-encoded byte for byte; nil inside payloads is `P.null`.

@@ -28,7 +28,7 @@ from engine.errors import DeviceError  # noqa: E402
 from protocol.messages import Message  # noqa: E402
 from protocol.messages import PreviewAddress as P  # noqa: E402
 from protocol.shm import ShmReader, ShmWriter  # noqa: E402
-from tests.test_preview_controls import Peer  # noqa: E402
+from tests.bridge.test_preview_controls import Peer  # noqa: E402
 
 SR, BLOCK, RAMP = 48000, 256, 0.02
 RAMP_FRAMES = int(RAMP * SR) + 2  # pyo's SigTo reaches its target within this many frames

@@ -17,7 +17,7 @@ pytest.importorskip("lupa")
 from tests.reaper_sim.api import load  # noqa: E402
 from tests.reaper_sim.sim import ReaperSim  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLIENT = ROOT / "clients" / "reaper"
 STEMS_DIR = CLIENT / "Stems"
 LIB = STEMS_DIR / "lib"

@@ -36,7 +36,7 @@ from protocol.errors import EXIT_NO_SERVER, EXIT_SERVER_ERROR, ErrorCode
 from protocol.messages import Address, Message, ProtocolError, decode, encode, unpack
 from protocol.messages import PreviewAddress as P
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SR = 48000
 STEMS = ("vocals", "drums", "bass", "other")
 FRAMES = 3 * SR  # a 3 s song

@@ -19,7 +19,7 @@ pytest.importorskip("lupa")
 from protocol import errors, messages, settings, stems  # noqa: E402
 from tests.reaper_sim.sim import ReaperSim  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLIENT = ROOT / "clients" / "reaper"
 LIB = CLIENT / "Stems" / "lib"
 CONSTANTS = LIB / "stembridge_constants.lua"

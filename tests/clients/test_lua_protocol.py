@@ -13,7 +13,7 @@ import pytest
 lupa = pytest.importorskip("lupa")
 from lupa import lua54  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LIB = ROOT / "tests" / "lua" / "stembridge_protocol.lua"
 GOLDEN = json.loads((ROOT / "tests" / "golden" / "messages.json").read_text(encoding="utf-8"))
 

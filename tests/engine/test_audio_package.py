@@ -13,7 +13,7 @@ import engine.audio
 from engine.audio import channels, decoder, header, limits, resampler, validation, writer
 from protocol import files
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "engine" / "audio"
 
 #: What callers (engine, bridge, bench, tests) import from engine.audio, and where it lives.

@@ -21,7 +21,7 @@ from protocol.errors import ErrorCode, hint  # noqa: E402
 from tests.conftest import music_like  # noqa: E402
 from tests.reaper_sim.sim import ReaperSim  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STEMS_DIR = ROOT / "clients" / "reaper" / "Stems"
 SPLIT4 = STEMS_DIR / "stembridge_Split selected items to stems (vocals, drums, bass, other).lua"
 SPLIT2 = STEMS_DIR / "stembridge_Split selected items to vocals and instrumental.lua"
