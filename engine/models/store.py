@@ -15,12 +15,12 @@ If the folder has neither, the Hugging Face cache is looked at (never the networ
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 from typing import Any
 
 from engine.errors import ModelError
 from engine.models import catalog
+from protocol import settings
 from protocol.errors import ErrorCode
 
 
@@ -93,8 +93,7 @@ def hub_cache_dir() -> Path:
     try:
         from huggingface_hub import constants
     except ImportError:
-        home = os.environ.get("HF_HOME") or str(Path.home() / ".cache" / "huggingface")
-        return Path(os.environ.get("HF_HUB_CACHE") or Path(home) / "hub")
+        return settings.hf_hub_cache()
     return Path(constants.HF_HUB_CACHE)
 
 

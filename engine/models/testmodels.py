@@ -12,7 +12,6 @@ next to ``<name>.yaml`` and the weights manifest.
 from __future__ import annotations
 
 import json
-import os
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 from engine.errors import InvalidArgumentError, ModelError
 from engine.models import catalog
 from engine.models.manifest import WeightsManifest, sha256_file
-from protocol.files import make_temp, write_bytes_atomic
+from protocol.files import make_temp, publish, write_bytes_atomic
 
 #: Per demucs model: the class of each bag member, and the bag yaml's ``weights`` and
 #: ``segment`` where the released yaml has them.
@@ -107,7 +106,7 @@ def _write_member(klass: Any, kwargs: dict[str, Any], folder: Path, sig: str, fm
     try:
         torch.save(pkg, tmp)
         path = folder / f"{sig}-{sha256_file(tmp)[:8]}.th"
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path

@@ -289,8 +289,9 @@ def test_models_list_says_what_to_copy_where(tmp_path: Path) -> None:
 
 
 def _one_error_line(res: subprocess.CompletedProcess[str]) -> str:
+    # one message: its first line, and at most an indented hint line (the CLI's format)
     lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, res.stderr
+    assert len(lines) <= 2 and all(line.startswith("  ") for line in lines[1:]), res.stderr
     assert "Retry" not in res.stderr and "thrown while requesting" not in res.stderr
     assert "Traceback" not in res.stderr
     return lines[0]

@@ -117,6 +117,7 @@ C.ADDRESS = {
   STATUS = "/stembridge/status",
   JOBS = "/stembridge/jobs",
   RELEASE = "/stembridge/release",
+  SHUTDOWN = "/stembridge/shutdown",
   WELCOME = "/stembridge/hello/reply",
   PONG = "/stembridge/pong",
   ACCEPTED = "/stembridge/job/accepted",
