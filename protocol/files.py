@@ -1,8 +1,10 @@
 """On-disk layouts shared by the server and its clients (see PROTOCOL.md, "Files"), and
 the one way every part of stembridge writes a file atomically.
 
-* Discovery: ``<runtime dir>/server.json`` = {host, port, pid, version, protocol, started,
-  token_required, output_root}. Runtime dir: ``$STEMBRIDGE_RUNTIME_DIR``, else
+* Discovery (`protocol.jobfiles.DiscoveryRecord`, written by `bridge.discovery`): one
+  record per server, ``<runtime dir>/servers/<port>.json``, and ``<runtime dir>/server.json``
+  for the default server = {host, port, pid, version, protocol, started, token_required,
+  output_root}. Runtime dir: ``$STEMBRIDGE_RUNTIME_DIR``, else
   ``$XDG_RUNTIME_DIR/stembridge``, else ``<cache>/run`` where cache is
   ``$STEMBRIDGE_CACHE_DIR`` or ``$XDG_CACHE_HOME/stembridge`` or ``~/.cache/stembridge``.
 * A job folder ``<output root>/<job id>/``: ``manifest.json``, ``regions/<stem>/
