@@ -24,12 +24,10 @@ from engine import __version__ as ENGINE_VERSION
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """sha256 of a file's bytes, read in 1 MiB blocks (hex)."""
+    from engine.models.manifest import sha256_file
+
+    return sha256_file(path)
 
 
 def cache_key(audio_sha256: str, model_name: str, model_version: str, stem_config: str,

@@ -21,7 +21,7 @@ from engine.config import EngineConfig
 from engine.separator import Engine, SplitRequest
 from protocol.errors import exit_status
 from protocol.messages import Address
-from tests.conftest import music_like
+from tests.bridge.server_helpers import client_of, song
 
 
 def _engine(models: Path, root: Path) -> Engine:
@@ -38,14 +38,8 @@ def server(test_models_dir, tmp_path_factory):
     srv.stop()
 
 
-def _client(srv, **kw) -> Client:
-    host, port = srv.address
-    return Client(host, port, timeout=10.0, **kw)
-
-
-def _song(path: Path, seconds: float, sr: int = 44100, seed: int = 0) -> Path:
-    sf.write(path, music_like(seconds, sr, 2, seed).T, sr, subtype="FLOAT")
-    return path
+_client = client_of
+_song = song
 
 
 def _wait_state(manifest: Path, states: tuple[str, ...], timeout: float = 300) -> dict:

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bridge.client import Client, ClientError
+from bridge.client import ClientError
 from bridge.server import ServerConfig, StembridgeServer
 from engine.config import EngineConfig
 from engine.separator import Engine
 from protocol.messages import Address, encode, pack
-from tests.conftest import music_like
+from tests.bridge.server_helpers import client_of, song
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +33,8 @@ def server(test_models_dir, tmp_path_factory):
     srv.stop()
 
 
-def _client(srv, **kw) -> Client:
-    host, port = srv.address
-    return Client(host, port, timeout=10.0, **kw)
-
-
-def _song(path: Path, seconds: float, sr: int = 44100, seed: int = 0) -> Path:
-    sf.write(path, music_like(seconds, sr, 2, seed).T, sr, subtype="FLOAT")
-    return path
+_client = client_of
+_song = song
 
 
 def test_hello_and_ping(server):
