@@ -103,7 +103,8 @@ def unknown_model_error(name: str, names: list[str] | None = None) -> ModelError
     candidates = list(SPECS) if names is None else names
     close = suggestion(name, candidates)
     guess = f" Did you mean {close!r}?" if close else ""
-    return ModelError(f"Unknown model {name!r}.{guess} Known models: {', '.join(candidates)}.",
+    return ModelError(f"Unknown model {name!r}.{guess} Known models: {', '.join(candidates)} "
+                      "(`stembridge models list` shows details).",
                       code=ErrorCode.MODEL_UNKNOWN)
 
 
