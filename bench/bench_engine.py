@@ -58,10 +58,10 @@ def make_input(seconds: float, folder: Path, audio: str | None) -> Path:
 
 
 def models_dir_for(model: str, folder: Path) -> Path:
-    from engine.models import demucs
+    from engine.models import demucs, testmodels
 
     if model in demucs.SPECS:
-        demucs.make_test_model(model, folder, size="full", fmt="safetensors")
+        testmodels.make_test_model(model, folder, size="full", fmt="safetensors")
     return folder
 
 

@@ -92,7 +92,7 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 @pytest.fixture(scope="session")
 def test_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models folder with tiny random-weight demucs models in the real formats."""
-    from engine.models.demucs import make_test_model
+    from engine.models.testmodels import make_test_model
 
     root = tmp_path_factory.mktemp("test-models")
     for name in ("htdemucs", "htdemucs_ft", "htdemucs_6s", "hdemucs_mmi", "mdx_extra"):
@@ -103,7 +103,7 @@ def test_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def th_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """htdemucs in demucs' LocalRepo (.th) format."""
-    from engine.models.demucs import make_test_model
+    from engine.models.testmodels import make_test_model
 
     root = tmp_path_factory.mktemp("test-models-th")
     make_test_model("htdemucs", root, size="tiny", fmt="th")

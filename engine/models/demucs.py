@@ -200,12 +200,3 @@ def load(name: str, device: torch.device, models_root: Path, *,
                          f"{spec.sources} for {name}.", code=ErrorCode.MODEL_CORRUPT)
     sep = DemucsSeparator(model if len(models) > 1 else models[0], spec)
     return sep.to(device)
-
-
-def make_test_model(name: str, directory: Path, *, size: str = "tiny", fmt: str = "safetensors",
-                    seed: int = 0) -> Path:
-    """Kept for callers outside the library (tests/conftest.py, bench/): see
-    `engine.models.testmodels.make_test_model`."""
-    from engine.models import testmodels
-
-    return testmodels.make_test_model(name, directory, size=size, fmt=fmt, seed=seed)

@@ -93,12 +93,20 @@ def test_read_only_output_folder(test_models_dir, tmp_path):
     assert list((out / "b").iterdir()) == []
 
 
+def _default_sigint() -> None:
+    """The child takes Ctrl-C as a terminal user's process does, even where the test runs
+    with SIGINT ignored (a background job of a shell, some CI runners), which a child
+    would otherwise inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_mid_run_exits_130_and_leaves_no_folder(test_models_dir, tmp_path):
     src = _song(tmp_path / "long.wav", 120.0)
     out = tmp_path / "o"
     proc = subprocess.Popen([sys.executable, "-m", "bridge", "split", str(src), "--stems", "4",
                              "--out", str(out), "--models-dir", str(test_models_dir)],
-                            stderr=subprocess.PIPE, text=True, env=_env(tmp_path))
+                            stderr=subprocess.PIPE, text=True, env=_env(tmp_path),
+                            preexec_fn=_default_sigint)
     assert proc.stderr is not None
     for line in proc.stderr:  # wait until separation is under way
         if "regions" in line:
@@ -118,7 +126,8 @@ def test_sigint_keeps_an_earlier_runs_stems(test_models_dir, tmp_path):
     (out / "song" / "vocals.wav").write_bytes(b"earlier run")
     proc = subprocess.Popen([sys.executable, "-m", "bridge", "split", str(src), "--stems", "4",
                              "--out", str(out), "--models-dir", str(test_models_dir)],
-                            stderr=subprocess.PIPE, text=True, env=_env(tmp_path))
+                            stderr=subprocess.PIPE, text=True, env=_env(tmp_path),
+                            preexec_fn=_default_sigint)
     assert proc.stderr is not None
     for line in proc.stderr:
         if "regions" in line:

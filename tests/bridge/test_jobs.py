@@ -73,7 +73,7 @@ def test_job_survives_its_client_disappearing(server, tmp_path):
     c = _client(server)
     job = c.split(src, stems=4, model="htdemucs")
     c.close()  # the client goes away: pushes now go to a closed port
-    deadline = time.time() + 120
+    deadline = time.time() + 300  # a liveness bound, not a speed goal
     while time.time() < deadline and server.jobs[job].state in ("queued", "running"):
         time.sleep(0.1)
     assert server.jobs[job].state == "done"
