@@ -23,13 +23,6 @@ from typing import Any
 from engine import __version__ as ENGINE_VERSION
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, read in 1 MiB blocks (hex)."""
-    from engine.models.manifest import sha256_file
-
-    return sha256_file(path)
-
-
 def cache_key(audio_sha256: str, model_name: str, model_version: str, stem_config: str,
               overlap: float, precision: str) -> str:
     parts = [audio_sha256, model_name, model_version, stem_config, f"{overlap:.6f}",

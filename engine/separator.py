@@ -260,12 +260,13 @@ class Job:
 
     def cache_key(self) -> str:
         if self._key is None:
-            from engine.cache import cache_key, file_sha256
+            from engine.cache import cache_key
+            from engine.models.manifest import sha256_file
 
             section = ""
             if self.request.section_start or self.request.section_length is not None:
                 section = f"|section={self.request.section_start!r}:{self.request.section_length!r}"
-            self._key = cache_key(file_sha256(Path(self.request.path)), self.spec.name,
+            self._key = cache_key(sha256_file(Path(self.request.path)), self.spec.name,
                                   self.spec.version, self.plan.config_id() + section,
                                   self.overlap, self.engine.precision)
         return self._key

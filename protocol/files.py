@@ -36,11 +36,6 @@ DISCOVERY = "server.json"
 TEMP_PREFIX = ".stembridge-tmp-"
 
 
-def cache_root() -> Path:
-    """stembridge's per-user cache folder (read from the environment at call time)."""
-    return settings.cache_root()
-
-
 def runtime_dir() -> Path:
     """Where servers publish their discovery records."""
     return settings.runtime_dir()

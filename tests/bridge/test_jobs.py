@@ -38,8 +38,6 @@ def server(test_models_dir, tmp_path_factory):
     srv.stop()
 
 
-_client = client_of
-_song = song
 
 
 def _wait_state(manifest: Path, states: tuple[str, ...], timeout: float = 300) -> dict:
@@ -53,8 +51,8 @@ def _wait_state(manifest: Path, states: tuple[str, ...], timeout: float = 300) -
 
 
 def test_cancel_stops_job_without_final_stems(server, tmp_path):
-    src = _song(tmp_path / "long.wav", 90.0)
-    with _client(server) as c:
+    src = song(tmp_path / "long.wav", 90.0)
+    with client_of(server) as c:
         job = c.split(src, stems=4, model="htdemucs")
         with pytest.raises(ClientError) as err:
             for kind, _data in c.events(job, timeout=120):
@@ -69,8 +67,8 @@ def test_cancel_stops_job_without_final_stems(server, tmp_path):
 
 
 def test_job_survives_its_client_disappearing(server, tmp_path):
-    src = _song(tmp_path / "orphan.wav", 12.0)
-    c = _client(server)
+    src = song(tmp_path / "orphan.wav", 12.0)
+    c = client_of(server)
     job = c.split(src, stems=4, model="htdemucs")
     c.close()  # the client goes away: pushes now go to a closed port
     deadline = time.time() + 300  # a liveness bound, not a speed goal
@@ -81,7 +79,7 @@ def test_job_survives_its_client_disappearing(server, tmp_path):
     assert manifest["state"] == "done"
     for rel in manifest["final"].values():
         assert (server.jobs[job].folder / rel).exists()
-    with _client(server) as later:  # picked up later, by another client
+    with client_of(server) as later:  # picked up later, by another client
         assert later.status(job)["state"] == "done"
 
 
@@ -90,8 +88,8 @@ def test_shared_memory_plane_equals_final_files(server, tmp_path):
 
     from protocol.shm import DONE, ShmReader
 
-    src = _song(tmp_path / "shm.wav", 20.0, 48000)
-    with _client(server) as c:
+    src = song(tmp_path / "shm.wav", 20.0, 48000)
+    with client_of(server) as c:
         job = c.split(src, stems=4, model="htdemucs", start_at=8.0, shm=True)
         reader = None
         seen_final: list[tuple[int, int]] = []
@@ -157,7 +155,7 @@ def test_kill_9_mid_job_then_restart_resumes_and_equals_uninterrupted(test_model
                                                                       tmp_path):
     import signal
 
-    src = _song(tmp_path / "crash.wav", 60.0)
+    src = song(tmp_path / "crash.wav", 60.0)
     out = tmp_path / "jobs"
     proc, addr = _start_server_process(tmp_path, test_models_dir, out)
     try:
@@ -209,8 +207,8 @@ def test_kill_9_mid_job_then_restart_resumes_and_equals_uninterrupted(test_model
 
 
 def test_cancel_reply_reports_the_state_after_the_cancel(server, tmp_path):
-    src = _song(tmp_path / "cancel-me.wav", 60.0)
-    with _client(server) as c:
+    src = song(tmp_path / "cancel-me.wav", 60.0)
+    with client_of(server) as c:
         job = c.split(src, stems=4, model="htdemucs")
         for kind, _ in c.events(job, timeout=120):
             if kind == "region":
@@ -232,11 +230,11 @@ def test_cancel_reply_reports_the_state_after_the_cancel(server, tmp_path):
 ])
 def test_impossible_splits_are_refused_before_they_are_accepted(server, tmp_path, options,
                                                                  code):
-    src = _song(tmp_path / "ok.wav", 1.0)
+    src = song(tmp_path / "ok.wav", 1.0)
     options = dict(options)
     source = tmp_path / options.pop("source") if "source" in options else src
     before = set(server.jobs)
-    with _client(server) as c:
+    with client_of(server) as c:
         if code is None:  # a valid request: accepted (then cancelled)
             job = c.split(source, **options)
             c.cancel(job)
@@ -270,7 +268,7 @@ def test_request_file_carries_every_split_option(server, tmp_path, monkeypatch):
     monkeypatch.setenv("STEMBRIDGE_RUNTIME_DIR", str(tmp_path / "run"))
     host, port = server.address
     discovery.publish(DiscoveryRecord(host=host, port=port, pid=os.getpid()))
-    src = _song(tmp_path / "req.wav", 12.0)
+    src = song(tmp_path / "req.wav", 12.0)
     request = tmp_path / "split.json"
     request.write_text(json.dumps({
         "source": str(src), "stems": 4, "model": "htdemucs", "start_at": 1,
@@ -304,7 +302,7 @@ def test_shutdown_checkpoints_the_running_job_and_the_next_server_resumes_it(
     from multiprocessing import shared_memory
 
     monkeypatch.setenv("STEMBRIDGE_RUNTIME_DIR", str(tmp_path / "run"))
-    src = _song(tmp_path / "stop.wav", 40.0)
+    src = song(tmp_path / "stop.wav", 40.0)
     out = tmp_path / "jobs"
 
     def start() -> StembridgeServer:
@@ -314,7 +312,7 @@ def test_shutdown_checkpoints_the_running_job_and_the_next_server_resumes_it(
     first = start()
     first_address = first.address
     assert (tmp_path / "run" / "server.json").exists()
-    with _client(first) as c:
+    with client_of(first) as c:
         job = c.split(src, stems=4, model="htdemucs", start_at=10.0, shm=True)
         names: list[str] = []
         with pytest.raises(ClientError) as err:
@@ -354,10 +352,10 @@ def test_shutdown_needs_the_token(test_models_dir, tmp_path):
                            _engine(test_models_dir, tmp_path)).start()
     try:
         with pytest.raises(ClientError) as err:
-            _client(srv).shutdown()
+            client_of(srv).shutdown()
         assert err.value.code == "unauthorized"
-        assert _client(srv, token="s3cret").ping() < 5
-        assert _client(srv, token="s3cret").shutdown()["state"] == "stopping"
+        assert client_of(srv, token="s3cret").ping() < 5
+        assert client_of(srv, token="s3cret").shutdown()["state"] == "stopping"
         srv._stopped.wait(20)
         assert srv._stopped.is_set()
     finally:

@@ -33,12 +33,10 @@ def server(test_models_dir, tmp_path_factory):
     srv.stop()
 
 
-_client = client_of
-_song = song
 
 
 def test_hello_and_ping(server):
-    with _client(server) as c:
+    with client_of(server) as c:
         hello = c.hello()
         assert hello["protocol_version"] == 1
         assert "spleeter-2stems" in hello["models_available"]
@@ -47,8 +45,8 @@ def test_hello_and_ping(server):
 
 
 def test_split_streams_regions_and_files(server, tmp_path):
-    src = _song(tmp_path / "song.wav", 20.0, 48000)
-    with _client(server) as c:
+    src = song(tmp_path / "song.wav", 20.0, 48000)
+    with client_of(server) as c:
         job = c.split(src, stems=4, model="htdemucs", start_at=10.0)
         progress, regions, done = [], [], None
         for kind, data in c.events(job, timeout=120):
@@ -84,7 +82,7 @@ def test_split_streams_regions_and_files(server, tmp_path):
 
 
 def test_errors_are_answered(server, tmp_path):
-    with _client(server) as c:
+    with client_of(server) as c:
         with pytest.raises(ClientError) as err:
             job = c.split(tmp_path / "missing.wav", stems=2)
             list(c.events(job))
@@ -93,9 +91,9 @@ def test_errors_are_answered(server, tmp_path):
         with pytest.raises(ClientError) as err:
             c._expect({Address.PONG})
         assert err.value.code == "invalid_argument"
-    with _client(server) as c:
+    with client_of(server) as c:
         with pytest.raises(ClientError) as err:
-            c.split(_song(tmp_path / "a.wav", 1.0), stems=2, output_root="../../etc")
+            c.split(song(tmp_path / "a.wav", 1.0), stems=2, output_root="../../etc")
         assert err.value.code == "invalid_argument"
         c.sock.sendto(encode("/stembridge/rm-rf", "x"), c.server)
         with pytest.raises(ClientError) as err:
@@ -111,13 +109,13 @@ def test_errors_are_answered(server, tmp_path):
 
 
 def test_source_changed_during_job_is_detected(server, tmp_path):
-    src = _song(tmp_path / "moving.wav", 40.0)
-    with _client(server) as c:
+    src = song(tmp_path / "moving.wav", 40.0)
+    with client_of(server) as c:
         job = c.split(src, stems=4, model="htdemucs")
         with pytest.raises(ClientError) as err:
             for kind, _ in c.events(job, timeout=120):
                 if kind == "region" and src.exists():
-                    _song(src, 40.0, seed=9)
+                    song(src, 40.0, seed=9)
         assert "changed" in str(err.value)
 
 
@@ -133,16 +131,16 @@ def test_token_is_enforced(test_models_dir, tmp_path):
     srv = StembridgeServer(ServerConfig(port=0, token="s3cret", output_root=tmp_path / "j",
                                         write_discovery=False), engine).start()
     try:
-        with _client(srv) as c:
+        with client_of(srv) as c:
             with pytest.raises(ClientError) as err:
                 c.ping(timeout=5)
             assert err.value.code == "unauthorized"
-        with _client(srv, token="wrong") as c, pytest.raises(ClientError):
+        with client_of(srv, token="wrong") as c, pytest.raises(ClientError):
             c.hello()
-        with _client(srv, token="s3cret") as c:
+        with client_of(srv, token="s3cret") as c:
             assert c.hello()["protocol_version"] == 1
             c.ping()
-            job = c.split(_song(tmp_path / "t.wav", 2.0), stems=4, model="htdemucs")
+            job = c.split(song(tmp_path / "t.wav", 2.0), stems=4, model="htdemucs")
             assert [k for k, _ in c.events(job, timeout=60)][-1] == "done"
         assert srv.stats["unauthorized"] >= 2
     finally:
@@ -195,7 +193,7 @@ def test_fuzz_10000_packets_server_stays_up(server):
                 unacked = 0
     finally:
         sock.close()
-    with _client(server) as c:
+    with client_of(server) as c:
         deadline = time.time() + 30
         while server.stats["received"] - before["received"] < 10_000 and time.time() < deadline:
             time.sleep(0.05)
@@ -210,13 +208,13 @@ def test_fuzz_10000_packets_server_stays_up(server):
 
 
 def test_load_8_clients_5_jobs_each(server, tmp_path):
-    sources = [_song(tmp_path / f"c{i}.wav", 3.0, seed=i) for i in range(8)]
+    sources = [song(tmp_path / f"c{i}.wav", 3.0, seed=i) for i in range(8)]
     results: dict[int, list] = {}
     errors: list[BaseException] = []
 
     def run(i: int) -> None:
         try:
-            with _client(server) as c:
+            with client_of(server) as c:
                 jobs = [c.split(sources[i], stems=2, start_at=0.5 * k) for k in range(5)]
                 done = {}
                 pending = set(jobs)
@@ -262,8 +260,8 @@ def test_too_many_jobs_per_client(test_models_dir, tmp_path):
                                         max_jobs_per_client=2, write_discovery=False),
                            engine).start()
     try:
-        src = _song(tmp_path / "x.wav", 30.0)
-        with _client(srv) as c:
+        src = song(tmp_path / "x.wav", 30.0)
+        with client_of(srv) as c:
             c.split(src, stems=4, model="htdemucs")
             c.split(src, stems=4, model="htdemucs", priority="batch")
             with pytest.raises(ClientError) as err:
@@ -305,7 +303,7 @@ def test_liblo_oscsend_and_oscdump_drive_the_server(server, tmp_path):
     receives the pushes: accepted, progress, region, done."""
     import subprocess
 
-    src = _song(tmp_path / "liblo song.wav", 4.0)
+    src = song(tmp_path / "liblo song.wav", 4.0)
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
