@@ -1,6 +1,6 @@
 """Benchmark the engine against demucs' own `apply_model`, in one process.
 
-    python bench/bench_engine.py --model htdemucs --seconds 30 300
+    python bench/bench_engine.py --model htdemucs --seconds 30 300 --precision fp32 bf16
     python bench/bench_engine.py --model spleeter-2stems --seconds 60
     python bench/bench_engine.py --model htdemucs --seconds 1200 --rss-only
 
@@ -8,6 +8,11 @@ For every duration it prints: wall time of a warm `Engine` job (decode to files 
 real-time factor (wall / audio seconds), time to the first finalized region, model-forward
 time vs everything else (overhead %), and for demucs models the same audio through
 `demucs.apply.apply_model(model, mix, shifts=0, split=True, overlap=same)` as a ratio.
+Every ratio is at one precision: the engine in fp32 against apply_model in fp32, the engine
+in bf16 against apply_model under the same bf16 autocast (a ratio across precisions would
+mostly measure the autocast). Each precision also prints the machine's practical limit (a
+matrix product on the same threads at that precision, `bench/limits.py`), the model's
+arithmetic per audio second, and the fraction of the limit the forward pass reaches.
 `--rss-only` runs the job in a fresh child process and reports its peak RSS.
 
 Demucs models use random weights of the released architecture (`make-test --size full`),
@@ -87,11 +92,15 @@ def run_job(engine, path: Path, model: str, out: Path, start_at: float = 0.0) ->
             "decode": job.timings.decode, "duration": job.frames / job.samplerate}
 
 
-def reference_apply_model(engine, model: str, path: Path, overlap: float) -> float:
-    """Seconds for demucs' apply_model on the same (normalised) mix, fp32, same threads."""
+def reference_apply_model(engine, model: str, path: Path, overlap: float,
+                          precision: str) -> float:
+    """Seconds for demucs' apply_model on the same (normalised) mix, same threads, under
+    the same precision as the engine run it is compared with (fp32, or bf16/fp16 autocast).
+    """
     import torch
     from demucs.apply import apply_model
 
+    from bench.limits import precision_context
     from engine import audio
 
     sep = engine.model(model)
@@ -101,8 +110,21 @@ def reference_apply_model(engine, model: str, path: Path, overlap: float) -> flo
     ref = mix.mean(0)
     mix = (mix - ref.mean()) / ref.std()
     t0 = time.perf_counter()
-    apply_model(sep.raw, mix[None], shifts=0, split=True, overlap=overlap, device="cpu")
+    with torch.inference_mode(), precision_context(precision):
+        apply_model(sep.raw, mix[None], shifts=0, split=True, overlap=overlap, device="cpu")
     return time.perf_counter() - t0
+
+
+def model_flops_per_second(engine, model: str) -> float:
+    """The network's FLOPs per second of audio: one window's forward, counted."""
+    import torch
+
+    from bench.limits import forward_flops
+
+    sep = engine.model(model)
+    n = sep.segment_length
+    window = torch.zeros(1, 2, sep.valid_length(n))  # demucs: stereo windows
+    return forward_flops(sep.raw, window) / (n / sep.spec.samplerate)
 
 
 def child_rss(args: argparse.Namespace, seconds: float, models: Path, work: Path) -> None:
@@ -134,16 +156,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default="htdemucs")
     p.add_argument("--seconds", type=float, nargs="+", default=[30.0])
     p.add_argument("--audio", default=None, help="audio file to loop (default: stempeg's)")
-    p.add_argument("--precision", default="auto")
+    p.add_argument("--precision", nargs="+", default=["auto"],
+                   help="one or more of auto, fp32, bf16: every ratio is at one precision")
     p.add_argument("--batch-size", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--no-reference", action="store_true", help="skip apply_model")
-    p.add_argument("--fp32-too", action="store_true", help="also time the engine in fp32")
     p.add_argument("--rss-only", action="store_true", help="peak RSS of a child process")
     args = p.parse_args(argv)
 
     import torch
 
+    from bench.limits import matmul_gflops
     from engine.config import EngineConfig
     from engine.models.registry import get_spec
     from engine.separator import Engine
@@ -155,44 +178,49 @@ def main(argv: list[str] | None = None) -> None:
         for seconds in args.seconds:
             make_input(seconds, work, args.audio)
         if args.rss_only:
+            args.precision = args.precision[0]
             for seconds in args.seconds:
                 child_rss(args, seconds, models, work)
             return
-        engine = Engine(EngineConfig(device=args.device, precision=args.precision,
-                                     batch_size=args.batch_size, use_cache=False,
-                                     models_dir=models))
-        t0 = time.perf_counter()
-        engine.model(args.model)
-        print(f"model {args.model} loaded in {time.perf_counter() - t0:.2f}s on "
-              f"{engine.device} ({engine.precision}); torch threads {torch.get_num_threads()}; "
-              f"cpu count {os.cpu_count()}")
-        warm = work / "warm.wav"
-        import shutil
+        print(f"torch threads {torch.get_num_threads()}; cpu count {os.cpu_count()}")
+        flops_per_s = None
+        for precision in args.precision:
+            engine = Engine(EngineConfig(device=args.device, precision=precision,
+                                         batch_size=args.batch_size, use_cache=False,
+                                         models_dir=models))
+            t0 = time.perf_counter()
+            engine.model(args.model)
+            prec = engine.precision
+            limit = matmul_gflops(prec if prec != "fp16" else "fp16")
+            print(f"== {args.model} on {engine.device}, {prec}: loaded in "
+                  f"{time.perf_counter() - t0:.2f}s; matmul limit {limit:.0f} GFLOP/s ({prec})")
+            if flops_per_s is None and spec.family == "demucs":
+                flops_per_s = model_flops_per_second(engine, args.model)
+                print(f"   model arithmetic: {flops_per_s / 1e9:.1f} GFLOP per audio second "
+                      "(matmuls and convolutions)")
+            warm = work / "warm.wav"
+            import shutil
 
-        shutil.copy(work / f"input-{args.seconds[0]:g}s.wav", warm)
-        run_job(engine, warm, args.model, work)  # warm-up (allocator, kernels)
-        for seconds in args.seconds:
-            path = work / f"input-{seconds:g}s.wav"
-            r = run_job(engine, path, args.model, work)
-            overhead = (r["wall"] - r["forward"]) / r["wall"] * 100
-            line = (f"[{args.model} {seconds:g}s {engine.precision}] wall {r['wall']:.2f}s  "
-                    f"RTF {r['wall'] / seconds:.3f} ({seconds / r['wall']:.1f}x real time)  "
-                    f"first region {r['first_region']:.2f}s  forward {r['forward']:.2f}s  "
-                    f"overhead {overhead:.1f}%  peak RSS so far "
-                    f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
-            print(line, flush=True)
-            if args.fp32_too and engine.precision != "fp32":
-                e32 = Engine(EngineConfig(device=args.device, precision="fp32",
-                                          batch_size=args.batch_size, use_cache=False,
-                                          models_dir=models))
-                r32 = run_job(e32, path, args.model, work)
-                print(f"    engine fp32: wall {r32['wall']:.2f}s RTF {r32['wall'] / seconds:.3f}"
-                      f"  (bf16 speed-up {r32['wall'] / r['wall']:.2f}x)", flush=True)
-            if spec.family == "demucs" and not args.no_reference:
-                ref = reference_apply_model(engine, args.model, path, spec.default_overlap)
-                print(f"    demucs apply_model (fp32, shifts=0, overlap "
-                      f"{spec.default_overlap}): {ref:.2f}s RTF {ref / seconds:.3f}  -> engine "
-                      f"is {ref / r['wall']:.2f}x faster", flush=True)
+            shutil.copy(work / f"input-{args.seconds[0]:g}s.wav", warm)
+            run_job(engine, warm, args.model, work)  # warm-up (allocator, kernels)
+            for seconds in args.seconds:
+                path = work / f"input-{seconds:g}s.wav"
+                r = run_job(engine, path, args.model, work)
+                overhead = (r["wall"] - r["forward"]) / r["wall"] * 100
+                line = (f"[{seconds:g}s {prec}] engine wall {r['wall']:.2f}s  "
+                        f"RTF {r['wall'] / seconds:.3f}  first region {r['first_region']:.2f}s"
+                        f"  forward {r['forward']:.2f}s  overhead {overhead:.1f}%  peak RSS "
+                        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+                if flops_per_s:
+                    got = flops_per_s * seconds / r["forward"] / 1e9
+                    line += f"  {got:.0f} GFLOP/s = {got / limit * 100:.0f}% of the limit"
+                print(line, flush=True)
+                if spec.family == "demucs" and not args.no_reference:
+                    ref = reference_apply_model(engine, args.model, path,
+                                                spec.default_overlap, prec)
+                    print(f"    demucs apply_model ({prec}, same autocast, shifts=0, overlap "
+                          f"{spec.default_overlap}): {ref:.2f}s RTF {ref / seconds:.3f}  -> "
+                          f"engine/apply_model at {prec}: {ref / r['wall']:.2f}x", flush=True)
 
 
 if __name__ == "__main__":
