@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -78,8 +79,25 @@ def _song(path: Path, seconds: float, seed: int = 0) -> Path:
 
 
 def _idle(sim: ReaperSim) -> bool:
-    """Nothing left to follow: the monitor loop ended."""
-    return not sim.deferred
+    """Nothing left to follow: no unfinished job saved in a project, and the monitor has
+    no job or peaks left (it may go on watching for undo), or its loop ended."""
+    jobs = [k for p in sim.projects for k in p.ext.get("STEMBRIDGE", {}) if k.startswith("JOB:")]
+    return not jobs and (not sim.deferred or sim.ext_state.get(("stembridge", "busy")) == "0")
+
+
+def _saved_jobs(sim: ReaperSim) -> dict[str, dict]:
+    """The unfinished jobs saved in the active project."""
+    return {k: json.loads(v) for k, v in sim.project.ext.get("STEMBRIDGE", {}).items()
+            if k.startswith("JOB:")}
+
+
+def _outside(sim: ReaperSim, tracks, pos: float, end: float) -> list[tuple[float, float]]:
+    """Spans of the items on `tracks` that reach outside [pos, end] (project seconds)."""
+    return [(it.values["D_POSITION"], it.values["D_POSITION"] + it.values["D_LENGTH"])
+            for t in tracks for it in t.items
+            if it.values["D_POSITION"] < pos - 1e-9
+            or it.values["D_POSITION"] + it.values["D_LENGTH"] > end + 1e-9
+            or it.values["D_LENGTH"] <= 0]
 
 
 def _manifests(engine) -> list[dict]:
@@ -118,6 +136,13 @@ def test_split_places_aligned_stems_that_fill_in_before_the_job_is_done(reaper, 
             it.takes for it in tracks[2].items)
 
     assert reaper.run_until(audible_part, timeout=60), "no region was placed while running"
+    # Nothing a split adds lies outside the source item (regions past its end included).
+    assert not _outside(reaper, tracks[2:6], 10.0, 25.5)
+    # The "separating..." items say how far the job is (no undo point for that).
+    notes = [it.strings.get("P_NOTES", "") for t in tracks[2:6] for it in t.items
+             if not it.takes]
+    assert notes and all(re.fullmatch(r"stembridge: separating\.\.\. \d+ %( - \d+:\d\d left)?",
+                                      n) for n in notes), notes
     manifest = _manifests(engine)[-1]
     first = manifest["regions"][0]
     start_s = first["start"] / SR
@@ -152,10 +177,18 @@ def test_split_places_aligned_stems_that_fill_in_before_the_job_is_done(reaper, 
         np.testing.assert_allclose(played, stem[int(3.25 * SR):int(3.25 * SR) + played.shape[1]].T,
                                    atol=1e-6)
     assert song.read_bytes() == before, "the user's file was modified"
-    assert reaper.undo_points == ["stembridge: split 1 item(s) to stems"]
-    assert reaper.project.ext.get("STEMBRIDGE", {}) == {}, "finished jobs are forgotten"
-    # One undo removes it all.
-    reaper.undo()
+    assert reaper.undo_points == ["stembridge: split 1 item(s) to stems",
+                                  "stembridge: stems of My Song ready"]
+    assert _saved_jobs(reaper) == {}, "finished jobs are forgotten"
+    assert not list(out.glob(".stembridge-*")), "the output folder's reservation stays"
+    # Undo of the final swap: the state before it comes back, and its placeholders are
+    # filled with the final stems again; the next undo removes it all.
+    assert reaper.undo() == "stembridge: stems of My Song ready"
+    reaper.step(2)
+    for t in reaper.tracks()[2:6]:
+        (final,) = t.items
+        assert final.active.source.filename == str(out / f"{t.name}.wav")
+    assert reaper.undo() == "stembridge: split 1 item(s) to stems"
     assert [t.name for t in reaper.tracks()] == ["Band", "After"]
     assert reaper.tracks()[0].items[0].values["B_MUTE"] == 0.0
 
@@ -211,23 +244,27 @@ def test_same_item_twice_and_resplit_from_the_cache(reaper, engine, tmp_path):
     track = reaper.new_track("T")
     reaper.new_item(track, song, position=1.0, length=6.0, name="Twice")
     reaper.run_script(SPLIT2)
-    reaper.run_script(SPLIT2)  # a relaunch while the first runs: both jobs are followed
     assert reaper.action_options == 3
+    reaper.run_script(SPLIT2)  # a relaunch while it runs: REAPER restarts the script,
+    reaper.run_script(SPLIT4)  # which follows the saved job; another stem set is a job
     assert reaper.run_until(lambda: _idle(reaper), timeout=120), reaper.console
     assert not reaper.messages, reaper.messages
-    folders = [t for t in reaper.tracks() if t.name == "Twice (stems)"]
-    assert len(folders) == 2
+    assert len([t for t in reaper.tracks() if t.name == "Twice (stems)"]) == 2
+    assert any("being split into 2 stems already" in c for c in reaper.console)
     files = sorted(it.active.source.filename for t in reaper.tracks()
                    if t.name == "vocals" for it in t.items)
     assert len(files) == 2 and files[0] != files[1], "each split has its own files"
-    np.testing.assert_array_equal(sf.read(files[0])[0], sf.read(files[1])[0])
-    # Again, once the first finished: the engine's cache answers.
+    # Again, once the first finished: the engine's cache answers, into a new folder.
     reaper.run_script(SPLIT2)
     assert reaper.run_until(lambda: _idle(reaper), timeout=60)
     last = _manifests(engine)
     hits = [m for m in last if m["source"] == str(song) and m["metadata"]["cache_hit"]]
     assert hits, "re-splitting the same item did not come from the cache"
     assert len([t for t in reaper.tracks() if t.name == "Twice (stems)"]) == 3
+    two = sorted(it.active.source.filename for t in reaper.tracks()
+                 if t.name == "instrumental" for it in t.items)
+    assert len(set(two)) == 2
+    np.testing.assert_array_equal(sf.read(two[0])[0], sf.read(two[1])[0])
 
 
 def test_two_projects_do_not_mix(reaper, engine, tmp_path):
@@ -250,8 +287,10 @@ def test_two_projects_do_not_mix(reaper, engine, tmp_path):
     assert "One stems" in p1.tracks[2].items[0].active.source.filename
     assert "Two stems" in p2.tracks[2].items[0].active.source.filename
     assert p2.tracks[2].items[0].values["D_POSITION"] == 3.0
-    assert [d for d, _ in p1.undo_points] == ["stembridge: split 1 item(s) to stems"]
-    assert [d for d, _ in p2.undo_points] == ["stembridge: split 1 item(s) to stems"]
+    assert [d for d, _ in p1.undo_points] == ["stembridge: split 1 item(s) to stems",
+                                              "stembridge: stems of One ready"]
+    assert [d for d, _ in p2.undo_points] == ["stembridge: split 1 item(s) to stems",
+                                              "stembridge: stems of Two ready"]
 
 
 def test_cancel_stops_the_job_and_removes_unfinished_stems(reaper, engine, tmp_path):
@@ -352,14 +391,18 @@ def test_a_stopped_monitor_resumes_its_jobs(reaper, engine, tmp_path):
     saved = reaper.project.ext["STEMBRIDGE"]
     assert len(saved) == 1 and json.loads(next(iter(saved.values())))["state"] == "running"
     time.sleep(1.0)
-    item.selected = False
-    reaper.run_script(SPLIT4)  # nothing selected: resumes the saved job
-    assert not reaper.messages and "following the splits saved" in reaper.console[-1]
+    # REAPER keeps the selection when a project is reopened: the item is still selected,
+    # and the saved job for it and its stem set is resumed, not started again.
+    assert item.selected
+    reaper.run_script(SPLIT4)
+    assert not reaper.messages and "being split into 4 stems already" in reaper.console[-1]
+    assert len(reaper.tracks()) == 6 and len(_saved_jobs(reaper)) == 1
     assert reaper.run_until(lambda: _idle(reaper), timeout=120), reaper.console
     for t in reaper.tracks()[2:6]:
         (final,) = t.items
         assert final.active.source.filename.endswith(f"Resume stems/{t.name}.wav")
-    assert reaper.project.ext.get("STEMBRIDGE", {}) == {}
+    assert _saved_jobs(reaper) == {}
+    assert len([m for m in _manifests(engine) if m["source"] == str(song)]) == 1
 
 
 def test_the_engine_is_started_when_it_is_not_running(tmp_path, monkeypatch):
@@ -415,4 +458,4 @@ def test_a_monitor_stopped_after_the_swap_does_not_place_regions_again(reaper, e
     for t in reaper.tracks()[2:4]:
         (final,) = t.items
         assert final.active.source.filename.endswith(f"Swap stems/{t.name}.wav")
-    assert reaper.project.ext.get("STEMBRIDGE", {}) == {}
+    assert _saved_jobs(reaper) == {}

@@ -3,12 +3,14 @@
 Exactly the functions of api.txt exist. Simulated ones check their arguments against
 the documented signature, as REAPER does. The others raise `NotSimulated`, so a script
 that needs one fails its test until the simulation grows it. Indices are 0-based where
-REAPER's are (tracks, items); undo points are recorded per Undo_BeginBlock/EndBlock.
+REAPER's are (tracks, items). Undo keeps saved project states as REAPER does
+(`undo.UndoHistory`): Undo_EndBlock and Undo_OnStateChange save the state after a change;
+undo and redo (Main_OnCommand 40029/40030, Undo_DoUndo2/Undo_DoRedo2, `undo()`, `redo()`)
+load a saved state, with new track/item objects (old pointers become invalid).
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
 import time
 from collections.abc import Callable
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from tests.reaper_sim.api import Signature, load
+from tests.reaper_sim.undo import UndoHistory
 
 
 class NotSimulated(RuntimeError):
@@ -111,9 +114,14 @@ class Project:
     cursor: float = 0.0
     play_position: float = 0.0
     play_state: int = 0     # &1 playing, &2 paused, &4 recording
-    undo_points: list[tuple[str, list[Track]]] = field(default_factory=list)
+    history: UndoHistory = field(default_factory=UndoHistory)
     undo_depth: int = 0
-    undo_before: list[Track] | None = None
+    changes: int = 0        # GetProjectStateChangeCount
+
+    @property
+    def undo_points(self) -> list[tuple[str, list[Track]]]:
+        """The undo points applied now: (description, saved state)."""
+        return self.history.applied()
 
 
 _HANDLES = {"MediaTrack": Track, "MediaItem": Item, "MediaItem_Take": Take,
@@ -170,6 +178,11 @@ def _check(sig: Signature, args: tuple[Any, ...]) -> None:
             good = True
         if not good:
             raise ReaperArgError(f"{where}: {p.type} expected")
+
+
+#: Functions that change a project (GetProjectStateChangeCount counts their calls).
+_MUTATING = ("Set", "Insert", "Delete", "Add", "Undo_OnStateChange", "Undo_EndBlock",
+             "Main_OnCommand", "Undo_Do", "PCM_Source_Destroy")
 
 
 def split_command_line(cmd: str) -> list[str]:
@@ -235,15 +248,19 @@ class ReaperSim:
         self.ext_state: dict[tuple[str, str], str] = {}
         self.ext_persist: set[tuple[str, str]] = set()
         self.refresh_lock = 0
-        self.deferred: list[Any] = []
+        self.deferred: list[tuple[str, Any]] = []  # (script path, function)
+        self._current = ""                         # the script whose Lua code runs
+        self._options: dict[str, int] = {}         # script -> its set_action_options flags
         self.tick_times: list[float] = []  # seconds each deferred callback ran (wall)
         self.tick_cpu: list[float] = []    # and the CPU seconds of this thread it used
-        self.atexit: list[Any] = []
+        self.atexit: list[tuple[str, Any]] = []
         self.action_options = 0
         self.script_path = ""
         self.processes: list[tuple[list[str], Any]] = []
         self.resource_path = str(resource_path or tempfile.mkdtemp(prefix="reaper-res-"))
         self.os_name = "Linux-x86_64"
+        self.exec_shell = False  # True: ExecProcess runs its command line through /bin/sh
+        self.unopenable: set[str] = set()
         self._guids = itertools.count(1)
         self._lua54 = lua54
         self.strict_globals = strict_globals
@@ -285,6 +302,10 @@ class ReaperSim:
                 raise NotSimulated(f"reaper.{sig.name} exists in REAPER but is not simulated "
                                    "yet: add it to tests/reaper_sim/sim.py")
             _check(sig, args)
+            if sig.name.startswith(_MUTATING) or (
+                    sig.name.startswith("GetSet") and len(args) > 3 and args[3] is True):
+                for p in self.projects:
+                    p.changes += 1
             return fn(*args)
 
         return call
@@ -294,22 +315,39 @@ class ReaperSim:
 
     def run_script(self, path: str | Path) -> Any:
         """Run an action script file as REAPER does: in a Lua state of its own, where
-        get_action_context knows its path. Its deferred functions keep the state alive."""
-        self.script_path = str(path)
+        get_action_context knows its path. Its deferred functions keep the state alive.
+        Launched again while an instance of it still runs: if that instance asked for it
+        (set_action_options 1), REAPER terminates it (its atexit handlers run) and, with
+        2, runs the new one; otherwise both run (REAPER would ask the user)."""
+        path = str(path)
+        running = any(owner == path for owner, _ in self.deferred + self.atexit)
+        options = self._options.get(path, 0)
+        if running and options & 1:
+            self.terminate(path)
+            if not options & 2:
+                return None
+        self.script_path = path
+        self._options.pop(path, None)
         code = Path(path).read_text(encoding="utf-8")
-        return self._new_runtime().execute(code)
+        previous, self._current = self._current, path
+        try:
+            return self._new_runtime().execute(code)
+        finally:
+            self._current = previous
 
     def step(self, ticks: int = 1) -> int:
         """Run `ticks` rounds of the defer queue; returns how many callbacks ran."""
         ran = 0
         for _ in range(ticks):
             queue, self.deferred = self.deferred, []
-            for fn in queue:
+            for owner, fn in queue:
+                self._current = owner
                 t0, c0 = time.perf_counter(), time.thread_time()
                 fn()
                 self.tick_times.append(time.perf_counter() - t0)
                 self.tick_cpu.append(time.thread_time() - c0)
                 ran += 1
+            self._current = ""
         return ran
 
     def run_until(self, predicate: Callable[[], bool], timeout: float = 60.0,
@@ -323,11 +361,16 @@ class ReaperSim:
             time.sleep(tick)
         return predicate()
 
-    def terminate(self) -> None:
-        """The user stops the script (or REAPER relaunches it): atexit handlers run."""
-        self.deferred.clear()
-        handlers, self.atexit = self.atexit, []
-        for fn in handlers:
+    def terminate(self, script: str | None = None) -> None:
+        """The user stops the running scripts (or only `script`'s instance, as REAPER does
+        when it re-launches it): their deferred functions go, their atexit handlers run."""
+        def ours(owner: str) -> bool:
+            return script is None or owner == str(script)
+
+        self.deferred = [(o, f) for o, f in self.deferred if not ours(o)]
+        handlers = [(o, f) for o, f in self.atexit if ours(o)]
+        self.atexit = [(o, f) for o, f in self.atexit if not ours(o)]
+        for _owner, fn in handlers:
             fn()
 
     def _proj(self, proj: Any) -> Project:
@@ -385,14 +428,41 @@ class ReaperSim:
     def tracks(self, project: Project | None = None) -> list[Track]:
         return (project or self.project).tracks
 
-    def undo(self, project: Project | None = None) -> str:
-        """Edit > Undo: the project returns to its state before the last undo point."""
-        proj = project or self.project
-        desc, before = proj.undo_points.pop()
+    def _load_state(self, proj: Project, tracks: list[Track]) -> None:
         for tr in proj.tracks:
             tr.alive = False
-        proj.tracks = before
-        return desc
+        for tr in tracks:
+            tr.alive = True
+        proj.tracks = tracks
+        proj.changes += 1
+
+    def undo(self, project: Project | None = None) -> str | None:
+        """Edit > Undo: the project loads the state saved at the undo point before the
+        current one; returns the description undone (None: nothing to undo)."""
+        proj = project or self.project
+        done = proj.history.undo()
+        if done is None:
+            return None
+        self._load_state(proj, done[1])
+        return done[0]
+
+    def redo(self, project: Project | None = None) -> str | None:
+        """Edit > Redo: the project loads the state saved at the next undo point."""
+        proj = project or self.project
+        done = proj.history.redo()
+        if done is None:
+            return None
+        self._load_state(proj, done[1])
+        return done[0]
+
+    def user_edit(self, desc: str, change: Callable[[], Any],
+                  project: Project | None = None) -> None:
+        """The user edits the project (`change()` on the sim's objects): one undo point."""
+        proj = project or self.project
+        proj.history.ensure_base(proj.tracks)
+        change()
+        proj.changes += 1
+        proj.history.add(desc, proj.tracks)
 
     def render(self, track: Track, t0: float, t1: float, sr: int = 44100) -> np.ndarray:
         """What `track` plays from project time t0 to t1: (channels, frames) float64 at
@@ -484,15 +554,16 @@ class ReaperSim:
         return False, None, None
 
     def _defer(self, func: Any) -> bool:
-        self.deferred.append(func)
+        self.deferred.append((self._current, func))
         return True
 
     def _atexit(self, func: Any) -> bool:
-        self.atexit.append(func)
+        self.atexit.append((self._current, func))
         return True
 
     def _set_action_options(self, flag: int) -> None:
         self.action_options = int(flag)
+        self._options[self._current] = int(flag)
 
     def _get_action_context(self) -> tuple[Any, ...]:
         return False, self.script_path, 0, 55000, -1, -1, -1.0, ""
@@ -522,10 +593,11 @@ class ReaperSim:
         return "{" + str(uuid.uuid4()).upper() + "}"
 
     def _ExecProcess(self, cmdline: str, timeoutmsec: int) -> str | None:
-        """REAPER runs the command line without a shell; -1/-2 do not wait."""
+        """REAPER runs the command line without a shell (`exec_shell`: through /bin/sh
+        -c, as it may on Linux and macOS); -1/-2 do not wait."""
         import subprocess
 
-        argv = split_command_line(cmdline)
+        argv = ["/bin/sh", "-c", cmdline] if self.exec_shell else split_command_line(cmdline)
         if not argv:
             return None
         try:
@@ -572,7 +644,7 @@ class ReaperSim:
     def _Undo_BeginBlock2(self, proj: Any) -> None:
         p = self._proj(proj)
         if p.undo_depth == 0:
-            p.undo_before = copy.deepcopy(p.tracks)
+            p.history.ensure_base(p.tracks)
         p.undo_depth += 1
 
     def _Undo_EndBlock2(self, proj: Any, desc: str, flags: int) -> None:
@@ -581,8 +653,40 @@ class ReaperSim:
             raise RuntimeError("Undo_EndBlock without Undo_BeginBlock")
         p.undo_depth -= 1
         if p.undo_depth == 0:
-            p.undo_points.append((desc, p.undo_before or []))
-            p.undo_before = None
+            p.history.add(desc, p.tracks)
+
+    def _Undo_OnStateChange2(self, proj: Any, desc: str) -> None:
+        p = self._proj(proj)
+        if p.undo_depth == 0:  # inside a block, the block's end makes the point
+            p.history.add(desc, p.tracks)
+
+    def _Undo_OnStateChange(self, desc: str) -> None:
+        self._Undo_OnStateChange2(None, desc)
+
+    def _Undo_DoUndo2(self, proj: Any) -> int:
+        return 0 if self.undo(self._proj(proj)) is None else 1
+
+    def _Undo_DoRedo2(self, proj: Any) -> int:
+        return 0 if self.redo(self._proj(proj)) is None else 1
+
+    def _Undo_CanUndo2(self, proj: Any) -> str | None:
+        return self._proj(proj).history.can_undo()
+
+    def _Undo_CanRedo2(self, proj: Any) -> str | None:
+        return self._proj(proj).history.can_redo()
+
+    def _GetProjectStateChangeCount(self, proj: Any) -> int:
+        return self._proj(proj).changes
+
+    def _Main_OnCommandEx(self, command: int, flag: int, proj: Any) -> None:
+        actions = {40029: self.undo, 40030: self.redo}  # Edit: Undo, Edit: Redo
+        act = actions.get(int(command))
+        if act is None:
+            raise NotSimulated(f"action {int(command)} is not simulated yet")
+        act(self._proj(proj))
+
+    def _Main_OnCommand(self, command: int, flag: int) -> None:
+        self._Main_OnCommandEx(command, flag, None)
 
     def _Undo_BeginBlock(self) -> None:
         self._Undo_BeginBlock2(None)
@@ -809,8 +913,13 @@ class ReaperSim:
         take.source = source
         return True
 
-    def _PCM_Source_CreateFromFile(self, filename: str) -> Source:
-        return self._source_for(filename)
+    def _PCM_Source_CreateFromFile(self, filename: str) -> Source | None:
+        """A source for a media file; nil where REAPER cannot open one (a missing or
+        unreadable file, or one of `unopenable`: paths the test made unreadable)."""
+        if not Path(filename).is_file() or any(bad in filename for bad in self.unopenable):
+            return None
+        src = self._source_for(filename)
+        return src if src.length > 0 else None
 
     def _PCM_Source_Destroy(self, src: Source) -> None:
         src.alive = False

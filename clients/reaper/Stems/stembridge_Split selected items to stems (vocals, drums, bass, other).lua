@@ -15,6 +15,7 @@
 --   [nomain] lib/stembridge_placement.lua
 --   [nomain] lib/stembridge_jobs.lua
 --   [nomain] lib/stembridge_engine.lua
+--   [nomain] lib/stembridge_history.lua
 --   [nomain] lib/stembridge_monitor.lua
 --   [nomain] lib/stembridge_selection.lua
 --   [nomain] lib/stembridge_settings.lua

@@ -16,7 +16,8 @@
 --   3. When the job is done it moves the consolidated stem files to the output folder and
 --      replaces the region items by one item per stem with the source item's geometry.
 -- Jobs are saved in the project ("jobs": ProjExtState "stembridge"), so a monitor that was
--- stopped, or a REAPER that was restarted, picks them up again where they were.
+-- stopped, or a REAPER that was restarted, picks them up again where they were; what an
+-- undo or redo brings back is made live again or marked dead ("history").
 -- "util" holds files, paths and the settings; "settings" the Settings dialog;
 -- stembridge_constants.lua (generated from protocol/) the error codes, their hints and
 -- the stem names; stembridge_json.lua the JSON codec.
@@ -41,7 +42,8 @@ local T = stage("stembridge_tracks", U)
 local P = stage("stembridge_placement", U, T)
 local Jobs = stage("stembridge_jobs", U, J, C, T, P)
 local E = stage("stembridge_engine", U, J, C, Jobs)
-local Mon = stage("stembridge_monitor", U, J, C, T, P, Jobs, E)
+local H = stage("stembridge_history", U, T, P, Jobs)
+local Mon = stage("stembridge_monitor", U, J, C, T, P, Jobs, E, H)
 local S = stage("stembridge_selection", U, C, T, P, Jobs, E, Mon)
 local Settings = stage("stembridge_settings", U)
 
@@ -76,6 +78,7 @@ M.settings_dialog = Settings.settings_dialog
 function M.init(_dir) return M end
 
 M._internal = { command_line = E.command_line, engine_argv = E.engine_argv,
-                safe_name = U.safe_name }
+                safe_name = U.safe_name, gaps = P.gaps, output_folder = Mon.output_folder,
+                spool_dir = E.spool_dir }
 
 return M
