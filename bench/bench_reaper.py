@@ -29,6 +29,14 @@ SCRIPT = {2: "stembridge_Split selected items to vocals and instrumental.lua",
           6: "stembridge_Split selected items to 6 stems.lua"}
 
 
+def _busy(sim) -> bool:
+    """A job is saved in the project, or the monitor has jobs or peaks left (after the
+    last job it goes on watching for undo: its loop does not end)."""
+    jobs = [k for k in sim.project.ext.get("STEMBRIDGE", {}) if k.startswith("JOB:")]
+    return bool(jobs) or (bool(sim.deferred)
+                          and sim.ext_state.get(("stembridge", "busy")) != "0")
+
+
 def _split(sim, script: Path, item_track) -> dict[str, float]:
     n_tracks = len(sim.tracks())
     t0 = time.perf_counter()
@@ -36,7 +44,7 @@ def _split(sim, script: Path, item_track) -> dict[str, float]:
     shown = time.perf_counter() - t0
     stem = sim.tracks()[sim.tracks().index(item_track) + 2]
     first = None
-    while sim.deferred:
+    while _busy(sim):
         sim.step()
         if first is None and any(it.takes for it in stem.items):
             first = time.perf_counter() - t0

@@ -459,3 +459,70 @@ def test_a_monitor_stopped_after_the_swap_does_not_place_regions_again(reaper, e
         (final,) = t.items
         assert final.active.source.filename.endswith(f"Swap stems/{t.name}.wav")
     assert _saved_jobs(reaper) == {}
+
+
+def test_a_failed_call_or_a_bad_record_ends_only_its_own_job(reaper, engine, tmp_path):
+    """REAPER cannot open one job's stem files, and the project holds a saved record that
+    makes no sense: each of those jobs ends with a message saying what to do; the other
+    job completes; nothing of them is left to crash a resume."""
+    t = reaper.new_track("T")
+    reaper.new_item(t, _song(tmp_path / "alpha.wav", 3.0, seed=10), position=0.0,
+                    length=3.0, name="Alpha")
+    reaper.new_item(t, _song(tmp_path / "beta.wav", 3.0, seed=11), position=5.0,
+                    length=3.0, name="Beta")
+    reaper.unopenable.add("Alpha stems")  # the final files (a full disk, a bad folder...)
+    reaper.project.ext.setdefault("STEMBRIDGE", {})["JOB:00000000000000FF"] = json.dumps(
+        {"id": "00000000000000ff", "state": "running", "names": 5, "tracks": {},
+         "name": "Broken", "manifest": str(tmp_path / "nothing.json")})
+    reaper.run_script(SPLIT2)
+    assert reaper.run_until(lambda: _idle(reaper), timeout=120), reaper.console
+    text = "\n".join(m for m, _, _ in reaper.messages)
+    assert "Broken: stembridge stopped following this split" in text, text
+    assert "Alpha: Cannot write the stem items: REAPER cannot open" in text, text
+    assert "Choose another output folder in stembridge: Settings" in text, text
+    names = [tr.name for tr in reaper.tracks()]
+    assert names == ["T", "Beta (stems)", "vocals", "instrumental"], names
+    for tr in reaper.tracks()[2:4]:
+        (final,) = tr.items
+        assert final.active.source.filename.endswith(f"Beta stems/{tr.name}.wav")
+    assert _saved_jobs(reaper) == {}
+    reaper.messages.clear()
+    for it in t.items:
+        it.selected = False
+    reaper.run_script(SPLIT2)  # a resume finds nothing left to follow, and nothing fails
+    reaper.step(3)
+    assert [m for m, _, _ in reaper.messages] == [
+        "Select one or more audio items to split into stems."]
+
+
+def test_a_shell_and_a_resource_path_with_dollars_and_progress_to_the_end(reaper, engine,
+                                                                           tmp_path):
+    """ExecProcess through /bin/sh, REAPER's resource folder named with $, a backquote
+    and a backslash: the split still reaches the engine. The item shows part of the file
+    (the regions past its end add nothing outside it). A clipped input's warning is shown
+    once, in a message, when the stems are ready."""
+    reaper.exec_shell = True
+    reaper.resource_path = str(tmp_path / "res $HOME `echo x` \\ dir")
+    reaper.ext_state[("stembridge", "launch_timeout")] = "10"
+    audio = music_like(4.0, SR, seed=12)
+    audio[:, :200] = 1.0  # clipped
+    song = tmp_path / "clipped.wav"
+    sf.write(song, audio.T, SR, subtype="FLOAT")
+    reaper.new_item(reaper.new_track("T"), song, position=2.0, length=1.5, startoffs=0.5,
+                    name="Clip")
+    reaper.run_script(SPLIT2)
+    outside = []
+
+    def done() -> bool:
+        outside.extend(_outside(reaper, reaper.tracks()[2:4], 2.0, 3.5))
+        return _idle(reaper)
+
+    assert reaper.run_until(done, timeout=120), reaper.console
+    assert not outside, outside
+    (argv, _proc), *_ = reaper.processes
+    assert argv[:2] == ["/bin/sh", "-c"]
+    (msg, _, _), = reaper.messages
+    assert "Clip: the stems are in" in msg and "clipped" in msg, msg
+    for tr in reaper.tracks()[2:4]:
+        (final,) = tr.items
+        assert final.active.source.filename.endswith(f"Clip stems/{tr.name}.wav")

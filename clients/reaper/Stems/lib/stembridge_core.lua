@@ -7,14 +7,18 @@
 --      folder of stem tracks under each item's track ("tracks") with one
 --      "separating..." item per stem aligned with the source item ("placement"), one undo
 --      point, writes a JSON request file per item and launches
---      `stembridge submit --request FILE` WITHOUT waiting ("engine": ExecProcess, no
---      shell; no file name of the user's ever goes on a command line).
+--      `stembridge submit --request FILE` WITHOUT waiting ("engine": ExecProcess, a
+--      command line that means the same with or without a shell; no file name of the
+--      user's ever goes on a command line). An item already being split into the same
+--      stems is followed, not split again.
 --   2. The monitor ("monitor": one `reaper.defer` loop per REAPER, with a time budget per
 --      tick) polls each request's reply file, then the job's manifest.json, and places
 --      every finalized region as an item that plays exactly the audio the source item
---      plays there.
---   3. When the job is done it moves the consolidated stem files to the output folder and
---      replaces the region items by one item per stem with the source item's geometry.
+--      plays there; the "separating..." items show the progress. Each job's step is
+--      isolated: an error ends that job (with a message), never the others.
+--   3. When the job is done it moves the consolidated stem files to the output folder it
+--      reserved and replaces the region items by one item per stem with the source
+--      item's geometry, as an undo point of its own.
 -- Jobs are saved in the project ("jobs": ProjExtState "stembridge"), so a monitor that was
 -- stopped, or a REAPER that was restarted, picks them up again where they were; what an
 -- undo or redo brings back is made live again or marked dead ("history").

@@ -2,7 +2,8 @@
 -- stembridge for REAPER, stage "engine": how the scripts reach the engine without
 -- sockets (PROTOCOL.md, "Request files"). A JSON request file per job in
 -- <resource>/Data/stembridge/, `stembridge submit --request FILE` launched in the
--- background (ExecProcess, no shell, never a user's file name on a command line), its
+-- background (ExecProcess; a command line that means the same with or without a shell,
+-- never a user's file name on it), its
 -- reply file polled; `stembridge cancel JOB` to stop a job; the DAW hints of the error
 -- codes. Loaded by stembridge_core.lua with the util, JSON, constants and jobs stages;
 -- returns the table E.

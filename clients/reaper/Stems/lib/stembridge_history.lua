@@ -146,18 +146,22 @@ function H.revalidate(proj)
   end
 end
 
+--- The ended records of `proj`, read again when a job ended since (or `again`).
+local function ended_of(proj, again)
+  if again or version[proj] ~= Jobs.ended_version then
+    ended[proj] = Jobs.ended(proj)
+    version[proj] = Jobs.ended_version
+  end
+  return ended[proj]
+end
+
 --- At the start of a tick: every project changed since the monitor's last changes (or
---- not seen yet) is looked at again. `rescan`: read the ended records again.
+--- not seen yet) is looked at again. `rescan`: read the ended records again (another
+--- project may have been opened in the tab).
 function H.check(rescan)
   for _, proj in ipairs(U.projects()) do
-    if rescan and version[proj] ~= Jobs.ended_version then
-      ended[proj] = Jobs.ended(proj)
-      version[proj] = Jobs.ended_version
-    end
-    if seen[proj] ~= reaper.GetProjectStateChangeCount(proj) then
-      ended[proj] = ended[proj] or Jobs.ended(proj)
-      H.revalidate(proj)
-    end
+    ended_of(proj, rescan and ended[proj] == nil)
+    if seen[proj] ~= reaper.GetProjectStateChangeCount(proj) then H.revalidate(proj) end
   end
 end
 
@@ -171,7 +175,7 @@ end
 --- Whether an open project holds ended jobs whose tracks an undo could bring back.
 function H.watching()
   for _, proj in ipairs(U.projects()) do
-    if ended[proj] and next(ended[proj]) ~= nil then return true end
+    if next(ended_of(proj)) ~= nil then return true end
   end
   return false
 end

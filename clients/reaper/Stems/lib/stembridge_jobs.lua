@@ -120,8 +120,25 @@ end
 function Jobs.scan_projects()
   for _, proj in ipairs(U.projects()) do
     for id, rec in pairs(saved(proj, "job:")) do
-      if not live[id] and rec.id then Jobs.adopt(proj, rec, true) end
+      if not live[id] and rec.id then
+        local ok, err = pcall(Jobs.adopt, proj, rec, true)
+        if not ok then Jobs.broken(rec, err) end
+      end
     end
+  end
+end
+
+--- A record that raised an error (a bad saved record, a REAPER call that failed): its
+--- job ends with a message saying what to do, and nothing of it is left to fail again.
+function Jobs.broken(rec, err)
+  local message = "stembridge stopped following this split: " .. tostring(err)
+    .. "\nDelete its stem tracks and split the item again; if it happens again, please "
+    .. "report it with this message."
+  rec.name = rec.name or rec.id
+  if not pcall(Jobs.fail, rec, C.ERRORS.INTERNAL, message) then
+    failures[#failures + 1] = string.format("%s: %s", tostring(rec.name), message)
+    reaper.SetProjExtState(rec.proj, U.EXT, "job:" .. tostring(rec.id), "")
+    Jobs.unfollow(rec.id)
   end
 end
 

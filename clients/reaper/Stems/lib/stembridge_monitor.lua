@@ -277,14 +277,9 @@ end
 --- failed) ends that job with a message saying what to do; the other jobs go on.
 local function step_record(rec, deadline)
   local ok, err = pcall(tick_record, rec, deadline)
-  if ok then return end
-  rec._more = false
-  local message = "stembridge stopped following this split: " .. tostring(err)
-    .. "\nDelete its stem tracks and split the item again; if it happens again, please "
-    .. "report it with this message."
-  if not pcall(Jobs.fail, rec, C.ERRORS.INTERNAL, message) then
-    pcall(Jobs.forget, rec)
-    Jobs.unfollow(rec.id)
+  if not ok then
+    rec._more = false
+    Jobs.broken(rec, err)
   end
 end
 
