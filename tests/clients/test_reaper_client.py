@@ -181,16 +181,31 @@ def test_split_places_aligned_stems_that_fill_in_before_the_job_is_done(reaper, 
                                   "stembridge: stems of My Song ready"]
     assert _saved_jobs(reaper) == {}, "finished jobs are forgotten"
     assert not list(out.glob(".stembridge-*")), "the output folder's reservation stays"
+
+    def finals_in_place() -> bool:
+        return all(len(t.items) == 1 and t.items[0].active is not None
+                   and t.items[0].active.source.filename == str(out / f"{t.name}.wav")
+                   for t in reaper.tracks()[2:6])
+
+    # Undoing a later, unrelated edit never touches the stems (no monitor tick needed:
+    # the state saved with the stems holds them).
+    reaper.user_edit("Add track", lambda: reaper.new_track("Later"))
+    assert reaper.undo() == "Add track"
+    assert "Later" not in [t.name for t in reaper.tracks()] and finals_in_place()
     # Undo of the final swap: the state before it comes back, and its placeholders are
-    # filled with the final stems again; the next undo removes it all.
+    # filled with the final stems again at once; the next undo removes it all.
     assert reaper.undo() == "stembridge: stems of My Song ready"
     reaper.step(2)
-    for t in reaper.tracks()[2:6]:
-        (final,) = t.items
-        assert final.active.source.filename == str(out / f"{t.name}.wav")
+    assert finals_in_place()
     assert reaper.undo() == "stembridge: split 1 item(s) to stems"
     assert [t.name for t in reaper.tracks()] == ["Band", "After"]
     assert reaper.tracks()[0].items[0].values["B_MUTE"] == 0.0
+    # Redo: the split's state (placeholders) is filled again; then the stems' own state.
+    assert reaper.redo() == "stembridge: split 1 item(s) to stems"
+    reaper.step(2)
+    assert finals_in_place()
+    assert reaper.redo() == "stembridge: stems of My Song ready" and finals_in_place()
+    assert not reaper.messages, reaper.messages
 
 
 def test_section_playrate_folders_and_two_items_at_once(reaper, engine, tmp_path):
