@@ -180,7 +180,8 @@ def _check(sig: Signature, args: tuple[Any, ...]) -> None:
             raise ReaperArgError(f"{where}: {p.type} expected")
 
 
-#: Functions that change a project (GetProjectStateChangeCount counts their calls).
+#: Functions that change a project (GetProjectStateChangeCount counts their calls;
+#: SetExtState is REAPER's, not a project's; SetProjExtState counts).
 _MUTATING = ("Set", "Insert", "Delete", "Add", "Undo_OnStateChange", "Undo_EndBlock",
              "Main_OnCommand", "Undo_Do", "PCM_Source_Destroy")
 
@@ -302,7 +303,7 @@ class ReaperSim:
                 raise NotSimulated(f"reaper.{sig.name} exists in REAPER but is not simulated "
                                    "yet: add it to tests/reaper_sim/sim.py")
             _check(sig, args)
-            if sig.name.startswith(_MUTATING) or (
+            if (sig.name.startswith(_MUTATING) and "ExtState" not in sig.name) or (
                     sig.name.startswith("GetSet") and len(args) > 3 and args[3] is True):
                 for p in self.projects:
                     p.changes += 1

@@ -157,24 +157,24 @@ end
 
 --- At the start of a tick: every project changed since the monitor's last changes (or
 --- not seen yet) is looked at again. `rescan`: read the ended records again (another
---- project may have been opened in the tab).
-function H.check(rescan)
-  for _, proj in ipairs(U.projects()) do
+--- project may have been opened in the tab). `projects`: U.projects() of this tick.
+function H.check(projects, rescan)
+  for _, proj in ipairs(projects) do
     ended_of(proj, rescan and ended[proj] == nil)
     if seen[proj] ~= reaper.GetProjectStateChangeCount(proj) then H.revalidate(proj) end
   end
 end
 
 --- At the end of a tick: the monitor's own changes are not the user's.
-function H.settle()
-  for _, proj in ipairs(U.projects()) do
+function H.settle(projects)
+  for _, proj in ipairs(projects) do
     seen[proj] = reaper.GetProjectStateChangeCount(proj)
   end
 end
 
 --- Whether an open project holds ended jobs whose tracks an undo could bring back.
-function H.watching()
-  for _, proj in ipairs(U.projects()) do
+function H.watching(projects)
+  for _, proj in ipairs(projects) do
     if next(ended_of(proj)) ~= nil then return true end
   end
   return false

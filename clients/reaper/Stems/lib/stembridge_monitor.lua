@@ -249,6 +249,7 @@ end
 --- (a job not accepted yet is cancelled as soon as it is).
 function Mon.cancel_record(rec)
   if rec.state == "cancelling" then return end
+  release_folder(rec)
   T.remove_tracks(rec, "stembridge: cancel split")
   U.console(string.format("cancelled the split of %s", rec.name))
   E.stop_job(rec)
@@ -304,7 +305,8 @@ function Mon.tick()
     Jobs.scan_projects()
     last_scan = t0
   end
-  H.check(scan)
+  local projects = U.projects()
+  H.check(projects, scan)
   local cancel = reaper.GetExtState(U.EXT, "cancel")
   if last_cancel == nil then last_cancel = cancel end
   if cancel ~= last_cancel then
@@ -323,7 +325,6 @@ function Mon.tick()
     end
   end
   P.build_peaks(deadline)
-  H.settle()
   local busy = Jobs.count() + P.pending_peaks()
   reaper.SetExtState(U.EXT, "busy", tostring(busy), false)
   local failures = Jobs.failures()
@@ -335,7 +336,8 @@ function Mon.tick()
     notices = {}
     U.alert(text)
   end
-  return busy > 0 or H.watching()
+  H.settle(projects)  -- last: every change of this tick is the monitor's own
+  return busy > 0 or H.watching(projects)
 end
 
 --- True if another script's monitor ticked within the last second.
