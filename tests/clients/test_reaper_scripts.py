@@ -46,6 +46,7 @@ def test_one_script_per_action_with_reapack_headers():
         "stembridge_Split selected items to 6 stems.lua",
         "stembridge_Cancel running splits.lua",
         "stembridge_Settings.lua",
+        "stembridge_Show split status.lua",
     }
     mk = _make_index()
     versions = set()
@@ -333,3 +334,62 @@ def test_lua_json_reads_what_python_writes():
     for bad in ['{"a": 1', '{"a" 1}', "[1,]", '"\\x"', "nul", "{} x", '"\u0001"']:
         value, err = J.decode(bad)
         assert value is None and "invalid JSON" in err
+
+
+STATUS = STEMS_DIR / "stembridge_Show split status.lua"
+
+
+def _button(window, name: str) -> tuple[float, float]:
+    """The middle of the Cancel button on the row of job `name` in the status window."""
+    (line,) = [d for d in window.canvas if d.kind == "str" and d.text.startswith(name + ":")]
+    (rect,) = [d for d in window.canvas if d.kind == "rect" and not d.filled
+               and d.y == line.y]
+    return rect.x + rect.w / 2, rect.y + rect.h / 2
+
+
+def test_the_status_window_shows_what_the_monitor_publishes_and_closes_cleanly():
+    """The window lists the rows the monitor publishes (ExtState "status"), asks for the
+    cancel of one job through ExtState, redraws only when something changed, and closes
+    on Escape, on its close box and on a second launch of its action (one instance)."""
+    import time
+
+    sim = ReaperSim()
+    script = str(STATUS)
+    sim.run_script(STATUS)
+    window = sim.windows[script]
+    assert window.is_open and window.title == "stembridge: splits" and sim.deferred
+    sim.step()
+    assert window.strings() == ["No split is running (run a split action to resume saved "
+                                "ones)."]
+    rows = [{"id": "a1", "name": "Alpha", "stems": 4, "state": "running", "percent": 42,
+             "eta": 95, "model": "htdemucs", "device": "cpu"},
+            {"id": "b2", "name": "Beta", "stems": 2, "state": "submitting",
+             "model": "default", "device": "auto"}]
+    sim.ext_state[("stembridge", "status")] = json.dumps(rows)
+    sim.ext_state[("stembridge", "monitor")] = f"{time.perf_counter():.3f}"
+    sim.step()
+    assert window.strings() == ["Alpha: 42 % - 1:35 left", "Cancel",
+                                "4 stems - model htdemucs - device cpu",
+                                "Beta: starting...", "Cancel",
+                                "2 stems - model default - device auto"]
+    drawn = window.drawn
+    sim.step(3)
+    assert window.drawn == drawn, "an unchanged status was drawn again"
+    window.click(*_button(window, "Beta"))
+    sim.step(2)
+    assert sim.ext_state[("stembridge", "cancel_jobs")] == "b2"
+    assert "Beta: cancelling..." in window.strings()
+    assert window.strings().count("Cancel") == 1  # Alpha's button is still there
+    window.keys.append(27)  # Escape
+    sim.step()
+    assert not window.is_open and not sim.deferred and not sim.atexit
+    sim.run_script(STATUS)  # opens it again
+    window = sim.windows[script]
+    assert window.is_open and sim.deferred
+    sim.run_script(STATUS)  # a second launch closes it
+    assert not window.is_open and not sim.deferred and not sim.atexit
+    sim.run_script(STATUS)
+    window = sim.windows[script]
+    window.close()  # the user closes it
+    sim.step()
+    assert not sim.deferred and not sim.atexit

@@ -164,3 +164,35 @@ def test_failed_calls_give_nil_and_nil_is_refused(sim, tmp_path):
             local take = reaper.AddTakeToMediaItem(item)
             reaper.SetMediaItemTake_Source(take, reaper.PCM_Source_CreateFromFile("/nope.wav"))
         """)
+
+
+def test_gfx_window_as_reaper_documents(sim):
+    """gfx.getchar is -1 without an open window; init opens it with its size; drawstr
+    draws at gfx.x/gfx.y and moves gfx.x; update shows the frame; a click is a press then
+    a release; a window the user closed, or gfx.quit, gives -1 again."""
+    window = sim.windows[""]
+    assert sim.run("return gfx.getchar()") == -1
+    assert sim.run("return gfx.init('T', 200, 100)") == 1
+    assert sim.run("return gfx.w, gfx.h, gfx.getchar()") == (200, 100, 0)
+    assert sim.run("gfx.setfont(1, 'Arial', 16) return gfx.texth, gfx.measurestr('abc')") \
+        == (16, 24, 16)
+    sim.run("gfx.x, gfx.y = 5, 7 gfx.drawstr('hi')")
+    assert window.strings() == []  # not shown before gfx.update
+    assert sim.run("gfx.update() return gfx.x") == 5 + 16
+    assert window.strings() == ["hi"]
+    sim.run("gfx.x, gfx.y = 0, 30 gfx.drawstr('more') gfx.update()")
+    assert window.strings() == ["more"]  # gfx.clear 0 (the default): each frame anew
+    sim.run("gfx.clear = -1 gfx.x, gfx.y = 0, 60 gfx.drawstr('kept') gfx.update()")
+    assert window.strings() == ["more", "kept"]
+    sim.run("gfx.rect(0, 0, gfx.w, gfx.h, 1) gfx.drawstr('alone') gfx.update()")
+    assert window.strings() == ["alone"]  # a full-window fill paints over the rest
+    window.click(10, 20)
+    assert sim.run("return gfx.getchar(), gfx.mouse_x, gfx.mouse_y, gfx.mouse_cap") \
+        == (0, 10, 20, 1)
+    assert sim.run("gfx.getchar() return gfx.mouse_cap") == 0
+    window.close()
+    assert sim.run("return gfx.getchar()") == -1
+    assert sim.run("gfx.init('T') return gfx.getchar()") == 0
+    assert sim.run("gfx.quit() return gfx.getchar()") == -1
+    with pytest.raises((LuaError, ReaperArgError), match="bad argument #1"):
+        sim.run("gfx.drawstr(nil)")

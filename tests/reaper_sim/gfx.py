@@ -46,6 +46,7 @@ class GfxWindow:
     pending: list[Drawn] = field(default_factory=list)  # drawn since the last update
     frames: int = 0                                     # gfx.update calls while open
     opened: int = 0                                     # gfx.init calls that opened it
+    drawn: int = 0                                      # drawing operations, in all
     keys: deque[int] = field(default_factory=deque)
     mouse: deque[tuple[float, float, int]] = field(default_factory=deque)
     painted_over: bool = False                          # a full-window fill since update
@@ -95,6 +96,7 @@ class GfxWindow:
     def _draw(self, d: Drawn) -> None:
         if not self.is_open:
             return
+        self.drawn += 1
         if (d.kind == "rect" and d.filled and d.x <= 0 and d.y <= 0
                 and d.x + d.w >= self._get("w") and d.y + d.h >= self._get("h")):
             self.pending = []  # painted over everything drawn before

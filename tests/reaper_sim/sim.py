@@ -206,7 +206,8 @@ class ReaperSim(ProjectsMixin, TracksMixin, SourcesMixin, StateMixin, ProcessMix
         get_action_context knows its path. Its deferred functions keep the state alive.
         Launched again while an instance of it still runs: if that instance asked for it
         (set_action_options 1), REAPER terminates it (its atexit handlers run) and, with
-        2, runs the new one; otherwise both run (REAPER would ask the user)."""
+        2, runs the new one; otherwise both run (REAPER would ask the user). A script
+        that deferred nothing ends at once (its atexit handlers run, its window closes)."""
         path = str(path)
         running = any(owner == path for owner, _ in self.deferred + self.atexit)
         options = self._options.get(path, 0)
@@ -222,6 +223,7 @@ class ReaperSim(ProjectsMixin, TracksMixin, SourcesMixin, StateMixin, ProcessMix
             return self._new_runtime().execute(code)
         finally:
             self._current = previous
+            self._end_if_done([path])
 
     def step(self, ticks: int = 1) -> int:
         """Run `ticks` rounds of the defer queue; returns how many callbacks ran."""
@@ -236,7 +238,15 @@ class ReaperSim(ProjectsMixin, TracksMixin, SourcesMixin, StateMixin, ProcessMix
                 self.tick_cpu.append(time.thread_time() - c0)
                 ran += 1
             self._current = ""
+            self._end_if_done({owner for owner, _ in queue})
         return ran
+
+    def _end_if_done(self, scripts: Any) -> None:
+        """REAPER ends a script once it has no deferred function left: its atexit
+        handlers run and its gfx window closes."""
+        for script in scripts:
+            if not any(owner == script for owner, _ in self.deferred):
+                self.terminate(script)
 
     def run_until(self, predicate: Callable[[], bool], timeout: float = 60.0,
                   tick: float = 0.03) -> bool:

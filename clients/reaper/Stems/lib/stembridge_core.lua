@@ -22,6 +22,8 @@
 -- Jobs are saved in the project ("jobs": ProjExtState "stembridge"), so a monitor that was
 -- stopped, or a REAPER that was restarted, picks them up again where they were; what an
 -- undo or redo brings back is made live again or marked dead ("history").
+-- The monitor publishes the running jobs ("status"); the "Show split status" action's
+-- window ("window", gfx) lists them, with a Cancel button per job.
 -- "util" holds files, paths and the settings; "settings" the Settings dialog;
 -- stembridge_constants.lua (generated from protocol/) the error codes, their hints and
 -- the stem names; stembridge_json.lua the JSON codec.
@@ -47,9 +49,11 @@ local P = stage("stembridge_placement", U, T)
 local Jobs = stage("stembridge_jobs", U, J, C, T, P)
 local E = stage("stembridge_engine", U, J, C, Jobs)
 local H = stage("stembridge_history", U, T, P, Jobs)
-local Mon = stage("stembridge_monitor", U, J, C, T, P, Jobs, E, H)
+local St = stage("stembridge_status", U, J, Jobs)
+local Mon = stage("stembridge_monitor", U, J, C, T, P, Jobs, E, H, St)
 local S = stage("stembridge_selection", U, C, T, P, Jobs, E, Mon)
 local Settings = stage("stembridge_settings", U)
+local W = stage("stembridge_window", U, St, Mon)
 
 local M = {}
 
@@ -76,6 +80,7 @@ M.run_monitor = Mon.run_monitor
 M.cancel_action = Mon.cancel_action
 M.parse_settings = Settings.parse_settings
 M.settings_dialog = Settings.settings_dialog
+M.status_window = W.show
 
 --- The library, ready (kept for callers of 0.2.0, whose action scripts passed the
 --- library's folder; the stages are found relative to this file).

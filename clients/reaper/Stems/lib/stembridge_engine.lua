@@ -119,6 +119,7 @@ function E.submit(rec)
                  device = U.get_setting("device"), priority = "interactive",
                  client = "reaper" }
   if rec.model ~= "" then body.model = rec.model end
+  rec.device = body.device
   local ok, err = U.write_file_atomic(rec.request, J.encode(body))
   if not ok then
     return nil, C.ERRORS.OUTPUT_FAILED, "cannot write " .. rec.request .. ": " .. tostring(err)

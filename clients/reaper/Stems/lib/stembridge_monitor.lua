@@ -5,9 +5,10 @@
 -- job is done moves the stem files to the output folder and swaps the region items for
 -- one item per stem; cancelling (the Cancel action, or the stem tracks deleted). Loaded
 -- by stembridge_core.lua with the util, JSON, constants, tracks, placement, jobs and
--- engine stages; returns the table Mon.
+-- engine, history and status stages; returns the table Mon. It publishes the running
+-- jobs for the status window and takes the window's cancel requests (stage "status").
 
-local U, J, C, T, P, Jobs, E, H = ...
+local U, J, C, T, P, Jobs, E, H, St = ...
 
 local Mon = {}
 
@@ -237,9 +238,11 @@ function Mon.progress(rec, m)
   rec._first = rec._first or { t = t, part = part }
   local text = string.format("%d %%", math.floor(part * 100))
   local pace = (part - rec._first.part) / (t - rec._first.t)
+  rec._eta = nil
   if pace > 0 and part < 1 then
     local left = math.ceil((1 - part) / pace)
     text = text .. string.format(" - %d:%02d left", left // 60, left % 60)
+    rec._eta = left
   end
   rec._shown, rec.progress = t, part
   if text ~= rec._progress then P.show_progress(rec, text) end
@@ -313,6 +316,11 @@ function Mon.tick()
     last_cancel = cancel
     cancel_all()
   end
+  local asked = St.take_cancels()  -- the status window's Cancel buttons: those jobs only
+  for _, id in ipairs(asked or {}) do
+    local rec = Jobs.get(id)
+    if rec then pcall(Mon.cancel_record, rec) end
+  end
   for _, id in ipairs(Jobs.ids()) do
     if now() > deadline then break end
     local rec = Jobs.get(id)
@@ -325,6 +333,7 @@ function Mon.tick()
     end
   end
   P.build_peaks(deadline)
+  St.publish(asked ~= nil)
   local busy = Jobs.count() + P.pending_peaks()
   reaper.SetExtState(U.EXT, "busy", tostring(busy), false)
   local failures = Jobs.failures()
@@ -350,6 +359,7 @@ local function loop()
   if Mon.tick() then
     reaper.defer(loop)
   else
+    St.clear()
     reaper.DeleteExtState(U.EXT, "monitor", false)
   end
 end
@@ -358,7 +368,10 @@ end
 function Mon.run_monitor()
   if Mon.monitor_alive() then return false end
   Jobs.scan_projects()
-  reaper.atexit(function() reaper.DeleteExtState(U.EXT, "monitor", false) end)
+  reaper.atexit(function()
+    St.clear()
+    reaper.DeleteExtState(U.EXT, "monitor", false)
+  end)
   last_cancel = reaper.GetExtState(U.EXT, "cancel")
   loop()
   return true
