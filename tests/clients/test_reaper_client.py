@@ -541,3 +541,73 @@ def test_a_shell_and_a_resource_path_with_dollars_and_progress_to_the_end(reaper
     for tr in reaper.tracks()[2:4]:
         (final,) = tr.items
         assert final.active.source.filename.endswith(f"Clip stems/{tr.name}.wav")
+
+
+STATUS = STEMS_DIR / "stembridge_Show split status.lua"
+
+
+def test_the_status_window_lists_running_splits_and_cancels_one(reaper, engine, tmp_path):
+    """Two running splits in the status window, with progress, model and device; the
+    Cancel button of one cancels that job only (the engine stops it); closing the window
+    leaves the other running."""
+    songs = {name: _song(tmp_path / f"{name}.wav", 90.0, seed=seed)
+             for name, seed in (("Alpha", 7), ("Beta", 8))}
+    reaper.ext_state[("stembridge", "device")] = "cpu"
+    for name, song in songs.items():
+        reaper.new_item(reaper.new_track("T" + name), song, position=0.0, length=90.0,
+                        name=name)
+    reaper.run_script(SPLIT4)
+    reaper.run_script(STATUS)
+    window = reaper.windows[str(STATUS)]
+
+    def row(name: str) -> str | None:
+        return next((t for t in window.strings() if t.startswith(name + ": ")), None)
+
+    def progressing(name: str) -> bool:
+        return bool(re.fullmatch(rf"{name}: \d+ %( - \d+:\d\d left)?", row(name) or ""))
+
+    def both_listed() -> bool:
+        return (progressing("Alpha") or progressing("Beta")) and bool(row("Alpha")) \
+            and bool(row("Beta"))
+
+    assert reaper.run_until(both_listed, timeout=90), window.strings()
+    first = "Alpha" if progressing("Alpha") else "Beta"
+    other = "Beta" if first == "Alpha" else "Alpha"
+    manifest = {m["source"]: m for m in _manifests(engine)}[str(songs[first])]
+    model = manifest["request"].get("model") or "default"
+    assert window.strings().count(f"4 stems - model {model} - device cpu") == 2
+
+    window.click(*_button(window, first))
+
+    def first_cancelled() -> bool:
+        return row(first) is None and any(
+            m["state"] == "cancelled" for m in _manifests(engine)
+            if m["source"] == str(songs[first]))
+
+    assert reaper.run_until(first_cancelled, timeout=30), (window.strings(), reaper.console)
+    names = [t.name for t in reaper.tracks()]
+    assert f"{first} (stems)" not in names and f"{other} (stems)" in names
+    assert [m["state"] for m in _manifests(engine) if m["source"] == str(songs[other])] \
+        != ["cancelled"]
+    assert reaper.run_until(lambda: progressing(other), timeout=60), window.strings()
+
+    window.close()  # the user closes the window: the other split goes on
+    reaper.step(3)
+    assert not window.is_open and all(owner != str(STATUS) for owner, _ in reaper.deferred)
+    assert [r["name"] for r in _saved_jobs(reaper).values()] == [other]
+    assert f"{other} (stems)" in [t.name for t in reaper.tracks()]
+    regions = len(next(m for m in _manifests(engine) if m["source"] == str(songs[other]))
+                  ["regions"])
+    assert reaper.run_until(lambda: len(next(
+        m for m in _manifests(engine) if m["source"] == str(songs[other]))["regions"])
+        > regions or _idle(reaper), timeout=60)
+    reaper.run_script(CANCEL)  # (the rest of the test would only cost time)
+    assert reaper.run_until(lambda: _idle(reaper), timeout=30)
+
+
+def _button(window, name: str) -> tuple[float, float]:
+    """The middle of the Cancel button on the row of job `name` in the status window."""
+    (line,) = [d for d in window.canvas if d.kind == "str" and d.text.startswith(name + ":")]
+    (rect,) = [d for d in window.canvas if d.kind == "rect" and not d.filled
+               and d.y == line.y]
+    return rect.x + rect.w / 2, rect.y + rect.h / 2

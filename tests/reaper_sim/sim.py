@@ -140,6 +140,7 @@ class ReaperSim(ProjectsMixin, TracksMixin, SourcesMixin, StateMixin, ProcessMix
         self._options: dict[str, int] = {}         # script -> its set_action_options flags
         self.tick_times: list[float] = []  # seconds each deferred callback ran (wall)
         self.tick_cpu: list[float] = []    # and the CPU seconds of this thread it used
+        self.tick_owners: list[str] = []   # and the script it belongs to
         self.atexit: list[tuple[str, Any]] = []
         self.action_options = 0
         self.script_path = ""
@@ -236,6 +237,7 @@ class ReaperSim(ProjectsMixin, TracksMixin, SourcesMixin, StateMixin, ProcessMix
                 fn()
                 self.tick_times.append(time.perf_counter() - t0)
                 self.tick_cpu.append(time.thread_time() - c0)
+                self.tick_owners.append(owner)
                 ran += 1
             self._current = ""
             self._end_if_done({owner for owner, _ in queue})
