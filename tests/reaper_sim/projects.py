@@ -182,7 +182,9 @@ class ProjectsMixin:
         if proj is None or kind is Source:
             return True
         p = self._proj(proj)
-        track = {Track: lambda: pointer, Item: lambda: pointer.track,
-                 Take: lambda: pointer.item.track}[kind]()
-        return track in p.tracks
+        if isinstance(pointer, Take):
+            pointer = pointer.item
+        if isinstance(pointer, Item):
+            pointer = pointer.track
+        return pointer in p.tracks
 
