@@ -144,7 +144,8 @@ def test_an_error_reply_shows_the_codes_daw_hint(code, tmp_path):
     tmp.write_text(json.dumps({"state": "error", "code": code.value,
                                "message": "what the engine says"}))
     tmp.replace(reply)
-    assert sim.run_until(lambda: not sim.deferred, timeout=10), sim.console
+    # (the monitor goes on watching for undo after the job ended: wait for its message)
+    assert sim.run_until(lambda: bool(sim.messages), timeout=10), sim.console
     (msg, title, _kind), = sim.messages
     assert title == "stembridge"
     assert "Song: what the engine says\n" + errors.hint(code, "daw") in msg

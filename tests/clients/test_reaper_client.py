@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -78,8 +79,25 @@ def _song(path: Path, seconds: float, seed: int = 0) -> Path:
 
 
 def _idle(sim: ReaperSim) -> bool:
-    """Nothing left to follow: the monitor loop ended."""
-    return not sim.deferred
+    """Nothing left to follow: no unfinished job saved in a project, and the monitor has
+    no job or peaks left (it may go on watching for undo), or its loop ended."""
+    jobs = [k for p in sim.projects for k in p.ext.get("STEMBRIDGE", {}) if k.startswith("JOB:")]
+    return not jobs and (not sim.deferred or sim.ext_state.get(("stembridge", "busy")) == "0")
+
+
+def _saved_jobs(sim: ReaperSim) -> dict[str, dict]:
+    """The unfinished jobs saved in the active project."""
+    return {k: json.loads(v) for k, v in sim.project.ext.get("STEMBRIDGE", {}).items()
+            if k.startswith("JOB:")}
+
+
+def _outside(sim: ReaperSim, tracks, pos: float, end: float) -> list[tuple[float, float]]:
+    """Spans of the items on `tracks` that reach outside [pos, end] (project seconds)."""
+    return [(it.values["D_POSITION"], it.values["D_POSITION"] + it.values["D_LENGTH"])
+            for t in tracks for it in t.items
+            if it.values["D_POSITION"] < pos - 1e-9
+            or it.values["D_POSITION"] + it.values["D_LENGTH"] > end + 1e-9
+            or it.values["D_LENGTH"] <= 0]
 
 
 def _manifests(engine) -> list[dict]:
@@ -118,6 +136,13 @@ def test_split_places_aligned_stems_that_fill_in_before_the_job_is_done(reaper, 
             it.takes for it in tracks[2].items)
 
     assert reaper.run_until(audible_part, timeout=60), "no region was placed while running"
+    # Nothing a split adds lies outside the source item (regions past its end included).
+    assert not _outside(reaper, tracks[2:6], 10.0, 25.5)
+    # The "separating..." items say how far the job is (no undo point for that).
+    notes = [it.strings.get("P_NOTES", "") for t in tracks[2:6] for it in t.items
+             if not it.takes]
+    assert notes and all(re.fullmatch(r"stembridge: separating\.\.\. \d+ %( - \d+:\d\d left)?",
+                                      n) for n in notes), notes
     manifest = _manifests(engine)[-1]
     first = manifest["regions"][0]
     start_s = first["start"] / SR
@@ -152,12 +177,35 @@ def test_split_places_aligned_stems_that_fill_in_before_the_job_is_done(reaper, 
         np.testing.assert_allclose(played, stem[int(3.25 * SR):int(3.25 * SR) + played.shape[1]].T,
                                    atol=1e-6)
     assert song.read_bytes() == before, "the user's file was modified"
-    assert reaper.undo_points == ["stembridge: split 1 item(s) to stems"]
-    assert reaper.project.ext.get("STEMBRIDGE", {}) == {}, "finished jobs are forgotten"
-    # One undo removes it all.
-    reaper.undo()
+    assert reaper.undo_points == ["stembridge: split 1 item(s) to stems",
+                                  "stembridge: stems of My Song ready"]
+    assert _saved_jobs(reaper) == {}, "finished jobs are forgotten"
+    assert not list(out.glob(".stembridge-*")), "the output folder's reservation stays"
+
+    def finals_in_place() -> bool:
+        return all(len(t.items) == 1 and t.items[0].active is not None
+                   and t.items[0].active.source.filename == str(out / f"{t.name}.wav")
+                   for t in reaper.tracks()[2:6])
+
+    # Undoing a later, unrelated edit never touches the stems (no monitor tick needed:
+    # the state saved with the stems holds them).
+    reaper.user_edit("Add track", lambda: reaper.new_track("Later"))
+    assert reaper.undo() == "Add track"
+    assert "Later" not in [t.name for t in reaper.tracks()] and finals_in_place()
+    # Undo of the final swap: the state before it comes back, and its placeholders are
+    # filled with the final stems again at once; the next undo removes it all.
+    assert reaper.undo() == "stembridge: stems of My Song ready"
+    reaper.step(2)
+    assert finals_in_place()
+    assert reaper.undo() == "stembridge: split 1 item(s) to stems"
     assert [t.name for t in reaper.tracks()] == ["Band", "After"]
     assert reaper.tracks()[0].items[0].values["B_MUTE"] == 0.0
+    # Redo: the split's state (placeholders) is filled again; then the stems' own state.
+    assert reaper.redo() == "stembridge: split 1 item(s) to stems"
+    reaper.step(2)
+    assert finals_in_place()
+    assert reaper.redo() == "stembridge: stems of My Song ready" and finals_in_place()
+    assert not reaper.messages, reaper.messages
 
 
 def test_section_playrate_folders_and_two_items_at_once(reaper, engine, tmp_path):
@@ -211,23 +259,27 @@ def test_same_item_twice_and_resplit_from_the_cache(reaper, engine, tmp_path):
     track = reaper.new_track("T")
     reaper.new_item(track, song, position=1.0, length=6.0, name="Twice")
     reaper.run_script(SPLIT2)
-    reaper.run_script(SPLIT2)  # a relaunch while the first runs: both jobs are followed
     assert reaper.action_options == 3
+    reaper.run_script(SPLIT2)  # a relaunch while it runs: REAPER restarts the script,
+    reaper.run_script(SPLIT4)  # which follows the saved job; another stem set is a job
     assert reaper.run_until(lambda: _idle(reaper), timeout=120), reaper.console
     assert not reaper.messages, reaper.messages
-    folders = [t for t in reaper.tracks() if t.name == "Twice (stems)"]
-    assert len(folders) == 2
+    assert len([t for t in reaper.tracks() if t.name == "Twice (stems)"]) == 2
+    assert any("being split into 2 stems already" in c for c in reaper.console)
     files = sorted(it.active.source.filename for t in reaper.tracks()
                    if t.name == "vocals" for it in t.items)
     assert len(files) == 2 and files[0] != files[1], "each split has its own files"
-    np.testing.assert_array_equal(sf.read(files[0])[0], sf.read(files[1])[0])
-    # Again, once the first finished: the engine's cache answers.
+    # Again, once the first finished: the engine's cache answers, into a new folder.
     reaper.run_script(SPLIT2)
     assert reaper.run_until(lambda: _idle(reaper), timeout=60)
     last = _manifests(engine)
     hits = [m for m in last if m["source"] == str(song) and m["metadata"]["cache_hit"]]
     assert hits, "re-splitting the same item did not come from the cache"
     assert len([t for t in reaper.tracks() if t.name == "Twice (stems)"]) == 3
+    two = sorted(it.active.source.filename for t in reaper.tracks()
+                 if t.name == "instrumental" for it in t.items)
+    assert len(set(two)) == 2
+    np.testing.assert_array_equal(sf.read(two[0])[0], sf.read(two[1])[0])
 
 
 def test_two_projects_do_not_mix(reaper, engine, tmp_path):
@@ -250,8 +302,10 @@ def test_two_projects_do_not_mix(reaper, engine, tmp_path):
     assert "One stems" in p1.tracks[2].items[0].active.source.filename
     assert "Two stems" in p2.tracks[2].items[0].active.source.filename
     assert p2.tracks[2].items[0].values["D_POSITION"] == 3.0
-    assert [d for d, _ in p1.undo_points] == ["stembridge: split 1 item(s) to stems"]
-    assert [d for d, _ in p2.undo_points] == ["stembridge: split 1 item(s) to stems"]
+    assert [d for d, _ in p1.undo_points] == ["stembridge: split 1 item(s) to stems",
+                                              "stembridge: stems of One ready"]
+    assert [d for d, _ in p2.undo_points] == ["stembridge: split 1 item(s) to stems",
+                                              "stembridge: stems of Two ready"]
 
 
 def test_cancel_stops_the_job_and_removes_unfinished_stems(reaper, engine, tmp_path):
@@ -352,14 +406,18 @@ def test_a_stopped_monitor_resumes_its_jobs(reaper, engine, tmp_path):
     saved = reaper.project.ext["STEMBRIDGE"]
     assert len(saved) == 1 and json.loads(next(iter(saved.values())))["state"] == "running"
     time.sleep(1.0)
-    item.selected = False
-    reaper.run_script(SPLIT4)  # nothing selected: resumes the saved job
-    assert not reaper.messages and "following the splits saved" in reaper.console[-1]
+    # REAPER keeps the selection when a project is reopened: the item is still selected,
+    # and the saved job for it and its stem set is resumed, not started again.
+    assert item.selected
+    reaper.run_script(SPLIT4)
+    assert not reaper.messages and "being split into 4 stems already" in reaper.console[-1]
+    assert len(reaper.tracks()) == 6 and len(_saved_jobs(reaper)) == 1
     assert reaper.run_until(lambda: _idle(reaper), timeout=120), reaper.console
     for t in reaper.tracks()[2:6]:
         (final,) = t.items
         assert final.active.source.filename.endswith(f"Resume stems/{t.name}.wav")
-    assert reaper.project.ext.get("STEMBRIDGE", {}) == {}
+    assert _saved_jobs(reaper) == {}
+    assert len([m for m in _manifests(engine) if m["source"] == str(song)]) == 1
 
 
 def test_the_engine_is_started_when_it_is_not_running(tmp_path, monkeypatch):
@@ -415,4 +473,141 @@ def test_a_monitor_stopped_after_the_swap_does_not_place_regions_again(reaper, e
     for t in reaper.tracks()[2:4]:
         (final,) = t.items
         assert final.active.source.filename.endswith(f"Swap stems/{t.name}.wav")
-    assert reaper.project.ext.get("STEMBRIDGE", {}) == {}
+    assert _saved_jobs(reaper) == {}
+
+
+def test_a_failed_call_or_a_bad_record_ends_only_its_own_job(reaper, engine, tmp_path):
+    """REAPER cannot open one job's stem files, and the project holds a saved record that
+    makes no sense: each of those jobs ends with a message saying what to do; the other
+    job completes; nothing of them is left to crash a resume."""
+    t = reaper.new_track("T")
+    reaper.new_item(t, _song(tmp_path / "alpha.wav", 3.0, seed=10), position=0.0,
+                    length=3.0, name="Alpha")
+    reaper.new_item(t, _song(tmp_path / "beta.wav", 3.0, seed=11), position=5.0,
+                    length=3.0, name="Beta")
+    reaper.unopenable.add("Alpha stems")  # the final files (a full disk, a bad folder...)
+    reaper.project.ext.setdefault("STEMBRIDGE", {})["JOB:00000000000000FF"] = json.dumps(
+        {"id": "00000000000000ff", "state": "running", "names": 5, "tracks": {},
+         "name": "Broken", "manifest": str(tmp_path / "nothing.json")})
+    reaper.run_script(SPLIT2)
+    assert reaper.run_until(lambda: _idle(reaper), timeout=120), reaper.console
+    text = "\n".join(m for m, _, _ in reaper.messages)
+    assert "Broken: stembridge stopped following this split" in text, text
+    assert "Alpha: Cannot write the stem items: REAPER cannot open" in text, text
+    assert "Choose another output folder in stembridge: Settings" in text, text
+    names = [tr.name for tr in reaper.tracks()]
+    assert names == ["T", "Beta (stems)", "vocals", "instrumental"], names
+    for tr in reaper.tracks()[2:4]:
+        (final,) = tr.items
+        assert final.active.source.filename.endswith(f"Beta stems/{tr.name}.wav")
+    assert _saved_jobs(reaper) == {}
+    reaper.messages.clear()
+    for it in t.items:
+        it.selected = False
+    reaper.run_script(SPLIT2)  # a resume finds nothing left to follow, and nothing fails
+    reaper.step(3)
+    assert [m for m, _, _ in reaper.messages] == [
+        "Select one or more audio items to split into stems."]
+
+
+def test_a_shell_and_a_resource_path_with_dollars_and_progress_to_the_end(reaper, engine,
+                                                                           tmp_path):
+    """ExecProcess through /bin/sh, REAPER's resource folder named with $, a backquote
+    and a backslash: the split still reaches the engine. The item shows part of the file
+    (the regions past its end add nothing outside it). A clipped input's warning is shown
+    once, in a message, when the stems are ready."""
+    reaper.exec_shell = True
+    reaper.resource_path = str(tmp_path / "res $HOME `echo x` \\ dir")
+    reaper.ext_state[("stembridge", "launch_timeout")] = "10"
+    audio = music_like(4.0, SR, seed=12)
+    audio[:, :200] = 1.0  # clipped
+    song = tmp_path / "clipped.wav"
+    sf.write(song, audio.T, SR, subtype="FLOAT")
+    reaper.new_item(reaper.new_track("T"), song, position=2.0, length=1.5, startoffs=0.5,
+                    name="Clip")
+    reaper.run_script(SPLIT2)
+    outside = []
+
+    def done() -> bool:
+        outside.extend(_outside(reaper, reaper.tracks()[2:4], 2.0, 3.5))
+        return _idle(reaper)
+
+    assert reaper.run_until(done, timeout=120), reaper.console
+    assert not outside, outside
+    (argv, _proc), *_ = reaper.processes
+    assert argv[:2] == ["/bin/sh", "-c"]
+    (msg, _, _), = reaper.messages
+    assert "Clip: the stems are in" in msg and "clipped" in msg, msg
+    for tr in reaper.tracks()[2:4]:
+        (final,) = tr.items
+        assert final.active.source.filename.endswith(f"Clip stems/{tr.name}.wav")
+
+
+STATUS = STEMS_DIR / "stembridge_Show split status.lua"
+
+
+def test_the_status_window_lists_running_splits_and_cancels_one(reaper, engine, tmp_path):
+    """Two running splits in the status window, with progress, model and device; the
+    Cancel button of one cancels that job only (the engine stops it); closing the window
+    leaves the other running."""
+    songs = {name: _song(tmp_path / f"{name}.wav", 90.0, seed=seed)
+             for name, seed in (("Alpha", 7), ("Beta", 8))}
+    reaper.ext_state[("stembridge", "device")] = "cpu"
+    for name, song in songs.items():
+        reaper.new_item(reaper.new_track("T" + name), song, position=0.0, length=90.0,
+                        name=name)
+    reaper.run_script(SPLIT4)
+    reaper.run_script(STATUS)
+    window = reaper.windows[str(STATUS)]
+
+    def row(name: str) -> str | None:
+        return next((t for t in window.strings() if t.startswith(name + ": ")), None)
+
+    def progressing(name: str) -> bool:
+        return bool(re.fullmatch(rf"{name}: \d+ %( - \d+:\d\d left)?", row(name) or ""))
+
+    def both_listed() -> bool:
+        return (progressing("Alpha") or progressing("Beta")) and bool(row("Alpha")) \
+            and bool(row("Beta"))
+
+    assert reaper.run_until(both_listed, timeout=90), window.strings()
+    first = "Alpha" if progressing("Alpha") else "Beta"
+    other = "Beta" if first == "Alpha" else "Alpha"
+    manifest = {m["source"]: m for m in _manifests(engine)}[str(songs[first])]
+    model = manifest["request"].get("model") or "default"
+    assert window.strings().count(f"4 stems - model {model} - device cpu") == 2
+
+    window.click(*_button(window, first))
+
+    def first_cancelled() -> bool:
+        return row(first) is None and any(
+            m["state"] == "cancelled" for m in _manifests(engine)
+            if m["source"] == str(songs[first]))
+
+    assert reaper.run_until(first_cancelled, timeout=30), (window.strings(), reaper.console)
+    names = [t.name for t in reaper.tracks()]
+    assert f"{first} (stems)" not in names and f"{other} (stems)" in names
+    assert [m["state"] for m in _manifests(engine) if m["source"] == str(songs[other])] \
+        != ["cancelled"]
+    assert reaper.run_until(lambda: progressing(other), timeout=60), window.strings()
+
+    window.close()  # the user closes the window: the other split goes on
+    reaper.step(3)
+    assert not window.is_open and all(owner != str(STATUS) for owner, _ in reaper.deferred)
+    assert [r["name"] for r in _saved_jobs(reaper).values()] == [other]
+    assert f"{other} (stems)" in [t.name for t in reaper.tracks()]
+    regions = len(next(m for m in _manifests(engine) if m["source"] == str(songs[other]))
+                  ["regions"])
+    assert reaper.run_until(lambda: len(next(
+        m for m in _manifests(engine) if m["source"] == str(songs[other]))["regions"])
+        > regions or _idle(reaper), timeout=60)
+    reaper.run_script(CANCEL)  # (the rest of the test would only cost time)
+    assert reaper.run_until(lambda: _idle(reaper), timeout=30)
+
+
+def _button(window, name: str) -> tuple[float, float]:
+    """The middle of the Cancel button on the row of job `name` in the status window."""
+    (line,) = [d for d in window.canvas if d.kind == "str" and d.text.startswith(name + ":")]
+    (rect,) = [d for d in window.canvas if d.kind == "rect" and not d.filled
+               and d.y == line.y]
+    return rect.x + rect.w / 2, rect.y + rect.h / 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import unicodedata
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from urllib.parse import unquote
@@ -45,6 +46,7 @@ def test_one_script_per_action_with_reapack_headers():
         "stembridge_Split selected items to 6 stems.lua",
         "stembridge_Cancel running splits.lua",
         "stembridge_Settings.lua",
+        "stembridge_Show split status.lua",
     }
     mk = _make_index()
     versions = set()
@@ -204,14 +206,114 @@ def test_engine_command_lines_never_hold_a_users_file_name():
     sim.ext_state[("stembridge", "engine")] = "/venv/bin/python3.11"
     argv = list(internal.engine_argv(sim.lua.table("submit", "--request", "/r/x.json")).values())
     assert argv == ["/venv/bin/python3.11", "-m", "bridge", "submit", "--request", "/r/x.json"]
-    sim.ext_state[("stembridge", "engine")] = "C:\\Program Files\\stembridge\\stembridge.exe"
-    argv = internal.engine_argv(sim.lua.table("cancel", "20261121-1"))
-    assert list(argv.values())[1] == "cancel"
-    cmd = internal.command_line(argv)
-    assert cmd == '"C:\\Program Files\\stembridge\\stembridge.exe" "cancel" "20261121-1"'
     bad, err = internal.command_line(sim.lua.table('a"; rm -rf ~; "'))
     assert bad is None and "quote" in err
     assert internal.safe_name('My: "Song"/Take 1. ') == "My_ _Song__Take 1"
+    win = ReaperSim()
+    win.os_name = "Win64"
+    wcore = _core(win)
+    win.ext_state[("stembridge", "engine")] = "C:\\Program Files\\stembridge\\stembridge.exe"
+    argv = wcore._internal.engine_argv(win.lua.table("cancel", "20261121-1"))
+    assert list(argv.values())[1] == "cancel"
+    cmd = wcore._internal.command_line(argv)
+    assert cmd == '"C:\\Program Files\\stembridge\\stembridge.exe" "cancel" "20261121-1"'
+
+
+def test_command_lines_are_the_same_with_or_without_a_shell(tmp_path):
+    """Linux and macOS: ExecProcess may hand its command line to /bin/sh, where double
+    quotes do not stop $, backquotes and backslashes. Arguments holding one are refused,
+    and the request files move out of a resource folder whose path holds one."""
+    import subprocess
+
+    from tests.reaper_sim.sim import split_command_line
+
+    sim = ReaperSim(resource_path=tmp_path / "res $HOME `id` \\x")
+    internal = _core(sim)._internal
+    for bad in ("/opt/$HOME/stembridge", "/opt/`id`/stembridge", "/opt/a\\b/stembridge"):
+        cmd, err = internal.command_line(sim.lua.table(bad, "submit"))
+        assert cmd is None and "shell" in err, bad
+    spool = internal.spool_dir()
+    assert spool.endswith("stembridge-reaper") and "$" not in spool
+    argv = ["/opt/my stembridge/bin/stembridge", "submit", "--request",
+            spool + "/0123456789abcdef.json", "it's (1) & ; | < > * ? ~ # ! é 音"]
+    cmd = internal.command_line(sim.lua.table(*argv))
+    rest = cmd[cmd.index('" "') + 2:]  # the arguments after the program
+    shell = subprocess.run(["/bin/sh", "-c", 'printf "%s\\n" ' + rest],
+                           capture_output=True, text=True, check=True).stdout
+    assert shell.splitlines() == argv[1:] == split_command_line(cmd)[1:]
+    assert split_command_line(cmd)[0] == argv[0]
+
+
+def test_folder_names_are_cut_by_characters_not_bytes():
+    sim = ReaperSim()
+    safe = _core(sim)._internal.safe_name
+    names = ["a" + "é" * 120, "音楽" * 60, "🎸🥁" * 50, "e\u0301" * 100,
+             "👨\u200d👩\u200d👧" * 30, "x" * 79 + "👍🏽" + "y" * 10, "a\u0308" * 40 + "b" * 10,
+             "ok\xff\xfe name"]
+    for name in names:
+        # lupa hands the result back decoded from UTF-8: invalid UTF-8 raises here
+        text = safe(name.encode("utf-8", "surrogatepass") if "\xff" not in name
+                    else b"ok\xff\xfe name")
+        assert isinstance(text, str) and text, name
+        assert len(text.encode()) <= 200 and len(text) <= 3 * 80, name
+        assert not unicodedata.combining(text[0]) and text[-1] != "\u200d", name
+        if "e\u0301" in name:
+            assert text == "e\u0301" * 66, "a combining mark stays with its letter (3 bytes)"
+        if "x" * 79 in name:
+            assert text == "x" * 79 + "👍🏽", "the skin tone stays with its emoji"
+        if "👨" in name:
+            assert text.endswith("👧") and len(text.encode()) <= 200
+    assert safe("音楽" * 60) == "音楽" * 33, "200 bytes at most (3 bytes each)"
+    assert safe("a" + "é" * 120) == "a" + "é" * 79
+    assert safe(b"ok\xff\xfe name") == "ok__ name"
+
+
+def test_placeholders_never_leave_the_item():
+    """Regions wholly past the item's end (the engine splits the whole file) add nothing
+    outside the item: for an item [10, 17] showing source [0, 7], regions [8, 9.812] and
+    [8, 10.998] (project 18..19.998) gave inverted spans and placeholders past 17.0."""
+    sim = ReaperSim()
+    gaps = _core(sim)._internal.gaps
+    g = sim.lua.table_from({"pos": 10.0, "len": 7.0, "offs": 0.0, "rate": 1.0})
+    cases = [
+        ([(8.0, 9.812), (8.0, 10.998)], [(10.0, 17.0)]),
+        ([(0.0, 2.0), (8.0, 9.812), (6.5, 9.0)], [(12.0, 16.5)]),
+        ([(-3.0, 0.5), (3.0, 4.0), (20.0, 30.0), (5.0, 4.0)], [(10.5, 13.0), (14.0, 17.0)]),
+        ([(0.0, 7.0)], []),
+    ]
+    for ranges, want in cases:
+        lua_ranges = sim.lua.table_from([sim.lua.table_from(list(r)) for r in ranges])
+        got = [x for v in gaps(g, lua_ranges).values() for x in v.values()]
+        assert got == pytest.approx([x for w in want for x in w]), ranges
+    # playrate 2, starting 1 s into the source: source [1, 15] plays as [10, 17]
+    g2 = sim.lua.table_from({"pos": 10.0, "len": 7.0, "offs": 1.0, "rate": 2.0})
+    r = sim.lua.table_from([sim.lua.table_from([15.0, 40.0]), sim.lua.table_from([3.0, 5.0])])
+    assert [x for v in gaps(g2, r).values() for x in v.values()] == pytest.approx(
+        [10.0, 11.0, 12.0, 17.0])
+
+
+def test_two_jobs_never_share_an_output_folder(tmp_path):
+    """Two jobs with the same take name finishing in the same tick: each reserves its own
+    folder at once (a marker file), before any stem is moved there."""
+    sim = ReaperSim(resource_path=tmp_path / "res")
+    sim.ext_state[("stembridge", "output_dir")] = str(tmp_path / "out")
+    internal = _core(sim)._internal
+    recs = [sim.lua.table_from({"id": f"{i:016x}", "name": "Take 1",
+                                "names": sim.lua.table_from(["vocals", "instrumental"])})
+            for i in (1, 2, 3)]
+    dirs = [internal.output_folder(r) for r in recs]
+    assert dirs == [str(tmp_path / "out" / n) for n in
+                    ("Take 1 stems", "Take 1 stems (2)", "Take 1 stems (3)")]
+    for i, d in enumerate(dirs, 1):
+        assert (Path(d) / ".stembridge-job").read_text() == f"{i:016x}"
+    assert internal.output_folder(recs[1]) == dirs[1], "a job keeps its own reservation"
+    # Another REAPER (no in-memory reservation) sees the marker files too.
+    other = ReaperSim(resource_path=tmp_path / "res")
+    other.ext_state[("stembridge", "output_dir")] = str(tmp_path / "out")
+    rec = other.lua.table_from({"id": "f" * 16, "name": "Take 1",
+                                "names": other.lua.table_from(["vocals"])})
+    assert _core(other)._internal.output_folder(rec) == str(tmp_path / "out" /
+                                                           "Take 1 stems (4)")
 
 
 def test_lua_json_reads_what_python_writes():
@@ -232,3 +334,62 @@ def test_lua_json_reads_what_python_writes():
     for bad in ['{"a": 1', '{"a" 1}', "[1,]", '"\\x"', "nul", "{} x", '"\u0001"']:
         value, err = J.decode(bad)
         assert value is None and "invalid JSON" in err
+
+
+STATUS = STEMS_DIR / "stembridge_Show split status.lua"
+
+
+def _button(window, name: str) -> tuple[float, float]:
+    """The middle of the Cancel button on the row of job `name` in the status window."""
+    (line,) = [d for d in window.canvas if d.kind == "str" and d.text.startswith(name + ":")]
+    (rect,) = [d for d in window.canvas if d.kind == "rect" and not d.filled
+               and d.y == line.y]
+    return rect.x + rect.w / 2, rect.y + rect.h / 2
+
+
+def test_the_status_window_shows_what_the_monitor_publishes_and_closes_cleanly():
+    """The window lists the rows the monitor publishes (ExtState "status"), asks for the
+    cancel of one job through ExtState, redraws only when something changed, and closes
+    on Escape, on its close box and on a second launch of its action (one instance)."""
+    import time
+
+    sim = ReaperSim()
+    script = str(STATUS)
+    sim.run_script(STATUS)
+    window = sim.windows[script]
+    assert window.is_open and window.title == "stembridge: splits" and sim.deferred
+    sim.step()
+    assert window.strings() == ["No split is running (run a split action to resume saved "
+                                "ones)."]
+    rows = [{"id": "a1", "name": "Alpha", "stems": 4, "state": "running", "percent": 42,
+             "eta": 95, "model": "htdemucs", "device": "cpu"},
+            {"id": "b2", "name": "Beta", "stems": 2, "state": "submitting",
+             "model": "default", "device": "auto"}]
+    sim.ext_state[("stembridge", "status")] = json.dumps(rows)
+    sim.ext_state[("stembridge", "monitor")] = f"{time.perf_counter():.3f}"
+    sim.step()
+    assert window.strings() == ["Alpha: 42 % - 1:35 left", "Cancel",
+                                "4 stems - model htdemucs - device cpu",
+                                "Beta: starting...", "Cancel",
+                                "2 stems - model default - device auto"]
+    drawn = window.drawn
+    sim.step(3)
+    assert window.drawn == drawn, "an unchanged status was drawn again"
+    window.click(*_button(window, "Beta"))
+    sim.step(2)
+    assert sim.ext_state[("stembridge", "cancel_jobs")] == "b2"
+    assert "Beta: cancelling..." in window.strings()
+    assert window.strings().count("Cancel") == 1  # Alpha's button is still there
+    window.keys.append(27)  # Escape
+    sim.step()
+    assert not window.is_open and not sim.deferred and not sim.atexit
+    sim.run_script(STATUS)  # opens it again
+    window = sim.windows[script]
+    assert window.is_open and sim.deferred
+    sim.run_script(STATUS)  # a second launch closes it
+    assert not window.is_open and not sim.deferred and not sim.atexit
+    sim.run_script(STATUS)
+    window = sim.windows[script]
+    window.close()  # the user closes it
+    sim.step()
+    assert not sim.deferred and not sim.atexit

@@ -8,6 +8,7 @@
 --   [main] stembridge_Split selected items to 6 stems.lua
 --   [main] stembridge_Cancel running splits.lua
 --   [main] stembridge_Settings.lua
+--   [main] stembridge_Show split status.lua
 --   [nomain] lib/stembridge_core.lua
 --   [nomain] lib/stembridge_constants.lua
 --   [nomain] lib/stembridge_util.lua
@@ -15,9 +16,12 @@
 --   [nomain] lib/stembridge_placement.lua
 --   [nomain] lib/stembridge_jobs.lua
 --   [nomain] lib/stembridge_engine.lua
+--   [nomain] lib/stembridge_history.lua
+--   [nomain] lib/stembridge_status.lua
 --   [nomain] lib/stembridge_monitor.lua
 --   [nomain] lib/stembridge_selection.lua
 --   [nomain] lib/stembridge_settings.lua
+--   [nomain] lib/stembridge_window.lua
 --   [nomain] lib/stembridge_json.lua
 -- @about
 --   Splits each selected audio item into vocals, drums, bass and other on new tracks under it. The stems fill in while the engine works, starting at the play cursor.

@@ -7,16 +7,23 @@
 --      folder of stem tracks under each item's track ("tracks") with one
 --      "separating..." item per stem aligned with the source item ("placement"), one undo
 --      point, writes a JSON request file per item and launches
---      `stembridge submit --request FILE` WITHOUT waiting ("engine": ExecProcess, no
---      shell; no file name of the user's ever goes on a command line).
+--      `stembridge submit --request FILE` WITHOUT waiting ("engine": ExecProcess, a
+--      command line that means the same with or without a shell; no file name of the
+--      user's ever goes on a command line). An item already being split into the same
+--      stems is followed, not split again.
 --   2. The monitor ("monitor": one `reaper.defer` loop per REAPER, with a time budget per
 --      tick) polls each request's reply file, then the job's manifest.json, and places
 --      every finalized region as an item that plays exactly the audio the source item
---      plays there.
---   3. When the job is done it moves the consolidated stem files to the output folder and
---      replaces the region items by one item per stem with the source item's geometry.
+--      plays there; the "separating..." items show the progress. Each job's step is
+--      isolated: an error ends that job (with a message), never the others.
+--   3. When the job is done it moves the consolidated stem files to the output folder it
+--      reserved and replaces the region items by one item per stem with the source
+--      item's geometry, as an undo point of its own.
 -- Jobs are saved in the project ("jobs": ProjExtState "stembridge"), so a monitor that was
--- stopped, or a REAPER that was restarted, picks them up again where they were.
+-- stopped, or a REAPER that was restarted, picks them up again where they were; what an
+-- undo or redo brings back is made live again or marked dead ("history").
+-- The monitor publishes the running jobs ("status"); the "Show split status" action's
+-- window ("window", gfx) lists them, with a Cancel button per job.
 -- "util" holds files, paths and the settings; "settings" the Settings dialog;
 -- stembridge_constants.lua (generated from protocol/) the error codes, their hints and
 -- the stem names; stembridge_json.lua the JSON codec.
@@ -41,9 +48,12 @@ local T = stage("stembridge_tracks", U)
 local P = stage("stembridge_placement", U, T)
 local Jobs = stage("stembridge_jobs", U, J, C, T, P)
 local E = stage("stembridge_engine", U, J, C, Jobs)
-local Mon = stage("stembridge_monitor", U, J, C, T, P, Jobs, E)
+local H = stage("stembridge_history", U, T, P, Jobs)
+local St = stage("stembridge_status", U, J, Jobs)
+local Mon = stage("stembridge_monitor", U, J, C, T, P, Jobs, E, H, St)
 local S = stage("stembridge_selection", U, C, T, P, Jobs, E, Mon)
 local Settings = stage("stembridge_settings", U)
+local W = stage("stembridge_window", U, St, Mon)
 
 local M = {}
 
@@ -70,12 +80,14 @@ M.run_monitor = Mon.run_monitor
 M.cancel_action = Mon.cancel_action
 M.parse_settings = Settings.parse_settings
 M.settings_dialog = Settings.settings_dialog
+M.status_window = W.show
 
 --- The library, ready (kept for callers of 0.2.0, whose action scripts passed the
 --- library's folder; the stages are found relative to this file).
 function M.init(_dir) return M end
 
 M._internal = { command_line = E.command_line, engine_argv = E.engine_argv,
-                safe_name = U.safe_name }
+                safe_name = U.safe_name, gaps = P.gaps, output_folder = Mon.output_folder,
+                spool_dir = E.spool_dir }
 
 return M

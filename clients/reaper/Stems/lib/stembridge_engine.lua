@@ -2,7 +2,8 @@
 -- stembridge for REAPER, stage "engine": how the scripts reach the engine without
 -- sockets (PROTOCOL.md, "Request files"). A JSON request file per job in
 -- <resource>/Data/stembridge/, `stembridge submit --request FILE` launched in the
--- background (ExecProcess, no shell, never a user's file name on a command line), its
+-- background (ExecProcess; a command line that means the same with or without a shell,
+-- never a user's file name on it), its
 -- reply file polled; `stembridge cancel JOB` to stop a job; the DAW hints of the error
 -- codes. Loaded by stembridge_core.lua with the util, JSON, constants and jobs stages;
 -- returns the table E.
@@ -27,13 +28,27 @@ function E.engine_argv(args)
   return argv
 end
 
---- A command line for ExecProcess: every argument quoted; none may contain a quote.
---- Only the engine path (a setting) and paths this script made are ever passed.
+--- Characters a POSIX shell changes inside double quotes (`$`, backquote, backslash, the
+--- quote itself). On Linux and macOS, ExecProcess may run its command line through
+--- /bin/sh: an argument free of these, in double quotes, reaches the program as it is
+--- with or without a shell. (Windows: no shell; backslashes are path separators.)
+E.SHELL_SPECIAL = '[%$`\\"]'
+
+--- Whether `text` can go on a command line as it is, on this system.
+function E.safe_argument(text)
+  if text:find("[%c]") or text:find('"', 1, true) then return false end
+  return U.is_windows() or not text:find(E.SHELL_SPECIAL)
+end
+
+--- A command line for ExecProcess: every argument in double quotes; one that a shell
+--- would change (E.safe_argument) is refused. Only the engine path (a setting) and paths
+--- this script made are ever passed.
 function E.command_line(argv)
   local parts = {}
   for i, a in ipairs(argv) do
-    if a:find('"', 1, true) or a:find("[%c]") then
-      return nil, string.format("argument %d (%s) contains a quote or control character", i, a)
+    if not E.safe_argument(a) then
+      return nil, string.format("argument %d (%s) contains a quote, a control character or "
+        .. "one of $ ` \\ that a shell would change", i, a)
     end
     parts[i] = '"' .. a .. '"'
   end
@@ -55,16 +70,35 @@ function E.launch(args)
 end
 
 local function engine_missing_message()
-  local cmd = E.command_line(E.engine_argv({ "submit" })) or U.get_setting("engine")
+  local cmd, bad = E.command_line(E.engine_argv({ "submit" }))
+  if not cmd then
+    return "The path to the stembridge engine cannot be run safely: " .. bad .. ".\n"
+      .. "In stembridge: Settings, give a path without these characters (for example a "
+      .. "symbolic link to the engine)."
+  end
   return "The stembridge engine did not start (" .. cmd .. ").\n"
     .. "Install it (see the stembridge README: pip install stembridge) and set the path to "
     .. "the stembridge command (or to the Python that has it) in stembridge: Settings."
 end
 
-local function spool_dir()
-  local dir = U.join(U.join(reaper.GetResourcePath(), "Data"), "stembridge")
-  reaper.RecursiveCreateDirectory(dir, 0)
-  return dir
+--- The folder of the request and reply files: <resource>/Data/stembridge, or, where that
+--- path holds a character a shell would change (E.safe_argument), a folder in the
+--- temporary folder (TMPDIR, else /tmp). Returns the folder, or nil and why none fits.
+function E.spool_dir()
+  local candidates = { U.join(U.join(reaper.GetResourcePath(), "Data"), "stembridge") }
+  if not U.is_windows() then
+    for _, tmp in ipairs({ os.getenv("TMPDIR") or "", "/tmp" }) do
+      if tmp ~= "" then candidates[#candidates + 1] = U.join(tmp, "stembridge-reaper") end
+    end
+  end
+  for _, dir in ipairs(candidates) do
+    if E.safe_argument(dir) then
+      reaper.RecursiveCreateDirectory(dir, 0)
+      return dir
+    end
+  end
+  return nil, "no folder for the request files: REAPER's resource folder ("
+    .. reaper.GetResourcePath() .. ") and the temporary folder hold one of $ ` \\ \""
 end
 
 --- An engine error's message, with what a DAW user does about its code (C.HINTS).
@@ -76,7 +110,8 @@ end
 --- Write the record's request file and launch `stembridge submit` on it (state
 --- "submitting"). Returns true, or nil, a wire code and a message.
 function E.submit(rec)
-  local dir = spool_dir()
+  local dir, why = E.spool_dir()
+  if not dir then return nil, C.ERRORS.OUTPUT_FAILED, why end
   rec.request = U.join(dir, rec.id .. ".json")
   rec.reply = U.join(dir, rec.id .. ".reply.json")
   os.remove(rec.reply)
@@ -84,13 +119,16 @@ function E.submit(rec)
                  device = U.get_setting("device"), priority = "interactive",
                  client = "reaper" }
   if rec.model ~= "" then body.model = rec.model end
+  rec.device = body.device
   local ok, err = U.write_file_atomic(rec.request, J.encode(body))
   if not ok then
     return nil, C.ERRORS.OUTPUT_FAILED, "cannot write " .. rec.request .. ": " .. tostring(err)
   end
   ok, err = E.launch({ "submit", "--request", rec.request })
   if not ok then
-    return nil, C.ERRORS.NOT_RUNNING, engine_missing_message() .. "\n(" .. err .. ")"
+    local message = engine_missing_message()
+    if not message:find(err, 1, true) then message = message .. "\n(" .. err .. ")" end
+    return nil, C.ERRORS.NOT_RUNNING, message
   end
   rec.state, rec._launched = "submitting", U.now()
   return true

@@ -5,9 +5,10 @@
 -- job is done moves the stem files to the output folder and swaps the region items for
 -- one item per stem; cancelling (the Cancel action, or the stem tracks deleted). Loaded
 -- by stembridge_core.lua with the util, JSON, constants, tracks, placement, jobs and
--- engine stages; returns the table Mon.
+-- engine, history and status stages; returns the table Mon. It publishes the running
+-- jobs for the status window and takes the window's cancel requests (stage "status").
 
-local U, J, C, T, P, Jobs, E = ...
+local U, J, C, T, P, Jobs, E, H, St = ...
 
 local Mon = {}
 
@@ -39,27 +40,79 @@ local function move_file(src, dst)
   return true
 end
 
---- "<output folder>/<item name> stems", or " (2)", " (3)"... where that one is taken.
-local function output_folder(rec)
+Mon.MARKER = ".stembridge-job"    -- in an output folder a job has reserved: its record id
+local reserved = {}               -- output folder -> record id, for this REAPER's jobs
+
+--- Whether `dir` may take the stems of `rec`: reserved by it already, or holding none of
+--- its stem files and reserved by no other job (in this REAPER, or by a marker file).
+local function free_for(rec, dir)
+  if reserved[dir] then return reserved[dir] == rec.id end
+  local owner = U.read_file(U.join(dir, Mon.MARKER))
+  if owner and owner ~= "" then return owner == rec.id end
+  for _, stem in ipairs(rec.names) do
+    if reaper.file_exists(U.join(dir, stem .. ".wav")) then return false end
+  end
+  return true
+end
+
+--- Reserve "<output folder>/<item name> stems" (or " (2)", " (3)"... where that one is
+--- taken) for `rec`: two jobs never share a folder, even when they finish in the same
+--- tick. Returns the folder, or nil and why it cannot be made.
+function Mon.output_folder(rec)
   local base = U.get_setting("output_dir")
   if base == "" then base = reaper.GetProjectPathEx(rec.proj) end
   local name = U.safe_name(rec.name) .. " stems"
   local dir, n = U.join(base, name), 1
-  while reaper.file_exists(U.join(dir, rec.names[1] .. ".wav")) do
+  while not free_for(rec, dir) do
     n = n + 1
     dir = U.join(base, string.format("%s (%d)", name, n))
   end
   reaper.RecursiveCreateDirectory(dir, 0)
+  local ok, err = U.write_file_atomic(U.join(dir, Mon.MARKER), rec.id)
+  if not ok then return nil, err end
+  reserved[dir] = rec.id
   return dir
+end
+
+--- The job is done with its output folder: the reservation goes.
+local function release_folder(rec)
+  if not rec.out then return end
+  reserved[rec.out] = nil
+  os.remove(U.join(rec.out, Mon.MARKER))
+end
+
+local function output_failed(rec, what, err)
+  release_folder(rec)
+  Jobs.fail(rec, C.ERRORS.OUTPUT_FAILED, "Cannot write " .. what .. ": " .. tostring(err)
+    .. "\nChoose another output folder in stembridge: Settings.")
+end
+
+--- What the user learns once when a job is done: where the stems are, and its warnings
+--- (clipped input, low sample rate...), in one message.
+local notices = {}
+
+local function report_done(rec, meta)
+  U.console(string.format("%s: %d stems in %s (%s %s on %s%s)", rec.name, #rec.names, rec.out,
+    tostring(meta.model_name or "?"), tostring(meta.model_version or ""),
+    tostring(meta.device or "?"), meta.cache_hit and ", from the cache" or ""))
+  local warnings = type(meta.warnings) == "table" and meta.warnings or {}
+  local lines = {}
+  for _, w in ipairs(warnings) do lines[#lines + 1] = "  - " .. tostring(w) end
+  if #lines > 0 then
+    notices[#notices + 1] = string.format("%s: the stems are in %s, with warnings:\n%s",
+      rec.name, rec.out, table.concat(lines, "\n"))
+  end
 end
 
 --- The job is done: stems into the output folder, one item per stem like the source.
 --- Spread over ticks within the budget (`rec._more` asks to be called again): moves one
---- stem at a time, swaps all items at once (state "swapped", saved), then deletes the
---- region files no item uses any more.
+--- stem at a time, swaps all items at once as one undo point (state "swapped", saved),
+--- then deletes the region files no item uses any more.
 local function finish(rec, manifest, deadline)
   if not rec.out then
-    rec.out = output_folder(rec)
+    local out, err = Mon.output_folder(rec)
+    if not out then return output_failed(rec, "the output folder", err) end
+    rec.out = out
     Jobs.save(rec)
   end
   rec.finals = rec.finals or {}
@@ -67,30 +120,28 @@ local function finish(rec, manifest, deadline)
     if not rec.finals[stem] then
       if now() > deadline then rec._more = true return end
       local rel = manifest.final and manifest.final[stem]
+      local src = U.join(rec.folder, rel or (stem .. ".wav"))
       local dst = U.join(rec.out, stem .. ".wav")
-      if not reaper.file_exists(dst) then
-        local ok, err = move_file(U.join(rec.folder, rel or (stem .. ".wav")), dst)
-        if not ok then
-          Jobs.fail(rec, C.ERRORS.OUTPUT_FAILED, "Cannot write " .. dst .. ": " .. tostring(err)
-            .. "\nChoose another output folder in stembridge: Settings.")
-          return
-        end
+      -- (the destination exists without the source only if this job moved it already
+      -- and stopped before saving that: the folder is reserved for it)
+      if reaper.file_exists(src) or not reaper.file_exists(dst) then
+        if U.is_windows() then os.remove(dst) end
+        local ok, err = move_file(src, dst)
+        if not ok then return output_failed(rec, dst, err) end
       end
       rec.finals[stem] = dst
       Jobs.save(rec)
     end
   end
   if rec.state ~= "swapped" then
-    local g = rec.geom
+    -- One undo point holds the finished stems: undoing a later edit keeps them.
+    reaper.Undo_BeginBlock2(rec.proj)
     reaper.PreventUIRefresh(1)
-    P.delete_items(rec, "^region:")
-    P.delete_items(rec, "^gap$")
-    for stem, tr in pairs(T.stem_tracks(rec)) do
-      P.add_source_item(rec, tr, rec.finals[stem], g.pos, g.len, g.offs, rec.id .. ":final",
-        stem)
-    end
+    local ok, err = P.place_finals(rec)
     reaper.PreventUIRefresh(-1)
+    reaper.Undo_EndBlock2(rec.proj, "stembridge: stems of " .. rec.name .. " ready", -1)
     reaper.UpdateArrange()
+    if not ok then return output_failed(rec, "the stem items", err) end
     rec.state = "swapped"
     Jobs.save(rec)
     rec._more = true
@@ -109,12 +160,8 @@ local function finish(rec, manifest, deadline)
     os.remove(U.join(rec.folder, table.remove(rec._unused)))
   end
   rec.state = "done"
-  local meta = manifest.metadata or {}
-  U.console(string.format("%s: %d stems in %s (%s %s on %s%s)", rec.name, #rec.names, rec.out,
-    tostring(meta.model_name or "?"), tostring(meta.model_version or ""),
-    tostring(meta.device or "?"), meta.cache_hit and ", from the cache" or ""))
-  local warnings = type(meta.warnings) == "table" and meta.warnings or {}
-  for _, w in ipairs(warnings) do U.console(rec.name .. ": warning: " .. tostring(w)) end
+  release_folder(rec)
+  report_done(rec, manifest.metadata or {})
   Jobs.forget(rec)
 end
 
@@ -155,7 +202,12 @@ local function poll_manifest(rec, deadline)
   if sr and sr > 0 and rec.state == "running" then
     for i = rec._next + 1, #regions do
       if now() > deadline then rec._more = true break end
-      P.place_region(rec, regions[i], sr)
+      local ok, err = P.place_region(rec, regions[i], sr)
+      if not ok then
+        Jobs.fail(rec, C.ERRORS.OUTPUT_FAILED, err .. ".\nCheck that the engine's job folder "
+          .. "is readable, then split the item again.")
+        return
+      end
       rec._next = i
       changed = true
     end
@@ -164,13 +216,43 @@ local function poll_manifest(rec, deadline)
     P.refresh_gaps(rec)
     reaper.UpdateArrange()
   end
+  if rec.state == "running" then Mon.progress(rec, m) end
   if m.state == "done" and not rec._more then finish(rec, m, deadline) end
+end
+
+Mon.PROGRESS_EVERY = 1.0          -- seconds between two progress updates of one job
+
+--- "42 % - 0:35 left" for a running job: the part of its frames final in the manifest,
+--- and the time left at the pace seen since this monitor first read it. Shown on its
+--- "separating..." items (no undo point), at most every PROGRESS_EVERY seconds.
+function Mon.progress(rec, m)
+  local frames = tonumber(m.frames)
+  if not frames or frames <= 0 then return end
+  local t = now()
+  if t - (rec._shown or -math.huge) < Mon.PROGRESS_EVERY then return end
+  local final = 0
+  for _, r in ipairs(m.regions or {}) do
+    final = final + math.max(0, (tonumber(r["end"]) or 0) - (tonumber(r.start) or 0))
+  end
+  local part = math.min(1.0, final / frames)
+  rec._first = rec._first or { t = t, part = part }
+  local text = string.format("%d %%", math.floor(part * 100))
+  local pace = (part - rec._first.part) / (t - rec._first.t)
+  rec._eta = nil
+  if pace > 0 and part < 1 then
+    local left = math.ceil((1 - part) / pace)
+    text = text .. string.format(" - %d:%02d left", left // 60, left % 60)
+    rec._eta = left
+  end
+  rec._shown, rec.progress = t, part
+  if text ~= rec._progress then P.show_progress(rec, text) end
 end
 
 --- Cancel a record: its tracks go at once (one undo point); the engine is told to stop
 --- (a job not accepted yet is cancelled as soon as it is).
 function Mon.cancel_record(rec)
   if rec.state == "cancelling" then return end
+  release_folder(rec)
   T.remove_tracks(rec, "stembridge: cancel split")
   U.console(string.format("cancelled the split of %s", rec.name))
   E.stop_job(rec)
@@ -195,6 +277,16 @@ local function tick_record(rec, deadline)
   end
 end
 
+--- One record's step, isolated: an error in it (a bad saved record, a REAPER call that
+--- failed) ends that job with a message saying what to do; the other jobs go on.
+local function step_record(rec, deadline)
+  local ok, err = pcall(tick_record, rec, deadline)
+  if not ok then
+    rec._more = false
+    Jobs.broken(rec, err)
+  end
+end
+
 --------------------------------------------------------------------------- the loop
 
 local last_scan, last_cancel = -1, nil
@@ -202,24 +294,32 @@ local last_scan, last_cancel = -1, nil
 local function cancel_all()
   for _, id in ipairs(Jobs.ids()) do
     local rec = Jobs.get(id)
-    if rec then Mon.cancel_record(rec) end
+    if rec then pcall(Mon.cancel_record, rec) end
   end
 end
 
---- One monitor tick: returns false when nothing is left to follow.
+--- One monitor tick: returns false when nothing is left to follow or watch.
 function Mon.tick()
   local t0 = now()
   local deadline = t0 + Mon.BUDGET
   reaper.SetExtState(U.EXT, "monitor", string.format("%.3f", t0), false)
-  if t0 - last_scan > 0.25 then
+  local scan = t0 - last_scan > 0.25
+  if scan then
     Jobs.scan_projects()
     last_scan = t0
   end
+  local projects = U.projects()
+  H.check(projects, scan)
   local cancel = reaper.GetExtState(U.EXT, "cancel")
   if last_cancel == nil then last_cancel = cancel end
   if cancel ~= last_cancel then
     last_cancel = cancel
     cancel_all()
+  end
+  local asked = St.take_cancels()  -- the status window's Cancel buttons: those jobs only
+  for _, id in ipairs(asked or {}) do
+    local rec = Jobs.get(id)
+    if rec then pcall(Mon.cancel_record, rec) end
   end
   for _, id in ipairs(Jobs.ids()) do
     if now() > deadline then break end
@@ -228,16 +328,25 @@ function Mon.tick()
       if not reaper.ValidatePtr(rec.proj, "ReaProject*") then
         Jobs.unfollow(id)  -- its project was closed: it is saved there, and resumes on reopen
       else
-        tick_record(rec, deadline)
+        step_record(rec, deadline)
       end
     end
   end
   P.build_peaks(deadline)
+  St.publish(asked ~= nil)
+  local busy = Jobs.count() + P.pending_peaks()
+  reaper.SetExtState(U.EXT, "busy", tostring(busy), false)
   local failures = Jobs.failures()
   if #failures > 0 then
     U.alert("A split failed:\n\n" .. table.concat(failures, "\n\n"))
   end
-  return Jobs.count() > 0 or P.pending_peaks() > 0
+  if #notices > 0 then
+    local text = table.concat(notices, "\n\n")
+    notices = {}
+    U.alert(text)
+  end
+  H.settle(projects)  -- last: every change of this tick is the monitor's own
+  return busy > 0 or H.watching(projects)
 end
 
 --- True if another script's monitor ticked within the last second.
@@ -250,6 +359,7 @@ local function loop()
   if Mon.tick() then
     reaper.defer(loop)
   else
+    St.clear()
     reaper.DeleteExtState(U.EXT, "monitor", false)
   end
 end
@@ -258,7 +368,10 @@ end
 function Mon.run_monitor()
   if Mon.monitor_alive() then return false end
   Jobs.scan_projects()
-  reaper.atexit(function() reaper.DeleteExtState(U.EXT, "monitor", false) end)
+  reaper.atexit(function()
+    St.clear()
+    reaper.DeleteExtState(U.EXT, "monitor", false)
+  end)
   last_cancel = reaper.GetExtState(U.EXT, "cancel")
   loop()
   return true

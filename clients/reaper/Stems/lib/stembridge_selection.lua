@@ -85,13 +85,39 @@ local function selected_items(proj)
   return items, skipped
 end
 
+--- The items of `items` that are not being split into `stems` stems already: a saved
+--- unfinished job of the same item (GUID) and stem set is followed, not started again
+--- (REAPER keeps the selection when a project is reopened).
+local function not_running(proj, items, stems)
+  local running = {}
+  for _, rec in ipairs(Jobs.of(proj)) do
+    if rec.state ~= "cancelling" then running[tostring(rec.item) .. "/" .. rec.stems] = rec end
+  end
+  local out, followed = {}, 0
+  for _, info in ipairs(items) do
+    local rec = running[U.item_guid(info.item) .. "/" .. stems]
+    if rec then
+      U.console(string.format("%s is being split into %d stems already: following that split",
+        rec.name, stems))
+      followed = followed + 1
+    else
+      out[#out + 1] = info
+    end
+  end
+  return out, followed
+end
+
 --- Split every selected item of the active project into `stems` stems (2, 4 or 6).
 --- Returns the number of jobs started.
 function S.split_selected(stems)
   local proj = reaper.EnumProjects(-1)
   local names = C.STEMS[stems]
   local items, skipped = selected_items(proj)
-  if #items == 0 and #skipped == 0 and reaper.EnumProjExtState(proj, U.EXT, 0) then
+  Jobs.scan_projects()
+  local followed
+  items, followed = not_running(proj, items, stems)
+  if #items == 0 and followed > 0 then return 0 end
+  if #items == 0 and #skipped == 0 and Jobs.saved_count(proj) > 0 then
     U.console("nothing selected: following the splits saved in this project")
     return 0
   end
@@ -146,7 +172,11 @@ end
 function S.split_action(stems)
   if reaper.set_action_options then reaper.set_action_options(1 | 2) end  -- REAPER >= 7.03
   S.split_selected(stems)
-  Mon.run_monitor()
+  if not Mon.run_monitor() then
+    -- Another script's monitor follows the jobs: this one shows its own failures now.
+    local failures = Jobs.failures()
+    if #failures > 0 then U.alert("A split failed:\n\n" .. table.concat(failures, "\n\n")) end
+  end
 end
 
 return S

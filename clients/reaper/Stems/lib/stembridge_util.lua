@@ -59,11 +59,57 @@ function U.write_file_atomic(path, text)
   return true
 end
 
---- A name safe on every file system (item names become folder names).
+--- Code points that belong to the character before them: combining marks, variation
+--- selectors, the zero-width joiner, emoji skin tones, tag characters.
+local ATTACHED = { { 0x0300, 0x036F }, { 0x1AB0, 0x1AFF }, { 0x1DC0, 0x1DFF },
+  { 0x200D, 0x200D }, { 0x20D0, 0x20FF }, { 0xFE00, 0xFE0F }, { 0xFE20, 0xFE2F },
+  { 0x1F3FB, 0x1F3FF }, { 0xE0000, 0xE007F }, { 0xE0100, 0xE01EF } }
+
+local function attached(cp)
+  for _, r in ipairs(ATTACHED) do
+    if cp >= r[1] and cp <= r[2] then return true end
+  end
+  return false
+end
+
+--- The user-perceived characters of `text` (strings of whole UTF-8 sequences); a byte
+--- that is not valid UTF-8 becomes "_".
+local function characters(text)
+  local out, i, after_zwj = {}, 1, false
+  while i <= #text do
+    local b = text:byte(i)
+    local n = b < 0x80 and 1 or b >= 0xF0 and 4 or b >= 0xE0 and 3 or b >= 0xC2 and 2 or 1
+    local seq = text:sub(i, i + n - 1)
+    local cp = (#seq == n and utf8.len(seq) == 1) and utf8.codepoint(seq) or nil
+    if not cp then seq, n, cp = "_", 1, 0x5F end
+    if #out > 0 and (after_zwj or attached(cp)) then
+      out[#out] = out[#out] .. seq
+    else
+      out[#out + 1] = seq
+    end
+    after_zwj = cp == 0x200D
+    i = i + n
+  end
+  return out
+end
+
+U.NAME_CHARS = 80                 -- item names in folder names: characters at most
+U.NAME_BYTES = 200                -- and bytes (file systems allow 255 per name)
+
+--- A name safe on every file system (item names become folder names): valid UTF-8, at
+--- most NAME_CHARS characters and NAME_BYTES bytes, never cut inside a character (nor
+--- between a character and its combining marks).
 function U.safe_name(name)
-  name = (name or ""):gsub('[%c<>:"/\\|?*]', "_"):gsub("^[%s%.]+", ""):gsub("[%s%.]+$", "")
+  name = (name or ""):gsub('[%c<>:"/\\|?*]', "_"):gsub("^[%s%.]+", "")
+  local kept, bytes = {}, 0
+  for _, ch in ipairs(characters(name)) do
+    if #kept >= U.NAME_CHARS or bytes + #ch > U.NAME_BYTES then break end
+    kept[#kept + 1] = ch
+    bytes = bytes + #ch
+  end
+  name = table.concat(kept):gsub("[%s%.]+$", "")
   if name == "" then name = "item" end
-  return name:sub(1, 80)
+  return name
 end
 
 --- A new job record id: 16 lower-case hex digits.
