@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bridge.cli import main as cli_main
 from tests.clients.ardour import session as ardour
 from tests.conftest import music_like
 
@@ -28,7 +29,6 @@ pytestmark = pytest.mark.skipif(BINARY is None, reason="Ardour is not installed 
                                 "(apt-get install ardour): no ardour*-lua interpreter")
 
 ROOT = Path(__file__).resolve().parents[2]
-LIB = ROOT / "clients" / "ardour" / "scripts" / "stembridge"
 DRIVER = Path(__file__).resolve().parent / "ardour" / "driver.lua"
 RATE = 44100
 BAND = dict(position=2.0, start=1.0, length=4.0)   # seconds: a region with offset and trim
@@ -71,9 +71,15 @@ def _songs(folder: Path) -> tuple[Path, Path]:
 
 
 def _run(tmp: Path, scenario: str, engine_cmd: str, engine_env: dict[str, str]) -> dict:
+    binary = BINARY
+    assert binary is not None
     folder = tmp / "songs"
-    env = ardour.lua_env(engine_env, LIB, engine_cmd)
-    ardour.create(BINARY, folder, "songs", RATE, [("Band", 2), ("Voice", 1)], env)
+    installed = tmp / "ardour-scripts"
+    assert cli_main(["install-daw", "ardour", "--dir", str(installed)]) == 0
+    # The scripts run from where `stembridge install-daw` put them.
+    env = ardour.lua_env(engine_env, installed / "stembridge", engine_cmd)
+    env["SB_INSTALLED"] = str(installed)
+    ardour.create(binary, folder, "songs", RATE, [("Band", 2), ("Voice", 1)], env)
     song, mono = _songs(tmp)
     ardour.add_regions(folder, "songs", [
         ardour.Placed("Band", song, 2, 44100, **BAND, gain=0.5),
@@ -82,7 +88,7 @@ def _run(tmp: Path, scenario: str, engine_cmd: str, engine_env: dict[str, str]) 
     env.update(SB_SESSION_DIR=str(folder), SB_SESSION_NAME="songs", SB_SCENARIO=scenario,
                SB_RESULT=str(result))
     t0 = time.monotonic()
-    ardour.run_lua(BINARY, DRIVER, env)
+    ardour.run_lua(binary, DRIVER, env)
     out = json.loads(result.read_text())
     out["wall_s"] = time.monotonic() - t0
     out["session"] = folder / "songs.ardour"
@@ -230,3 +236,19 @@ def test_errors_say_what_to_do_and_make_no_tracks(errors_run):
     assert runs["file_missing"]["started"] == 0
     assert any("cannot be read" in m for m in msgs)
     assert sorted(r["name"] for r in errors_run["routes"]) == ["Band", "Master", "Voice"]
+
+
+def test_installed_scripts_are_what_ardour_expects(errors_run):
+    scripts = errors_run["scripts"]
+    assert set(scripts) == {"stembridge_split_4.lua", "stembridge_split_2.lua",
+                            "stembridge_cancel.lua", "stembridge_follow.lua"}
+    assert scripts["stembridge_split_4.lua"]["name"] == \
+        "stembridge: Split selected regions to stems (vocals, drums, bass, other)"
+    assert scripts["stembridge_split_2.lua"]["name"] == \
+        "stembridge: Split selected regions to vocals and instrumental"
+    assert scripts["stembridge_cancel.lua"]["name"] == "stembridge: Cancel running splits"
+    for name, s in scripts.items():
+        assert s["factory"] == "function"
+        assert s["type"] == ("EditorHook" if name == "stembridge_follow.lua" else "EditorAction")
+    assert scripts["stembridge_follow.lua"]["signals"] == "function"
+

@@ -8,6 +8,6 @@ ardour {
 
 function factory () return function ()
   local dir = os.getenv("STEMBRIDGE_ARDOUR_LIB") or (ARDOUR.user_config_directory(-1) .. "/scripts/stembridge")
-  local SB = dofile(dir .. "/core.lua")(dir)
+  local SB = assert(loadfile(dir .. "/core.lua"))()(dir)
   SB.cancel_all()
 end end

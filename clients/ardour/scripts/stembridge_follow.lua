@@ -15,7 +15,7 @@ function factory ()
   return function (signal, ref, ...)
     if not SB then
       local dir = os.getenv("STEMBRIDGE_ARDOUR_LIB") or (ARDOUR.user_config_directory(-1) .. "/scripts/stembridge")
-      SB = dofile(dir .. "/core.lua")(dir)
+      SB = assert(loadfile(dir .. "/core.lua"))()(dir)
     end
     SB.tick(0.008)
   end

@@ -10,6 +10,6 @@ Script Manager > Action Hooks).]]
 
 function factory () return function ()
   local dir = os.getenv("STEMBRIDGE_ARDOUR_LIB") or (ARDOUR.user_config_directory(-1) .. "/scripts/stembridge")
-  local SB = dofile(dir .. "/core.lua")(dir)
+  local SB = assert(loadfile(dir .. "/core.lua"))()(dir)
   SB.split(Editor:get_selection().regions:regionlist(), 4)
 end end

@@ -67,6 +67,20 @@ elseif scenario == "errors" then
   out.runs[#out.runs + 1] = { what = "engine_missing", started = #started, ticks = follow(30) }
   os.remove(region:source(0):to_filesource():path())
   out.runs[#out.runs + 1] = { what = "file_missing", started = #SB.split({ region }, 2) }
+  -- The installed scripts as Ardour reads them: the header, then the factory.
+  out.scripts = {}
+  local ls = io.popen("ls -1 " .. U.shell_word(os.getenv("SB_INSTALLED")))
+  for name in ls:lines() do
+    if name:match("%.lua$") then
+      local header
+      ardour = function(t) header = t end
+      dofile(U.join(os.getenv("SB_INSTALLED"), name))
+      out.scripts[name] = { type = header["type"], name = header.name,
+                            factory = type(factory), signals = type(signals) }
+      if name == "stembridge_cancel.lua" then factory()() end
+    end
+  end
+  ls:close()
 end
 
 out.jobs = SB.jobs.all()

@@ -19,6 +19,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import soundfile as sf
+
 SUPERCLOCK = 282240000  # Ardour 7's superclock ticks per second
 
 
@@ -95,8 +97,6 @@ def add_regions(folder: Path, name: str, placed: list[Placed]) -> None:
                   'default-fade-in="0" default-fade-out="0" fade-in-active="1" '
                   f'fade-out-active="1" type="audio" first-edit="nothing" {refs} '
                   f'channels="{p.channels}"')
-        import soundfile as sf
-
         whole_s = sf.info(str(p.file)).frames / p.file_rate
         next_id += 1
         regions.append(f'<Region name="{p.file.stem}" whole-file="1" start="a0" '
@@ -107,8 +107,10 @@ def add_regions(folder: Path, name: str, placed: list[Placed]) -> None:
                   f'length="a{_ticks(p.length)}@a{_ticks(p.position)}" '
                   f'scale-amplitude="{p.gain}" id="{next_id}" {common}/>')
         pattern = re.compile(r'(<Playlist [^>]*name="' + re.escape(p.track) + r'"[^>]*?)/>')
-        xml, n = pattern.subn(lambda m, r=region: m.group(1) + ">" + r + "</Playlist>", xml,
-                              count=1)
+        def filled(m: re.Match[str], r: str = region) -> str:
+            return m.group(1) + ">" + r + "</Playlist>"
+
+        xml, n = pattern.subn(filled, xml, count=1)
         assert n == 1, f"no empty playlist for track {p.track}"
     xml = xml.replace("<Sources/>", "<Sources>" + "".join(sources) + "</Sources>", 1)
     xml = xml.replace("<Regions/>", "<Regions>" + "".join(regions) + "</Regions>", 1)

@@ -3,7 +3,8 @@
 --   SB.split(regions, stems) -> records started, messages   (the split actions)
 --   SB.tick(budget)          -> jobs still active             (the follow hook)
 --   SB.cancel_all()          -> jobs cancelled                (the cancel action)
--- Usage: local SB = dofile(<this folder> .. "/core.lua")(<this folder>)
+-- Usage: local SB = assert(loadfile(<this folder> .. "/core.lua"))()(<this folder>)
+-- (Ardour's GUI Lua has loadfile but no dofile or require.)
 
 return function(dir)
   local function stage(name, ...)

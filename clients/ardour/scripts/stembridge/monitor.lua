@@ -53,7 +53,7 @@ local function place_regions(rec, manifest, deadline)
       if geom and file then
         local piece = { file = U.join(rec.folder, file), position = geom.position,
                         start = geom.start, length = geom.length }
-        local made = P.make(rec.tracks[stem], piece.file, geom, rec.gain)
+        local made = P.make_quiet(rec.tracks[stem], piece.file, geom, rec.gain)
         if made then piece.region = T.id_of(made) end
         entry.pieces[stem] = piece
       end
@@ -68,24 +68,19 @@ end
 local function finish(rec, manifest)
   rec.final = {}
   local geom = P.whole(rec.src)
-  if Editor then Session:begin_reversible_command("stembridge: split to stems") end
+  local made_all = {}
   for _, stem in ipairs(rec.names) do
     local rel = manifest.final and manifest.final[stem] or (stem .. ".wav")
     local entry = { file = U.join(rec.folder, rel), position = geom.position,
                     start = geom.start, length = geom.length }
-    local made = P.make(rec.tracks[stem], entry.file, geom, rec.gain)
+    local made = P.make_quiet(rec.tracks[stem], entry.file, geom, rec.gain)
     if made then
       entry.region = T.id_of(made)
-      local pieces = {}
-      for _, p in ipairs(rec.placed or {}) do
-        local piece = p.pieces[stem]
-        if piece and piece.region then pieces[piece.region] = true end
-      end
-      P.swap(rec.tracks[stem], pieces, made)
+      made_all[rec.tracks[stem]] = made
     end
     rec.final[stem] = entry
   end
-  if Editor then Session:commit_reversible_command(nil) end
+  if Editor then P.swap(made_all) end
   rec.state = "done"
   mark(rec, "done")
   Jobs.save(rec)

@@ -29,7 +29,21 @@ function P.whole(src)
   return { position = src.position, start = src.start, length = src.length }
 end
 
+--- The region on any track whose first source is `file`, and its playlist.
+local function find_region(file)
+  for t in Session:get_tracks():iter() do
+    local pl = t:to_track():playlist()
+    for r in pl:region_list():iter() do
+      local fs = r:source(0):to_filesource()
+      if not fs:isnil() and fs:path() == file then return r, pl end
+    end
+  end
+  return nil
+end
+
 --- Put `file` on the track `route_id` at `geom`, with the source's gain (GUI only).
+--- Editor:do_embed puts the file on the editor's selected track (Ardour 7 ignores the
+--- track it is given), so the new region is looked up wherever it landed and moved.
 --- Returns the region, or nil and why not.
 function P.make(route_id, file, geom, gain)
   if not Editor then return nil, "headless" end
@@ -41,31 +55,47 @@ function P.make(route_id, file, geom, gain)
   local pos = Temporal.timepos_t(geom.position - geom.start)
   Editor:do_embed(files, Editing.ImportDistinctFiles, Editing.ImportToTrack, pos,
     ARDOUR.PluginInfo(), track)
-  local made
-  for r in track:playlist():region_list():iter() do
-    local fs = r:source(0):to_filesource()
-    if not fs:isnil() and fs:path() == file then made = r end
-  end
+  local made, where = find_region(file)
   if not made then return nil, "Ardour did not import " .. file end
-  made:to_stateful():clear_changes()
+  local pl = track:playlist()
+  if T.id_of(where) ~= T.id_of(pl) then
+    where:remove_region(made)
+    pl:add_region(made, pos, 1, false)
+  end
   made:trim_to(Temporal.timepos_t(geom.position), Temporal.timecnt_t(geom.length))
   made:to_audioregion():set_scale_amplitude(gain or 1.0)
   return made
 end
 
---- Replace a stem track's pieces by one region, in the open undo command (GUI only).
-function P.swap(route_id, pieces, region)
-  local route = T.route(route_id)
-  if not route then return end
-  local pl = route:to_track():playlist()
-  pl:to_stateful():clear_changes()
-  for r in pl:region_list():iter() do
-    if pieces[T.id_of(r)] then pl:remove_region(r) end
+--- Make a region outside the undo history: the embed's own undo step is dropped
+--- (pieces come and go while the job runs; only the final swap is one undo step).
+function P.make_quiet(route_id, file, geom, gain)
+  if not Editor then return nil, "headless" end
+  Session:begin_reversible_command("stembridge: place")
+  local made, err = P.make(route_id, file, geom, gain)
+  Session:abort_reversible_command()
+  return made, err
+end
+
+--- The job is done: each stem track ends up with its one final region, as one undo
+--- step whose undo empties the stem tracks (the pieces and the final region are taken
+--- off first, outside the history, then the final region goes back on under a
+--- StatefulDiffCommand). `finals` = {route id = region}.
+function P.swap(finals)
+  Session:begin_reversible_command("stembridge: split to stems")
+  for route_id, region in pairs(finals) do
+    local route = T.route(route_id)
+    if route then
+      local pl = route:to_track():playlist()
+      local old = {}
+      for r in pl:region_list():iter() do old[#old + 1] = r end
+      for _, r in ipairs(old) do pl:remove_region(r) end
+      pl:to_stateful():clear_changes()
+      pl:add_region(region, region:position(), 1, false)
+      Session:add_stateful_diff_command(pl:to_statefuldestructible())
+    end
   end
-  if region and region:playlist():isnil() then
-    pl:add_region(region, region:position(), 1, false)
-  end
-  Session:add_stateful_diff_command(pl:to_statefuldestructible())
+  Session:commit_reversible_command(nil)
 end
 
 return P
