@@ -94,15 +94,21 @@ def prepare_home(home: Path, hooks: list[tuple[str, Path]], rate: int) -> Path:
 def run(gui: str, xvfb: str, session: Path, env: dict[str, str], result: Path,
         timeout: float, log: Path) -> None:
     """Start Xvfb and Ardour on `session`; wait for `result` to appear, then stop both."""
-    display_r, display_w = os.pipe()
-    server = subprocess.Popen([xvfb, "-displayfd", str(display_w), "-screen", "0",
-                               "1280x800x24", "-nolisten", "tcp"], pass_fds=(display_w,),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.close(display_w)
-    display = os.read(display_r, 16).decode().strip()
-    os.close(display_r)
+    display = next(n for n in range(100 + os.getpid() % 500, 1000)
+                   if not Path(f"/tmp/.X{n}-lock").exists()
+                   and not Path(f"/tmp/.X11-unix/X{n}").exists())
+    server = subprocess.Popen([xvfb, f":{display}", "-screen", "0", "1280x800x24",
+                               "-nolisten", "tcp"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    socket = Path(f"/tmp/.X11-unix/X{display}")
+    deadline = time.monotonic() + 20
+    while not socket.exists() and server.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
     env = dict(env, DISPLAY=f":{display}")
     with open(log, "wb") as out:
+        out.write(f"Xvfb display :{display} ({'up' if socket.exists() else 'missing'})\n"
+                  .encode())
+        out.flush()
         proc = subprocess.Popen([gui, "--no-splash", str(session)], env=env, stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
