@@ -1,7 +1,8 @@
 """The Ardour scripts in Ardour's real GUI (Ardour 7 under Xvfb, Dummy audio engine):
 the installed follow hook and a test hook are registered as Ardour keeps its action
 hooks; the test hook splits two regions (a stereo song with an offset, a trim and a gain,
-and a mono song) with a real `stembridge serve`; the follow hook places the stems with
+to vocals and instrumental, and a mono song to 4 stems, at once) with a real
+`stembridge serve` (the embedded Spleeter model, a random-weight htdemucs); the follow hook places the stems with
 Ardour's own import (Editor:do_embed) while the engine works, then one region per stem;
 one undo and redo are checked, and the stems' audio where the regions play it adds up to
 the source (Spleeter 2 stems reconstruct the mixture). Skipped without Ardour or Xvfb
@@ -10,7 +11,6 @@ the source (Spleeter 2 stems reconstruct the mixture). Skipped without Ardour or
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -58,7 +58,7 @@ def gui_run(engine, tmp_path_factory):  # noqa: F811
         ardour.Placed("Band", song, 2, RATE, **BAND, gain=0.5),
         ardour.Placed("Voice", mono, 1, RATE, **VOICE)])
     result = tmp / "result.json"
-    env.update(SB_RESULT=str(result), SB_TRACKS="Band,Voice", SB_STEMS="2")
+    env.update(SB_RESULT=str(result), SB_SPLITS="Band:2,Voice:4")
     t0 = time.monotonic()
     ardour_gui.run(*GUI, folder, env, result, timeout=240, log=tmp / "ardour.log")
     assert result.exists(), (tmp / "ardour.log").read_text()[-3000:]
@@ -88,8 +88,9 @@ def _final(gui_run: dict, state: str, track: str) -> list[dict]:
 
 @pytest.mark.parametrize("name,track,src,gain", [
     ("excerpt", "Band", BAND, 0.5), ("voice", "Voice", VOICE, 1.0)])
-def test_one_region_per_stem_where_the_source_plays_adding_up_to_it(gui_run, name, track,
-                                                                    src, gain):
+def test_one_region_per_stem_where_the_source_plays(gui_run, name, track, src, gain):
+    """Both splits; the Spleeter one (2 stems) also adds up to the source there (the
+    random-weight htdemucs of the 4-stem one does not reconstruct anything)."""
     (job,) = [j for j in gui_run["jobs"] if j["name"] == name]
     source = gui_run["song"] if track == "Band" else gui_run["mono"]
     audio = sf.read(source, dtype="float32", always_2d=True)[0]
@@ -102,13 +103,21 @@ def test_one_region_per_stem_where_the_source_plays_adding_up_to_it(gui_run, nam
         assert region["file"] == job["final"][stem]["file"]
         assert region["channels"] == audio.shape[1]
         total = total + sf.read(region["file"], dtype="float32", always_2d=True)[0]
-    np.testing.assert_allclose(total[s:s + n], audio[s:s + n], atol=1e-3)
+    if len(job["names"]) == 2:
+        np.testing.assert_allclose(total[s:s + n], audio[s:s + n], atol=1e-3)
 
 
-def test_one_undo_removes_the_split_and_redo_brings_it_back(gui_run):
-    stem_tracks = [t for t in gui_run["after_done"] if t not in ("Band", "Voice")]
-    assert len(stem_tracks) == 4
-    undone = {t: gui_run["after_undo"][t] for t in stem_tracks}
-    assert all(not regions for regions in undone.values()), undone
-    assert gui_run["after_undo"]["Band"] == gui_run["after_done"]["Band"]
-    assert all(gui_run["after_redo"][t] == gui_run["after_done"][t] for t in stem_tracks)
+def test_one_undo_per_split_removes_it_and_redo_brings_it_back(gui_run):
+    # Each region's split is one undo step (the last finished first); undo empties its
+    # stem tracks (Ardour cannot undo adding tracks) and leaves everything else alone.
+    jobs = sorted(gui_run["jobs"], key=lambda j: j["events"]["done"], reverse=True)
+    tracks = {j["name"]: [f"{j['name']} {stem}" for stem in j["names"]] for j in jobs}
+    done = gui_run["after_done"]
+    for step, after in enumerate(gui_run["after_undo"]):
+        undone = {j["name"] for j in jobs[:step + 1]}
+        for name, names in tracks.items():
+            for t in names:
+                # (an empty Lua table comes back as {} in JSON)
+                assert (not after[t]) if name in undone else after[t] == done[t], (step, t)
+        assert after["Band"] == done["Band"] and after["Voice"] == done["Voice"]
+    assert gui_run["after_redo"] == done

@@ -47,10 +47,6 @@ if scenario == "main" then
   local started = SB.split({ region_on("Band"), region_on("Voice") }, 2)
   out.runs[#out.runs + 1] = { what = "split2", started = #started, action_s = U.now() - t0,
                               ticks = follow(120) }
-  t0 = U.now()
-  started = SB.split({ region_on("Band") }, 4)
-  out.runs[#out.runs + 1] = { what = "split4", started = #started, action_s = U.now() - t0,
-                              ticks = follow(120) }
   -- cancel mid-job: a 4-stem split of the mono region, cancelled once it runs
   started = SB.split({ region_on("Voice") }, 4)
   local rec = started[1]

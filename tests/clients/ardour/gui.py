@@ -117,6 +117,7 @@ def run(gui: str, xvfb: str, session: Path, env: dict[str, str], result: Path,
             while not result.exists() and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.2)
             time.sleep(1.0)  # the session file is saved before the result is written
+            out.write(f"\nardour exit status: {proc.poll()}\n".encode())
         finally:
             proc.terminate()
             try:

@@ -5,8 +5,8 @@ function signals ()
   return LuaSignal.Set():add ({ [LuaSignal.LuaTimerDS] = true })
 end
 
--- On Ardour's 100 ms timer: split the regions of $SB_TRACKS (comma-separated) into
--- $SB_STEMS stems with the installed library, let the real follow hook do its work,
+-- On Ardour's 100 ms timer: split the region of each track of $SB_SPLITS
+-- ("Track:stems,Track:stems") with the installed library, all at once, let the real follow hook do its work,
 -- then record the playlists when the jobs are done, after one undo and after redo,
 -- save the session, write $SB_RESULT (JSON) and quit.
 function factory ()
@@ -42,15 +42,16 @@ function factory ()
         out, phase = { ticks = {}, running_with_regions = false }, "wait"
       end
       if phase == "wait" and ticks >= 10 then
-        local regions = {}
-        for name in os.getenv("SB_TRACKS"):gmatch("[^,]+") do
+        t0 = SB.util.now()
+        out.started = 0
+        for name, stems in os.getenv("SB_SPLITS"):gmatch("([^,:]+):(%d)") do
+          local regions = {}
           for r in Session:route_by_name(name):to_track():playlist():region_list():iter() do
             regions[#regions + 1] = r
           end
+          out.started = out.started + #SB.split(regions, tonumber(stems))
         end
-        t0 = SB.util.now()
-        local started = SB.split(regions, tonumber(os.getenv("SB_STEMS")))
-        out.action_s, out.started, phase = SB.util.now() - t0, #started, "follow"
+        out.action_s, phase = SB.util.now() - t0, "follow"
       elseif phase == "follow" then
         local jobs, busy = SB.jobs.all(), false
         for _, j in ipairs(jobs) do
@@ -65,10 +66,14 @@ function factory ()
           end
         end
         if not busy or SB.util.now() - t0 > 150 then
+          -- one undo step per finished job (the last one first), then redo them all
           out.after_done = playlists()
-          Editor:access_action("Editor", "undo")
-          out.after_undo = playlists()
-          Editor:access_action("Editor", "redo")
+          out.after_undo = {}
+          for i = 1, #jobs do
+            Editor:access_action("Editor", "undo")
+            out.after_undo[i] = playlists()
+          end
+          for _ = 1, #jobs do Editor:access_action("Editor", "redo") end
           out.after_redo = playlists()
           finish()
         end
