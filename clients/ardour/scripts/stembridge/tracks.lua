@@ -33,13 +33,26 @@ function T.track_of(region)
   return nil
 end
 
+--- "<region> stems", or " 2", " 3"... where a route group of that name exists (one
+--- group per split: a group shares states such as active between its tracks).
+local function group_name(base)
+  local taken = {}
+  for g in Session:route_groups():iter() do taken[g:name()] = true end
+  local name, n = base, 1
+  while taken[name] do
+    n = n + 1
+    name = string.format("%s %d", base, n)
+  end
+  return name
+end
+
 --- Make the stem tracks of `rec` (rec.names, rec.channels) under its source track,
 --- named "<region> <stem>" (Ardour keeps track names unique).
 --- Sets rec.tracks = {stem = route id} and rec.group (the route group's name).
 function T.create(rec)
   local src = T.route(rec.track)
   local order = src and (src:presentation_info_ptr():order() + 1) or ARDOUR.PresentationInfo.max_order
-  local group = Session:new_route_group(rec.name .. " stems")
+  local group = Session:new_route_group(group_name(rec.name .. " stems"))
   rec.tracks = {}
   for i, stem in ipairs(rec.names) do
     local list = Session:new_audio_track(rec.channels, 2, nil, 1, rec.name .. " " .. stem,
