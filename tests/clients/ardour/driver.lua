@@ -79,7 +79,7 @@ elseif scenario == "errors" then
   ls:close()
 end
 
-out.jobs = SB.jobs.all()
+out.jobs = SB.jobs.all(true)
 out.routes = {}
 local member = {}
 for g in Session:route_groups():iter() do

@@ -26,7 +26,7 @@ function factory ()
     return res
   end
   local function finish()
-    out.jobs = SB.jobs.all()
+    out.jobs = SB.jobs.all(true)
     out.messages = SB.util.messages
     Session:save_state("", false, false, false)
     SB.util.write_file_atomic(os.getenv("SB_RESULT"), SB.json.encode(out))
@@ -53,7 +53,7 @@ function factory ()
         end
         out.action_s, phase = SB.util.now() - t0, "follow"
       elseif phase == "follow" then
-        local jobs, busy = SB.jobs.all(), false
+        local jobs, busy = SB.jobs.all(true), false
         for _, j in ipairs(jobs) do
           if j.state ~= "done" and j.state ~= "failed" and j.state ~= "cancelled" then busy = true end
           if j.state == "running" then
