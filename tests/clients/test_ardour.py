@@ -8,8 +8,10 @@ Skipped where Ardour is not installed (CI installs it: .ci/run)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -56,6 +58,13 @@ def engine(test_models_dir, tmp_path_factory):
     proc.terminate()
     proc.wait(10)
     log.close()
+    # A `submit` that found this server too busy to answer (a loaded machine) starts its
+    # own (`serve --detach`, same runtime folder): stop those too, by their records.
+    for record in (base / "run").glob("servers/*.json"):
+        with contextlib.suppress(ValueError, OSError, KeyError, TypeError):
+            pid = int(json.loads(record.read_text())["pid"])
+            if pid > 1 and pid not in (os.getpid(), proc.pid):
+                os.kill(pid, signal.SIGTERM)
 
 
 def _songs(folder: Path) -> tuple[Path, Path]:

@@ -35,6 +35,21 @@ BAND = dict(position=2.0, start=1.0, length=4.0)
 VOICE = dict(position=1.0, start=0.5, length=3.0)
 
 
+def _session(tmp: Path, env: dict[str, str]) -> Path:
+    """A new session: the excerpt on "Band" (offset, trim, gain 0.5), its left channel on
+    "Voice" (mono)."""
+    assert BINARY is not None
+    folder = tmp / "songs"
+    ardour.create(BINARY, folder, "songs", RATE, [("Band", 2), ("Voice", 1)], env)
+    song, _mono48 = _songs(tmp)
+    mono = tmp / "voice.wav"
+    sf.write(mono, sf.read(song, dtype="float32")[0][:, 0], RATE, subtype="FLOAT")
+    ardour.add_regions(folder, "songs", [
+        ardour.Placed("Band", song, 2, RATE, **BAND, gain=0.5),
+        ardour.Placed("Voice", mono, 1, RATE, **VOICE)])
+    return folder
+
+
 @pytest.fixture(scope="module")
 def gui_run(engine, tmp_path_factory):  # noqa: F811
     assert GUI is not None and BINARY is not None
@@ -49,19 +64,22 @@ def gui_run(engine, tmp_path_factory):  # noqa: F811
     env.pop("STEMBRIDGE_ARDOUR_LIB")  # the GUI finds the library where install-daw put it
     env["HOME"] = str(home)
     env.pop("XDG_CONFIG_HOME", None)
-    folder = tmp / "songs"
-    ardour.create(BINARY, folder, "songs", RATE, [("Band", 2), ("Voice", 1)], env)
-    song, _mono48 = _songs(tmp)
-    mono = tmp / "voice.wav"
-    sf.write(mono, sf.read(song, dtype="float32")[0][:, 0], RATE, subtype="FLOAT")
-    ardour.add_regions(folder, "songs", [
-        ardour.Placed("Band", song, 2, RATE, **BAND, gain=0.5),
-        ardour.Placed("Voice", mono, 1, RATE, **VOICE)])
+    folder = _session(tmp, env)
+    song, mono = tmp / "excerpt.wav", tmp / "voice.wav"
     result = tmp / "result.json"
     env.update(SB_RESULT=str(result), SB_SPLITS="Band:2,Voice:4")
     t0 = time.monotonic()
-    ardour_gui.run(*GUI, folder, env, result, timeout=240, log=tmp / "ardour.log")
-    assert result.exists(), (tmp / "ardour.log").read_text()[-3000:]
+    log = tmp / "ardour.log"
+    status = ardour_gui.run(*GUI, folder, env, result, timeout=240, log=log)
+    if not result.exists() and status is not None and status < 0:
+        # Ardour 7.3 itself crashed (SIGSEGV in about 1 of 3 runs here, never under gdb;
+        # see the Ardour section of the README): one more try from a fresh copy, and the
+        # crash is reported in the test output.
+        print(f"Ardour died by signal {-status}; trying once more", file=sys.stderr)
+        (tmp / "songs").rename(tmp / "songs-crashed")
+        folder = _session(tmp, env)
+        status = ardour_gui.run(*GUI, folder, env, result, timeout=240, log=log)
+    assert result.exists(), log.read_text()[-3000:]
     out = json.loads(result.read_text())
     out["wall_s"], out["song"], out["mono"] = time.monotonic() - t0, song, mono
     return out

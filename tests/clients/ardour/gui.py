@@ -92,8 +92,10 @@ def prepare_home(home: Path, hooks: list[tuple[str, Path]], rate: int) -> Path:
 
 
 def run(gui: str, xvfb: str, session: Path, env: dict[str, str], result: Path,
-        timeout: float, log: Path) -> None:
-    """Start Xvfb and Ardour on `session`; wait for `result` to appear, then stop both."""
+        timeout: float, log: Path) -> int | None:
+    """Start Xvfb and Ardour on `session`; wait for `result` to appear, then stop both.
+    Returns Ardour's exit status when it ended by itself (negative: killed by a signal),
+    None when it was still running."""
     display = next(n for n in range(100 + os.getpid() % 500, 1000)
                    if not Path(f"/tmp/.X{n}-lock").exists()
                    and not Path(f"/tmp/.X11-unix/X{n}").exists())
@@ -117,7 +119,8 @@ def run(gui: str, xvfb: str, session: Path, env: dict[str, str], result: Path,
             while not result.exists() and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.2)
             time.sleep(1.0)  # the session file is saved before the result is written
-            out.write(f"\nardour exit status: {proc.poll()}\n".encode())
+            status = proc.poll()
+            out.write(f"\nardour exit status: {status}\n".encode())
         finally:
             proc.terminate()
             try:
@@ -127,3 +130,4 @@ def run(gui: str, xvfb: str, session: Path, env: dict[str, str], result: Path,
                 proc.wait()
             server.terminate()
             server.wait(10)
+    return status

@@ -41,15 +41,26 @@ local function find_region(file)
   return nil
 end
 
+--- Make `route` the editor's selected track (where Editor:do_embed puts a file: Ardour 7
+--- ignores the track it is given). Returns true when it could.
+local function select_track(route)
+  return pcall(function()
+    local sl = ArdourUI.SelectionList()
+    sl:push_back(Editor:rtav_from_route(route):to_timeaxisview())
+    Editor:set_selection(sl, ArdourUI.SelectionOp.Set)
+  end)
+end
+
 --- Put `file` on the track `route_id` at `geom`, with the source's gain (GUI only).
---- Editor:do_embed puts the file on the editor's selected track (Ardour 7 ignores the
---- track it is given), so the new region is looked up wherever it landed and moved.
+--- The track is selected first, so that the embed lands there; should it land elsewhere
+--- the new region is found wherever it is and moved.
 --- Returns the region, or nil and why not.
 function P.make(route_id, file, geom, gain)
   if not Editor then return nil, "headless" end
   local route = T.route(route_id)
   local track = route and route:to_track()
   if not track or track:isnil() then return nil, "the stem track is gone" end
+  select_track(route)
   local files = C.StringVector()
   files:push_back(file)
   local pos = Temporal.timepos_t(geom.position - geom.start)
