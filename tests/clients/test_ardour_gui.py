@@ -72,7 +72,7 @@ def gui_run(engine, tmp_path_factory):  # noqa: F811
     log = tmp / "ardour.log"
     status = ardour_gui.run(*GUI, folder, env, result, timeout=240, log=log)
     if not result.exists() and status is not None and status < 0:
-        # Ardour 7.3 itself crashed (SIGSEGV in about 1 of 3 runs here, never under gdb;
+        # Ardour 7.3 itself crashed (SIGSEGV in 3 of about 14 runs here, never under gdb;
         # see the Ardour section of the README): one more try from a fresh copy, and the
         # crash is reported in the test output.
         print(f"Ardour died by signal {-status}; trying once more", file=sys.stderr)
