@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from bridge import preview
+from bridge.commands import install_daw
 from bridge.commands.client import add_address_options, cmd_client, cmd_stop
 from bridge.commands.models import cmd_models
 from bridge.commands.server import cmd_serve
@@ -130,6 +131,7 @@ def _build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--format", choices=("safetensors", "th"), default="safetensors")
     mt.add_argument("--seed", type=int, default=0)
     preview.add_parser(sub)
+    install_daw.add_parser(sub)
     return p
 
 
@@ -155,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             return preview.run(args)
         if args.command == "stop":
             return cmd_stop(args)
+        if args.command == "install-daw":
+            return install_daw.cmd_install_daw(args)
         if args.command in ("submit", "status", "cancel", "ping"):
             return cmd_client(args)
         return cmd_models(args)
