@@ -171,7 +171,7 @@ def read_manifest(path: Path) -> list[tuple[Path, PurePosixPath, dict[str, Any]]
         raise SourceError(f"The manifest '{path}' is not UTF-8 text.") from None
     rows = _jsonl_rows(path, text) if path.suffix.lower() == ".jsonl" else _csv_rows(path, text)
     base = Path(os.path.abspath(path.parent))
-    out = []
+    out: list[tuple[Path, PurePosixPath, dict[str, Any]]] = []
     for n, row in rows:
         options = _row_options(path, n, row)
         typed = Path(os.path.expanduser(str(row["path"])))

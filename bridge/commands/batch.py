@@ -88,6 +88,7 @@ class BatchRun:
         self.quiet = quiet
         self.tally = Tally(0)
         self.progress = ProgressLine(self.tally, enabled=False)
+        self.first_attempt: dict[str, int] = {}
         self.attempts: dict[str, int] = {}
 
     def config(self, item: BatchItem) -> str:
@@ -108,7 +109,7 @@ class BatchRun:
                 self.tally.failed += 1
                 self.tally.failures.append(self._failure(item, prev.error, prev.attempt))
             else:
-                self.attempts[item.rel] = attempt
+                self.first_attempt[item.rel] = attempt
                 todo.append(item)
         return todo
 
@@ -116,9 +117,10 @@ class BatchRun:
         return {"input": str(item.path), "item": item.rel, "code": error["code"],
                 "message": error["message"], "attempts": attempt}
 
-    def on_start(self, item: BatchItem, worker: str, attempt: int | None = None) -> None:
-        if attempt is not None:
-            self.attempts[item.rel] = attempt
+    def on_start(self, item: BatchItem, worker: str, retries: int = 0) -> None:
+        """`item` starts on `worker`; `retries`: how often in this run a worker died
+        holding it (each retry is one more attempt)."""
+        self.attempts[item.rel] = self.first_attempt.get(item.rel, 1) + retries
         self.record.append(rec.Entry(item.rel, str(item.path), rec.RUNNING,
                                      config=self.config(item), worker=worker,
                                      attempt=self.attempts.get(item.rel, 1)))
