@@ -122,7 +122,7 @@ def prepare(engine: Any, item: BatchItem, batch: BatchOptions) -> Prepared:
 
 def finish(engine: Any, prep: Prepared, out: Path, batch: BatchOptions) -> Outcome:
     """Separate a prepared input and write its folder under `out`. Raises only
-    `KeyboardInterrupt` and the like (the folder then holds no new partial file)."""
+    `KeyboardInterrupt` and the like (the folder then holds no temporary file)."""
     from bridge.commands.split import Target, split_one
     from engine.errors import StembridgeError
     from protocol.files import remove_stale_temps
@@ -144,6 +144,12 @@ def finish(engine: Any, prep: Prepared, out: Path, batch: BatchOptions) -> Outco
         return _timed(failed(ErrorCode.INPUT_MISSING, f"'{item.path}' disappeared while it "
                              f"was being separated ({exc.strerror or exc}).",
                              prep.fingerprint), prep)
+    except BaseException:
+        # Ctrl-C can land between a temporary file's creation and its writer's clean-up
+        # hook: the batch owns this folder, so remove whatever temporary file is left
+        if folder.is_dir():
+            remove_stale_temps(folder)
+        raise
     if after != prep.fingerprint:
         return _timed(failed(ErrorCode.SOURCE_CHANGED, f"'{item.path}' changed while it was "
                              "being separated; it is done again when the batch resumes.",
