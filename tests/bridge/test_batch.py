@@ -256,3 +256,15 @@ def test_record_ignores_a_partial_last_line_and_decides_what_to_redo(tmp_path):
     again.append(rec.Entry("c", str(src), rec.RUNNING))
     again.close()
     assert set(rec.BatchRecord(tmp_path).load()) == {"a", "b", "c"}
+
+
+def test_ray_option_without_ray_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    from bridge.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    sf.write(tmp_path / "a.wav", music_like(0.5).T, 44100)
+    status = main(["batch", str(tmp_path / "a.wav"), "--out", str(tmp_path / "o"), "--ray"])
+    err = capsys.readouterr().err
+    assert status == EXIT_CODES[ErrorCode.INVALID_ARGUMENT]
+    assert "pip install 'stembridge[ray]'" in err
+    assert not (tmp_path / "o").exists()
