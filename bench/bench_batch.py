@@ -5,15 +5,16 @@
     python bench/bench_batch.py --no-ray                      # without the Ray run
 
 Three runs over the same folder of `--files` inputs, each with the same model, precision
-(fp32 unless `--precision`), stem count, no cache, and this machine's cores:
+(fp32 unless `--precision`), stem count, no cache and `--threads` torch threads (also
+``OMP_NUM_THREADS``), so each uses the same cores:
 
 1. *shell loop* (the reference): one cold ``stembridge split FILE`` process per file, one
    after the other (new interpreter, torch import, model load each time);
 2. *local*: one ``stembridge batch FOLDER`` process (one warm engine, decode overlapped);
-3. *ray*: ``stembridge batch FOLDER --ray`` in one process that starts a local Ray
-   cluster of this machine's CPUs, one actor per ``--cpus-per-worker`` CPUs (its total
-   includes starting the cluster and the actors; the per-file overhead is its wall time
-   beyond the local run's, divided by the files).
+3. *ray*: ``stembridge batch FOLDER --ray --workers 1`` in one process that starts a
+   local Ray cluster, one actor of `--threads` CPUs (its total includes starting the
+   cluster and the actor; the per-file overhead is its wall time beyond the local run's,
+   divided by the files).
 
 Prints wall seconds and throughput (audio-hours per hour) of each, and each one's ratio to
 the shell loop (the goal for local: >= 3x). Models are random-weight models of the real
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--files", type=int, default=20)
     p.add_argument("--seconds", type=float, default=8.0, help="audio seconds per file")
     p.add_argument("--precision", default="fp32")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads of every run")
     p.add_argument("--no-ray", action="store_true")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
@@ -86,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
         make_test_model(args.model, models, size=args.size, fmt="safetensors")
         files = _inputs(work / "in", args.files, args.seconds)
         env = {**os.environ, "STEMBRIDGE_CACHE_DIR": str(work / "cache"),
-               "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+               "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+               "OMP_NUM_THREADS": str(args.threads)}
         common = ["--model", args.model, "--stems", str(args.stems), "--models-dir",
                   str(models), "--precision", args.precision, "--no-cache", "-q"]
         cli = [sys.executable, "-m", "bridge"]
@@ -101,27 +103,29 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"the shell loop failed on {missing[0]}")
         runs["shell loop (split per file)"] = loop
         runs["batch, local executor"] = _timed(
-            [*cli, "batch", str(work / "in"), "--out", str(work / "local"), *common], env)
+            [*cli, "batch", str(work / "in"), "--out", str(work / "local"), "--threads",
+             str(args.threads), *common], env)
         _done(work / "local", args.files)
         if not args.no_ray:
-            runs["batch --ray (this machine)"] = _timed(
+            runs["batch --ray (1 actor, here)"] = _timed(
                 [*cli, "batch", str(work / "in"), "--out", str(work / "ray"), "--ray",
-                 "--cpus-per-worker", str(args.cpus_per_worker), *common], env)
+                 "--workers", "1", "--cpus-per-worker", str(args.threads), "--threads",
+                 str(args.threads), *common], env)
             _done(work / "ray", args.files)
     report = {"model": args.model, "size": args.size, "precision": args.precision,
-              "files": args.files, "seconds_per_file": args.seconds, "cpus": os.cpu_count(),
+              "files": args.files, "seconds_per_file": args.seconds, "threads": args.threads,
               "runs": {name: {"wall_seconds": round(wall, 2),
                               "audio_hours_per_hour": round(audio / wall, 2),
                               "ratio_to_shell_loop": round(loop / wall, 2)}
                        for name, wall in runs.items()}}
-    if "batch --ray (this machine)" in runs:
-        extra = runs["batch --ray (this machine)"] - runs["batch, local executor"]
+    if "batch --ray (1 actor, here)" in runs:
+        extra = runs["batch --ray (1 actor, here)"] - runs["batch, local executor"]
         report["ray_overhead_seconds_per_file"] = round(extra / args.files, 3)
     if args.json:
         print(json.dumps(report, indent=2))
         return
     print(f"{args.files} files x {args.seconds:g} s, {args.model} ({args.size}), "
-          f"{args.precision}, {os.cpu_count()} CPUs, no cache")
+          f"{args.precision}, {args.threads} torch thread(s) in every run, no cache")
     print(f"{'run':32s} {'wall s':>8s} {'audio-h/h':>10s} {'x shell loop':>13s}")
     for name, r in report["runs"].items():
         print(f"{name:32s} {r['wall_seconds']:8.1f} {r['audio_hours_per_hour']:10.2f} "

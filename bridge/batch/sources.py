@@ -126,7 +126,7 @@ def _hidden(parts: tuple[str, ...]) -> bool:
 
 def _walk(root: Path) -> list[Path]:
     """The audio files below `root`, sorted, hidden files and folders skipped."""
-    out = []
+    out: list[Path] = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         out.extend(Path(folder) / f for f in sorted(files)

@@ -128,7 +128,7 @@ def test_manifest_with_per_row_options_on_ray(cluster, catalogue, test_models_di
                         f"{catalogue / 'sub' / 'c.wav'},,,,mono/c\n"
                         f"{catalogue / 'missing.wav'},,,,\n")
     out = tmp_path / "out"
-    status = main(["batch", str(manifest), "--out", str(out), "--ray", "--workers", "2",
+    status = main(["batch", str(manifest), "--out", str(out), "--ray", "--workers", "1",
                    "--stems", "4", "--models-dir", str(test_models_dir), "--precision",
                    "fp32", "--no-cache", "--json"])
     summary = json.loads(capsys.readouterr().out)
