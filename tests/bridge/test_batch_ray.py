@@ -22,7 +22,7 @@ from protocol.files import TEMP_PREFIX
 from tests.conftest import music_like
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 STEMS4 = ("vocals.wav", "drums.wav", "bass.wav", "other.wav")
 
