@@ -29,7 +29,8 @@ STEMS4 = ("vocals.wav", "drums.wav", "bass.wav", "other.wav")
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # a new local instance, never a cluster this machine may already run (RAY_ADDRESS)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
