@@ -7,6 +7,7 @@
     stembridge models make-test NAME --dir DIR [--size tiny|full] [--format safetensors|th]
     stembridge serve [--detach] [--host H] [--port N] [--token T] [--output-root DIR] ...
     stembridge ping | submit FILE [--wait] | status [JOB] | cancel JOB  [--host --port --token]
+    stembridge batch SOURCES... --out DIR [--ray [auto|ADDRESS]] [--workers N] [--no-resume]
 
 This module holds the parser and `main`; the commands live in `bridge.commands` (split,
 server, client). Exit status: 0 success; otherwise the code of the first error (see
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from bridge import preview
 from bridge.commands import install_daw
+from bridge.commands import batch
 from bridge.commands.client import add_address_options, cmd_client, cmd_stop
 from bridge.commands.models import cmd_models
 from bridge.commands.server import cmd_serve
@@ -132,6 +134,7 @@ def _build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--seed", type=int, default=0)
     preview.add_parser(sub)
     install_daw.add_parser(sub)
+    batch.add_parser(sub)
     return p
 
 
@@ -155,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_serve(args)
         if args.command == "preview":
             return preview.run(args)
+        if args.command == "batch":
+            return batch.cmd_batch(args)
         if args.command == "stop":
             return cmd_stop(args)
         if args.command == "install-daw":

@@ -206,13 +206,16 @@ def _remove_stale(folder: Path, previous: set[str], current: set[str]) -> None:
 # ---------------------------------------------------------------------- one input
 
 
-def split_one(engine: Any, target: Target, args: argparse.Namespace) -> dict[str, Any]:
+def split_one(engine: Any, target: Target, args: argparse.Namespace,
+              job: Any = None) -> dict[str, Any]:
     """Separate `target` into its folder; returns the metadata written to stems.json.
-    Raises `StembridgeError` (the folder holds no new file then)."""
+    Raises `StembridgeError` (the folder holds no new file then). `job`: the engine job
+    of `target` when the caller has prepared (decoded) it already (`stembridge batch`)."""
     from engine.separator import SplitRequest
 
-    job = engine.prepare(SplitRequest(target.path, stems=args.stems, model=args.model,
-                                      start_at=args.start_at, overlap=args.overlap))
+    if job is None:
+        job = engine.prepare(SplitRequest(target.path, stems=args.stems, model=args.model,
+                                          start_at=args.start_at, overlap=args.overlap))
     created = make_folder(target.folder)
     try:
         meta = _write_stems(job, target, args)

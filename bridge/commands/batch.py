@@ -1,0 +1,204 @@
+"""`stembridge batch`: separate a whole catalogue, resumably (README, "Batch").
+
+    stembridge batch SOURCES... --out DIR [split's output and engine options]
+                     [--workers N] [--ray [auto|ADDRESS]] [--no-resume] [--max-attempts N]
+
+The steps: find the inputs (`bridge.batch.sources`), compare them with the batch record
+(`bridge.batch.record`: what is done with the same input and options is skipped, what
+failed is retried up to ``--max-attempts`` times, a changed input is done again), run the
+rest on an executor (`bridge.batch.local`, or `bridge.batch.cluster` with ``--ray``),
+recording each input's state as it changes, then print the summary
+(`bridge.batch.progress`). A failing input never stops the batch; Ctrl-C stops it after
+removing the running input's partial files, keeping everything finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from bridge.batch import record as rec
+from bridge.batch.progress import SUMMARY_NAME, ProgressLine, Tally, summary, table
+from bridge.batch.sources import BatchItem, SourceError, discover
+from bridge.batch.task import BatchOptions, Outcome
+from bridge.commands import report
+from protocol import settings
+from protocol.errors import ErrorCode, exit_status
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``batch`` on the CLI's sub-parsers."""
+    b = sub.add_parser("batch", help="separate a whole catalogue (folders, patterns, "
+                       "manifests), resumably, here or on a Ray cluster")
+    b.add_argument("sources", nargs="+", help="audio files, folders (searched recursively), "
+                   "glob patterns (quote them) or CSV/JSONL manifests with a 'path' column")
+    b.add_argument("--out", type=Path, required=True, help="output folder; mirrors the "
+                   "input tree and holds the batch record (stembridge-batch.jsonl)")
+    b.add_argument("--stems", type=int, choices=(2, 4, 6), default=None)
+    b.add_argument("--model", default=None, help="model name (as for split)")
+    b.add_argument("--format", choices=("wav", "flac"), default="wav")
+    b.add_argument("--pcm24", action="store_true", help="24-bit PCM WAV instead of float")
+    b.add_argument("--overlap", type=float, default=None, help="window overlap fraction")
+    b.add_argument("--device", default=settings.device(), help="auto, cpu, cuda, mps")
+    b.add_argument("--precision", default=settings.precision(),
+                   choices=("auto", "fp32", "bf16", "fp16"))
+    b.add_argument("--batch-size", type=int, default=0, help="windows per forward pass")
+    b.add_argument("--threads", type=int, default=0, help="torch threads per engine "
+                   "(0: torch's default locally, the worker's CPU share on Ray)")
+    b.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    b.add_argument("--models-dir", type=Path, default=None)
+    b.add_argument("--workers", type=int, default=0, help="Ray actors (default: one per "
+                   "GPU, else one per --cpus-per-worker CPUs); the local executor has one")
+    b.add_argument("--ray", nargs="?", const="auto", default=None, metavar="auto|ADDRESS",
+                   help="run on Ray: 'auto' joins the running cluster or starts one here; "
+                   "or a cluster address (needs: pip install 'stembridge[ray]')")
+    b.add_argument("--cpus-per-worker", type=float, default=1.0,
+                   help="CPUs each Ray actor reserves on a node without a GPU (default 1)")
+    b.add_argument("--resume", dest="resume", action="store_true", default=True,
+                   help="skip what the batch record says is done (the default)")
+    b.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="do every input again, whatever the record says")
+    b.add_argument("--max-attempts", type=int, default=3, help="tries per input across "
+                   "runs before a failing input is skipped (default 3)")
+    b.add_argument("--json", action="store_true", help="print the summary as JSON")
+    b.add_argument("--quiet", "-q", action="store_true", help="no progress line")
+
+
+def options_of(args: argparse.Namespace) -> BatchOptions:
+    return BatchOptions(model=args.model, stems=args.stems, format=args.format,
+                        pcm24=args.pcm24, overlap=args.overlap, device=args.device,
+                        precision=args.precision, batch_size=args.batch_size,
+                        use_cache=not args.no_cache, models_dir=args.models_dir,
+                        threads=args.threads)
+
+
+class BatchRun:
+    """One run of a batch: the plan against the record, the hooks the executor calls,
+    the tally and the summary."""
+
+    def __init__(self, out: Path, options: BatchOptions, *, quiet: bool = True,
+                 max_attempts: int = 3) -> None:
+        self.out = out
+        self.options = options
+        self.max_attempts = max(1, max_attempts)
+        self.record = rec.BatchRecord(out)
+        self.quiet = quiet
+        self.tally = Tally(0)
+        self.progress = ProgressLine(self.tally, enabled=False)
+        self.first_attempt: dict[str, int] = {}
+        self.attempts: dict[str, int] = {}
+
+    def config(self, item: BatchItem) -> str:
+        opts = self.options.output_options(item)
+        return rec.config_id({**opts, "precision": self.options.precision})
+
+    def plan(self, items: list[BatchItem], resume: bool) -> list[BatchItem]:
+        """The inputs to run now; counts those skipped as done or failed before."""
+        latest = self.record.load() if resume else {}
+        todo = []
+        for item in items:
+            prev = latest.get(item.rel)
+            verdict, attempt = rec.decide(prev, item.path, self.config(item),
+                                          self.out / item.rel, self.max_attempts)
+            if verdict == "done":
+                self.tally.before += 1
+            elif verdict == "failed" and prev is not None and prev.error:
+                self.tally.failed += 1
+                self.tally.failures.append(self._failure(item, prev.error, prev.attempt))
+            else:
+                self.first_attempt[item.rel] = attempt
+                todo.append(item)
+        return todo
+
+    def _failure(self, item: BatchItem, error: dict[str, str], attempt: int) -> dict[str, Any]:
+        return {"input": str(item.path), "item": item.rel, "code": error["code"],
+                "message": error["message"], "attempts": attempt}
+
+    def on_start(self, item: BatchItem, worker: str, retries: int = 0) -> None:
+        """`item` starts on `worker`; `retries`: how often in this run a worker died
+        holding it (each retry is one more attempt)."""
+        self.attempts[item.rel] = self.first_attempt.get(item.rel, 1) + retries
+        self.record.append(rec.Entry(item.rel, str(item.path), rec.RUNNING,
+                                     config=self.config(item), worker=worker,
+                                     attempt=self.attempts.get(item.rel, 1)))
+
+    def on_outcome(self, item: BatchItem, outcome: Outcome, worker: str) -> None:
+        attempt = self.attempts.get(item.rel, 1)
+        self.record.append(rec.Entry(
+            item.rel, str(item.path), outcome.state, fingerprint=outcome.fingerprint,
+            config=self.config(item), attempt=attempt, cache_key=outcome.cache_key,
+            outputs=outcome.outputs, duration=outcome.duration, error=outcome.error,
+            worker=worker))
+        if outcome.state == rec.DONE:
+            self.tally.done += 1
+            self.tally.audio_seconds += outcome.duration
+        else:
+            assert outcome.error is not None
+            self.tally.failed += 1
+            self.tally.failures.append(self._failure(item, outcome.error, attempt))
+            if not self.quiet:
+                report.error(outcome.error["code"], outcome.error["message"], str(item.path))
+        self.progress.update()
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    """Run the batch; exit status 0 when every input is done, 130 when interrupted, else
+    that of the first failure's code."""
+    from engine.errors import InvalidArgumentError
+
+    try:
+        items, problems = discover(args.sources)
+    except SourceError as err:
+        raise InvalidArgumentError(str(err)) from None
+    out = Path(os.path.abspath(args.out))
+    executor = _executor(args, out)
+    run = BatchRun(out, options_of(args), quiet=args.quiet or args.json,
+                   max_attempts=args.max_attempts)
+    todo = run.plan(items, args.resume)
+    run.tally.total = len(items) + len(problems)
+    for p in problems:
+        run.tally.failed += 1
+        run.tally.failures.append({"input": p.source, "item": "", "code": p.code.value,
+                                   "message": p.message, "attempts": 1})
+    run.progress = ProgressLine(run.tally, enabled=not (args.quiet or args.json))
+    run.progress.update()
+    try:
+        if todo:
+            executor.run(todo, run.on_start, run.on_outcome)
+    except KeyboardInterrupt:
+        run.tally.interrupted = True
+    finally:
+        run.record.close()
+        run.progress.close()
+    data = summary(run.tally, str(out), executor.name)
+    _write_summary(out, data)
+    print(json.dumps(data, indent=2) if args.json else table(data))
+    if run.tally.interrupted:
+        return exit_status(ErrorCode.CANCELLED.value)
+    if run.tally.failures:
+        return exit_status(run.tally.failures[0]["code"])
+    return 0
+
+
+def _executor(args: argparse.Namespace, out: Path) -> Any:
+    if args.ray is None:
+        from bridge.batch.local import LocalExecutor
+
+        return LocalExecutor(options_of(args), out)
+    from bridge.batch.cluster import RayExecutor
+
+    return RayExecutor(options_of(args), out, address=args.ray, workers=args.workers,
+                       cpus_per_worker=args.cpus_per_worker)
+
+
+def _write_summary(out: Path, data: dict[str, Any]) -> None:
+    from protocol.files import write_json_atomic
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / SUMMARY_NAME, data)
+    except OSError as exc:
+        report.warning(f"could not write the summary into {out}: {exc.strerror or exc}.")
