@@ -78,6 +78,8 @@ def _build_parser() -> argparse.ArgumentParser:
                     "0 = any free one)")
     sv.add_argument("--token", default=None, help="secret every request must carry "
                     "(default STEMBRIDGE_TOKEN; required off loopback)")
+    sv.add_argument("--token-file", type=Path, default=None, help="read the token from "
+                    "this file's first line (unlike --token, not shown by ps)")
     sv.add_argument("--device", default=None, help="auto (default, or STEMBRIDGE_DEVICE), "
                     "cpu, cuda, cuda:N, mps")
     sv.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16", "fp16"))

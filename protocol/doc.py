@@ -35,6 +35,7 @@ MEANINGS: dict[ErrorCode, str] = {
     ErrorCode.INPUT_TOO_LONG: "the audio exceeds the server's length limit",
     ErrorCode.INPUT_NOT_FINITE: "the audio contains NaN or infinite samples",
     ErrorCode.INPUT_CHANNELS: "unsupported channel count",
+    ErrorCode.INPUT_SAMPLERATE: "sample rate above the maximum (384 kHz) or not positive",
     ErrorCode.SOURCE_CHANGED: "the source file was modified while its job ran",
     ErrorCode.DECODER_MISSING: "a format needs ffmpeg, which is not installed",
     ErrorCode.MODEL_UNKNOWN: "`model` is not a known name (checked before `job/accepted`)",
@@ -50,8 +51,8 @@ MEANINGS: dict[ErrorCode, str] = {
     "msgpack map, or a required key is missing or has the wrong type",
     ErrorCode.UNKNOWN_ADDRESS: "the address is not one of the requests",
     ErrorCode.UNAUTHORIZED: "the server has a token and the request lacks it or has another",
-    ErrorCode.TOO_MANY_JOBS: "this reply address already has too many jobs queued or "
-    "running",
+    ErrorCode.TOO_MANY_JOBS: "this client (or the whole server) already has too many jobs "
+    "queued or running",
     ErrorCode.UNKNOWN_JOB: "`cancel`, `status` or `release` names a job this server "
     "process does not know",
     ErrorCode.NOT_RUNNING: "no server answers at the address; also pushed to a job's "

@@ -107,6 +107,41 @@ OUTPUT_FORMATS = ("wav", "flac")
 
 _TOKEN = "access token, when the server has one"
 
+#: Longest `source` accepted, in UTF-8 bytes (Linux's PATH_MAX less its NUL). Every
+#: field a reply repeats is bounded like this, so every reply fits one datagram.
+MAX_PATH_BYTES = 4095
+#: Longest `output_root`, in UTF-8 bytes, and longest name of one of its folders.
+MAX_OUTPUT_ROOT_BYTES = 1024
+MAX_NAME_BYTES = 255
+#: Largest request time (`start_at`, `section_start`, `section_length`), seconds.
+MAX_TIME_S = 1e7
+#: Longest error message sent (characters); a longer one ends with `TRUNCATED`.
+MAX_MESSAGE_CHARS = 2000
+TRUNCATED = " [...]"
+
+
+def bounded_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text`, cut to `limit` characters with the `TRUNCATED` marker when longer."""
+    return text if len(text) <= limit else text[: limit - len(TRUNCATED)] + TRUNCATED
+
+
+def check_path_text(name: str, value: str, limit: int) -> None:
+    """Refuse a path with a NUL byte, longer than `limit` UTF-8 bytes, or with a folder
+    name longer than `MAX_NAME_BYTES` (`ProtocolError` ``invalid_argument``)."""
+    bad = ErrorCode.INVALID_ARGUMENT
+    if "\0" in value:
+        raise ProtocolError(f"{name} contains a NUL character; send the path as it is on "
+                            "disk", code=bad)
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        raise ProtocolError(f"{name} is {size} bytes long; at most {limit} are accepted",
+                            code=bad)
+    longest = max((len(p.encode("utf-8", "surrogatepass")) for p in value.split("/")),
+                  default=0)
+    if longest > MAX_NAME_BYTES:
+        raise ProtocolError(f"{name} has a folder or file name of {longest} bytes; at most "
+                            f"{MAX_NAME_BYTES} are possible", code=bad)
+
 
 def _token() -> Any:
     return spec(str, _TOKEN, type="str", default=None)
@@ -210,6 +245,11 @@ class SplitRequest(Payload):
     def check(self) -> None:
         """Ranges: stems, priority, format, finite non-negative times, reply_port."""
         bad = ErrorCode.INVALID_ARGUMENT
+        if not str(self.source):
+            raise ProtocolError("source must name a file", code=bad)
+        check_path_text("source", str(self.source), MAX_PATH_BYTES)
+        if self.output_root is not None:
+            check_path_text("output_root", self.output_root, MAX_OUTPUT_ROOT_BYTES)
         if self.stems is not None and self.stems not in (2, 4, 6):
             raise ProtocolError("stems must be 2, 4 or 6", code=bad)
         if self.priority not in PRIORITIES:
@@ -218,10 +258,11 @@ class SplitRequest(Payload):
             raise ProtocolError("format must be 'wav' or 'flac'", code=bad)
         times = [self.start_at, self.section_start] + (
             [self.section_length] if self.section_length is not None else [])
-        if not all(math.isfinite(t) for t in times) or self.start_at < 0 or (
-                self.section_start < 0) or (
+        if not all(math.isfinite(t) and t <= MAX_TIME_S for t in times) or (
+                self.start_at < 0) or self.section_start < 0 or (
                 self.section_length is not None and self.section_length <= 0):
-            raise ProtocolError("times must be >= 0 (section_length > 0)", code=bad)
+            raise ProtocolError(f"times must be seconds from 0 to {MAX_TIME_S:g} "
+                                "(section_length > 0)", code=bad)
         if self.overlap is not None and not (math.isfinite(self.overlap)
                                              and 0.0 <= self.overlap < 1.0):
             raise ProtocolError("overlap must be in [0, 1)", code=bad)
@@ -472,6 +513,7 @@ class ErrorMsg(Payload):
                         default="")
 
     def __post_init__(self) -> None:
+        self.message = bounded_text(self.message)
         if not isinstance(self.code, ErrorCode):
             with contextlib.suppress(ValueError):  # a newer peer's code stays a string
                 self.code = ErrorCode(self.code)
@@ -485,6 +527,9 @@ class JobError(Payload):
 
     code: str = spec(str, "error code", type="str")
     message: str = spec(str, "what happened and what to do", type="str")
+
+    def __post_init__(self) -> None:
+        self.message = bounded_text(self.message)
 
 
 @dataclass
@@ -538,13 +583,16 @@ def status_reply(msg: Message) -> JobSummary | ServerStatus:
 
 @dataclass
 class JobsReply(Payload):
-    """Answer to `jobs`: the 50 most recently created jobs, oldest first."""
+    """Answer to `jobs`: the 50 most recently created jobs, oldest first (as many of them
+    as fit one datagram)."""
 
     ADDRESS = Address.JOBS_REPLY
     DIRECTION = "push"
 
     jobs: list[JobSummary] = spec(list, "job summaries (as in `status/reply`)",
                                   type="array of map", item=JobSummary, factory=list)
+    left_out: int = spec(int, "older jobs of those 50 left out so the reply fits one "
+                         "datagram (ask `status` for one of them)", type="int", default=0)
 
 
 #: Every message type, by address (the status reply has two shapes: `status_reply`).
