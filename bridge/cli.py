@@ -7,6 +7,7 @@
     stembridge models make-test NAME --dir DIR [--size tiny|full] [--format safetensors|th]
     stembridge serve [--detach] [--host H] [--port N] [--token T] [--output-root DIR] ...
     stembridge ping | submit FILE [--wait] | status [JOB] | cancel JOB  [--host --port --token]
+    stembridge cache info | prune [--max-mb MB]
 
 This module holds the parser and `main`; the commands live in `bridge.commands` (split,
 server, client). Exit status: 0 success; otherwise the code of the first error (see
@@ -23,6 +24,7 @@ import sys
 from pathlib import Path
 
 from bridge import preview
+from bridge.commands import cache as cache_command
 from bridge.commands.client import add_address_options, cmd_client, cmd_stop
 from bridge.commands.models import cmd_models
 from bridge.commands.server import cmd_serve
@@ -132,6 +134,7 @@ def _build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--format", choices=("safetensors", "th"), default="safetensors")
     mt.add_argument("--seed", type=int, default=0)
     preview.add_parser(sub)
+    cache_command.add_parser(sub)
     return p
 
 
@@ -159,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_stop(args)
         if args.command in ("submit", "status", "cancel", "ping"):
             return cmd_client(args)
+        if args.command == "cache":
+            return cache_command.cmd_cache(args)
         return cmd_models(args)
     except StembridgeError as err:
         from bridge.commands import report

@@ -18,7 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bridge.housekeeping import clean_failed
 from bridge.jobs import Addr, JobRecord, index_remove
+from protocol import settings
 from protocol.errors import ErrorCode
 from protocol.files import MANIFEST, region_file, write_json_atomic
 from protocol.jobfiles import Manifest, ManifestRegion
@@ -56,7 +58,9 @@ def fail(rec: JobRecord, code: ErrorCode, message: str, send: Send) -> None:
     rec.state = "cancelled" if code is ErrorCode.CANCELLED else "failed"
     rec.error = JobError(code.value, message)
     write_manifest(rec, state=rec.state, error=rec.error)
+    rec.finished = time.time()
     index_remove(rec)
+    clean_failed(rec)
     send(rec.reply_to, ErrorMsg(rec.id, rec.request.request_id, code, message))
 
 
@@ -123,7 +127,8 @@ def prepare_unblocked(engine: Any, request: Any, cancel: Any) -> Any:
                 box["job"].close()
 
     threading.Thread(target=work, name="stembridge-decode", daemon=True).start()
-    timeout = float(engine.config.limits.read_timeout)
+    limits = getattr(getattr(engine, "config", None), "limits", None)
+    timeout = float(limits.read_timeout) if limits is not None else settings.read_timeout()
     deadline = time.monotonic() + timeout
     while not done.wait(0.05):
         if cancel is not None and cancel.cancelled:
@@ -290,6 +295,7 @@ class _Run:
         rec.regions_done = rec.regions_total = max(rec.regions_total, len(self.regions))
         rec.eta = 0.0
         write_manifest(rec, state="done", final=final, metadata=_jsonable(meta))
+        rec.finished = time.time()
         index_remove(rec)
         self.send(rec.reply_to, Done(
             rec.id, {s: str(rec.folder / f) for s, f in final.items()},

@@ -47,6 +47,7 @@ class JobRecord:
         stopping: the server is shutting down: an interruption is a checkpoint, not a
             cancel (the manifest stays resumable).
         cancel_replies: addresses whose `cancel` is answered once the job has stopped.
+        finished: Unix time the job became done, failed or cancelled.
     """
 
     id: str
@@ -69,6 +70,7 @@ class JobRecord:
     cancel_replies: list[Addr] = field(default_factory=list)
     client: Addr | None = None
     index_entry: Path | None = None
+    finished: float | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge import discovery
+from bridge.housekeeping import DEFAULT_REGIONS_GRACE_S, Housekeeper
 from bridge.joboutput import checkpoint, fail, run_job, write_manifest
 from bridge.jobs import (
     INDEX,
@@ -106,6 +107,9 @@ class ServerConfig:
         max_active_jobs: queued + running jobs of all clients together.
         max_records: finished jobs kept in memory for `status`/`jobs` (oldest forgotten
             first; their folders stay).
+        jobs_max_bytes: budget of the finished job folders (oldest removed first; 0:
+            unbounded); see `bridge.housekeeping`.
+        regions_grace_s: seconds a done job keeps its region files.
         write_discovery: publish a discovery record (tests with several servers turn it
             off).
     """
@@ -117,6 +121,8 @@ class ServerConfig:
     max_jobs_per_client: int = 8
     max_active_jobs: int = 64
     max_records: int = 500
+    jobs_max_bytes: int = field(default_factory=settings.jobs_max_bytes)
+    regions_grace_s: float = DEFAULT_REGIONS_GRACE_S
     write_discovery: bool = True
 
 
@@ -487,6 +493,22 @@ class StembridgeServer:
             run_job(rec, self.engine, self.send)
         finally:
             self._answer_cancels(rec)
+            self.housekeeping()
+
+    def housekeeping(self) -> None:
+        """Keep finished job folders within their budget (`bridge.housekeeping`); the
+        records of removed folders are forgotten."""
+        with self.queue.cond:
+            records = list(self.jobs.values())
+        keeper = Housekeeper(self.config.jobs_max_bytes, self.config.regions_grace_s)
+        try:
+            removed = keeper.sweep(records)
+        except OSError:
+            log.exception("housekeeping failed")
+            return
+        with self.queue.cond:
+            for rec in removed:
+                self.jobs.pop(rec.id, None)
 
     def _crashed(self, rec: JobRecord, exc: Exception) -> None:
         if rec.stopping:

@@ -24,8 +24,8 @@ from protocol.errors import CODES, ErrorCode
 #: When each code is sent: the one place these meanings are written.
 MEANINGS: dict[ErrorCode, str] = {
     ErrorCode.INVALID_ARGUMENT: "a value is out of range: `stems`, `priority`, `format`, "
-    "times, `overlap`, `reply_port`, a relative `source`, `output_root` outside the "
-    "server's root",
+    "times, `overlap`, `reply_port`, a relative `source`, a path with a NUL or over its "
+    "length limit, `output_root` outside the server's root, a file or inside a job folder",
     ErrorCode.INPUT_MISSING: "the source file does not exist or cannot be opened (checked "
     "before `job/accepted`, and again when the job runs)",
     ErrorCode.INPUT_UNREADABLE: "the file cannot be decoded",
@@ -44,7 +44,8 @@ MEANINGS: dict[ErrorCode, str] = {
     ErrorCode.STEMS_UNSUPPORTED: "the model cannot produce `stems` (checked before "
     "`job/accepted`)",
     ErrorCode.DEVICE_UNAVAILABLE: "the configured device (e.g. CUDA) is not usable",
-    ErrorCode.CANCELLED: "the job was cancelled; the region files written so far stay",
+    ErrorCode.CANCELLED: "the job was cancelled; its region files are removed, its "
+    "manifest stays",
     ErrorCode.OUTPUT_FAILED: "the job's files could not be written (disk full, permissions)",
     ErrorCode.INTERNAL: "a bug in the server or the engine; the server keeps running",
     ErrorCode.BAD_MESSAGE: "the datagram is not a valid OSC message, or a payload is not a "

@@ -293,3 +293,51 @@ def test_bad_request_files_always_get_a_final_reply(tmp_path, case):
     reply = json.loads(reply_path(path).read_text())
     assert reply["state"] == "error" and reply["code"] == "invalid_argument", reply
     assert status == 2
+
+
+def _finished(folder: Path, job: str, state: str, finished: float, size: int) -> JobRecord:
+    rec = _rec(job, ("127.0.0.1", 1))
+    rec.folder = folder / job
+    (rec.folder / "regions" / "vocals").mkdir(parents=True)
+    (rec.folder / "regions" / "vocals" / "0-10.wav").write_bytes(b"r" * size)
+    (rec.folder / "vocals.wav").write_bytes(b"s" * size)
+    rec.state, rec.finished, rec.created = state, finished, finished
+    return rec
+
+
+def test_job_folders_keep_within_their_budget(tmp_path):
+    """Done jobs lose their region files after the grace time; over the budget the
+    oldest finished folders go whole; unfinished jobs are never touched."""
+    from bridge.housekeeping import Housekeeper
+
+    now = 10_000.0
+    old = _finished(tmp_path, "old", "done", now - 700, 1000)
+    recent = _finished(tmp_path, "recent", "done", now - 10, 1000)
+    running = _finished(tmp_path, "running", "running", now - 900, 1000)
+    running.finished = None
+    keeper = Housekeeper(max_bytes=0, regions_grace_s=600)
+    assert keeper.sweep([old, recent, running], now) == []
+    assert not (old.folder / "regions").exists() and (old.folder / "vocals.wav").exists()
+    assert (recent.folder / "regions").exists() and (running.folder / "regions").exists()
+    third = _finished(tmp_path, "third", "failed", now - 5, 500)
+    removed = Housekeeper(max_bytes=3000).sweep([old, recent, running, third], now)
+    assert [r.id for r in removed] == ["old"]
+    assert not old.folder.exists() and recent.folder.exists() and running.folder.exists()
+
+
+def test_cache_command_reports_and_prunes(tmp_path, capsys):
+    from bridge.cli import main
+    from engine.cache import ResultCache
+
+    cache = ResultCache(tmp_path / "results")
+    for key in ("a" * 64, "b" * 64):
+        staging = cache.staging()
+        (staging / "vocals.wav").write_bytes(b"x" * 4096)
+        cache.commit(key, staging, {"vocals": "vocals.wav"}, {})
+    assert main(["cache", "info", "--json", "--cache-dir", str(tmp_path / "results")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["entries"] == 2 and info["bytes"] > 8192
+    assert main(["cache", "prune", "--max-mb", "0.005", "--cache-dir",
+                 str(tmp_path / "results")]) == 0
+    assert "removed 1 entries" in capsys.readouterr().out
+    assert len(cache.usage()) == 1
