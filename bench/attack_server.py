@@ -115,10 +115,10 @@ def fuzz_packets(n: int, rng: random.Random) -> list[bytes]:
             g = rng.choice(good)
             out.append(g[: rng.randint(0, len(g) - 1)])
         elif kind == 2:
-            g = bytearray(rng.choice(good))
+            flipped = bytearray(rng.choice(good))
             for _ in range(rng.randint(1, 4)):
-                g[rng.randrange(len(g))] = rng.randrange(256)
-            out.append(bytes(g))
+                flipped[rng.randrange(len(flipped))] = rng.randrange(256)
+            out.append(bytes(flipped))
         elif kind == 3:
             out.append(encode(f"/stembridge/{rng.randint(0, 9999)}", rng.randint(0, 9)))
         elif kind == 4:
