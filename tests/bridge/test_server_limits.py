@@ -232,10 +232,11 @@ def test_jobs_in_sub_folders_are_recovered(test_models_dir, tmp_path):
     manifest = json.loads((folder / "manifest.json").read_text())
     if manifest["state"] == "done":
         pytest.skip("the job finished before the stop")
-    assert (tmp_path / "jobs" / INDEX / job).exists()
+    indexed = (tmp_path / "jobs" / INDEX / job).exists()
     second = _server(test_models_dir, tmp_path)
     try:
-        assert job in second.jobs
+        assert job in second.jobs, "the next server did not find the job"
+        assert indexed
         with client_of(second) as c:
             assert c.status(job)["state"] in ("queued", "running", "done")
             deadline = time.time() + 300  # a liveness bound, not a speed goal
