@@ -292,7 +292,8 @@ def attack_disk(work: Path, n: int) -> None:
 
 def _serve(work: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
     proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve", "--port", "0",
-                             "--output-root", str(work / "jobs"), "--preload", MODEL],
+                             "--output-root", str(work / "jobs"), "--preload", MODEL,
+                             "--precision", "fp32"],  # as the reference run
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env=env)
     assert proc.stdout is not None
@@ -346,13 +347,21 @@ def attack_kill(work: Path, n: int) -> None:
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
-        outcomes[state] = outcomes.get(state, 0) + 1
         folder = round_dir / "jobs" / job
-        if state == "done":
+        if state == "unknown_job":  # it finished before the kill: a new server forgets it
+            import json
+
+            state = json.loads((folder / "manifest.json").read_text())["state"] + \
+                " before the kill"
+        outcomes[state] = outcomes.get(state, 0) + 1
+        if state.startswith("done"):
             for s, want in ref.items():
                 got, _ = sf.read(folder / f"{s}.wav", dtype="float32", always_2d=True)
                 differ += int(not np.array_equal(got.T, want))
-        temps += sum(1 for p in (round_dir / "jobs").rglob(".*") if p.is_file())
+        left = [p for p in (round_dir / "jobs").rglob(".*") if p.is_file()]
+        temps += len(left)
+        for p in left:
+            print(f"kill: round {i}: temporary file left: {p.relative_to(round_dir)}")
     print(f"kill: {n} jobs killed with SIGKILL at a random moment (0-3 s after accept) and "
           f"restarted: {outcomes}; stems differing from an uninterrupted run: {differ}; "
           f"temporary files left: {temps}")

@@ -170,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
 
         report.error(err.code, str(err))
         return err.exit_code
+    except settings.SettingError as exc:  # e.g. an unreadable STEMBRIDGE_TOKEN_FILE
+        print(f"stembridge: {exc}", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # e.g. `stembridge models list | head`
         with contextlib.suppress(OSError):
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (no flush error at exit)

@@ -241,6 +241,9 @@ def recover(root: Path) -> list[JobRecord]:
         for stale in folder.glob(".*.tmp*"):  # older versions' temporary names
             stale.unlink(missing_ok=True)
         remove_stale_temps(folder)
+        for stem_folder in (folder / "regions").glob("*"):  # a region write cut short
+            if stem_folder.is_dir():
+                remove_stale_temps(stem_folder)
         rec = JobRecord(folder.name, manifest.request, None, folder,
                         priority_of(manifest.request), resume=list(manifest.regions),
                         manifest=manifest, regions_done=len(manifest.regions))
