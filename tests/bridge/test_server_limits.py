@@ -342,3 +342,24 @@ def test_cache_command_reports_and_prunes(tmp_path, capsys):
                  str(tmp_path / "results")]) == 0
     assert "removed 1 entries" in capsys.readouterr().out
     assert len(cache.usage()) == 1
+
+
+def test_recovery_removes_a_killed_region_write(tmp_path):
+    """A server killed while writing a region file leaves a temporary file in
+    ``regions/<stem>/``; the next server's recovery removes it (and keeps the job)."""
+    from bridge.jobs import recover
+    from protocol.files import TEMP_PREFIX, write_json_atomic
+    from protocol.jobfiles import Manifest
+
+    folder = tmp_path / "album" / "20260101-000000-0a1b2c3d"
+    (folder / "regions" / "vocals").mkdir(parents=True)
+    request = SplitRequest(source="/x.wav")
+    write_json_atomic(folder / "manifest.json",
+                      Manifest(job=folder.name, source="/x.wav", request=request,
+                               state="running").to_payload())
+    (tmp_path / INDEX).mkdir()
+    (tmp_path / INDEX / folder.name).write_text(f"album/{folder.name}")
+    stale = folder / "regions" / "vocals" / f"{TEMP_PREFIX}abc.wav"
+    stale.write_bytes(b"half a region")
+    assert [r.id for r in recover(tmp_path)] == [folder.name]
+    assert not stale.exists()
