@@ -8,6 +8,7 @@
     stembridge serve [--detach] [--host H] [--port N] [--token T] [--output-root DIR] ...
     stembridge ping | submit FILE [--wait] | status [JOB] | cancel JOB  [--host --port --token]
     stembridge batch SOURCES... --out DIR [--ray [auto|ADDRESS]] [--workers N] [--no-resume]
+    stembridge cache info | prune [--max-mb MB]
 
 This module holds the parser and `main`; the commands live in `bridge.commands` (split,
 server, client). Exit status: 0 success; otherwise the code of the first error (see
@@ -26,6 +27,7 @@ from pathlib import Path
 from bridge import preview
 from bridge.commands import install_daw
 from bridge.commands import batch
+from bridge.commands import cache as cache_command
 from bridge.commands.client import add_address_options, cmd_client, cmd_stop
 from bridge.commands.models import cmd_models
 from bridge.commands.server import cmd_serve
@@ -81,6 +83,8 @@ def _build_parser() -> argparse.ArgumentParser:
                     "0 = any free one)")
     sv.add_argument("--token", default=None, help="secret every request must carry "
                     "(default STEMBRIDGE_TOKEN; required off loopback)")
+    sv.add_argument("--token-file", type=Path, default=None, help="read the token from "
+                    "this file's first line (unlike --token, not shown by ps)")
     sv.add_argument("--device", default=None, help="auto (default, or STEMBRIDGE_DEVICE), "
                     "cpu, cuda, cuda:N, mps")
     sv.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16", "fp16"))
@@ -135,6 +139,7 @@ def _build_parser() -> argparse.ArgumentParser:
     preview.add_parser(sub)
     install_daw.add_parser(sub)
     batch.add_parser(sub)
+    cache_command.add_parser(sub)
     return p
 
 
@@ -166,12 +171,17 @@ def main(argv: list[str] | None = None) -> int:
             return install_daw.cmd_install_daw(args)
         if args.command in ("submit", "status", "cancel", "ping"):
             return cmd_client(args)
+        if args.command == "cache":
+            return cache_command.cmd_cache(args)
         return cmd_models(args)
     except StembridgeError as err:
         from bridge.commands import report
 
         report.error(err.code, str(err))
         return err.exit_code
+    except settings.SettingError as exc:  # e.g. an unreadable STEMBRIDGE_TOKEN_FILE
+        print(f"stembridge: {exc}", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # e.g. `stembridge models list | head`
         with contextlib.suppress(OSError):
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (no flush error at exit)

@@ -376,7 +376,43 @@ def submit_request_file(request: Path) -> int:
 
     answer("launched")
     try:
-        body = RequestFile.from_payload(json.loads(request.read_text(encoding="utf-8")))
+        return _submit_file(request, answer, error)
+    except Exception as exc:  # the reply never stays `launched`
+        return error(ErrorCode.INTERNAL, f"Internal error in submit --request: {exc!r}")
+
+
+#: Largest request file read, bytes (a request is a few hundred bytes).
+MAX_REQUEST_FILE_BYTES = 1 << 20
+
+
+def read_request_file(request: Path) -> RequestFile:
+    """The parsed request file: a regular file (checked on the opened descriptor, so a
+    FIFO cannot block the read) of at most `MAX_REQUEST_FILE_BYTES`, JSON of bounded
+    depth, an absolute source. Raises `ProtocolError` (``invalid_argument``)."""
+    import stat
+
+    bad = ErrorCode.INVALID_ARGUMENT
+    fd = os.open(request, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ProtocolError("it is not a regular file", code=bad)
+        data = fh.read(MAX_REQUEST_FILE_BYTES + 1)
+    if len(data) > MAX_REQUEST_FILE_BYTES:
+        raise ProtocolError(f"it is larger than {MAX_REQUEST_FILE_BYTES} bytes", code=bad)
+    try:
+        parsed = json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise ProtocolError("its JSON is nested too deeply", code=bad) from None
+    body = RequestFile.from_payload(parsed)
+    if not Path(body.split.source).is_absolute():
+        raise ProtocolError("source must be an absolute path (a relative one would be "
+                            "resolved against an unknown folder)", code=bad)
+    return body
+
+
+def _submit_file(request: Path, answer: Any, error: Any) -> int:
+    try:
+        body = read_request_file(request)
     except (OSError, ValueError) as exc:
         code = exc.code if isinstance(exc, ProtocolError) else ErrorCode.INVALID_ARGUMENT
         if code == ErrorCode.BAD_MESSAGE.value:

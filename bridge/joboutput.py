@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bridge.jobs import Addr, JobRecord
+from bridge.housekeeping import clean_failed
+from bridge.jobs import Addr, JobRecord, index_remove
+from protocol import settings
 from protocol.errors import ErrorCode
 from protocol.files import MANIFEST, region_file, write_json_atomic
 from protocol.jobfiles import Manifest, ManifestRegion
@@ -55,6 +58,9 @@ def fail(rec: JobRecord, code: ErrorCode, message: str, send: Send) -> None:
     rec.state = "cancelled" if code is ErrorCode.CANCELLED else "failed"
     rec.error = JobError(code.value, message)
     write_manifest(rec, state=rec.state, error=rec.error)
+    rec.finished = time.time()
+    index_remove(rec)
+    clean_failed(rec)
     send(rec.reply_to, ErrorMsg(rec.id, rec.request.request_id, code, message))
 
 
@@ -98,6 +104,46 @@ def _reload_regions(rec: JobRecord, writers: dict[str, Any]) -> list[ManifestReg
     return kept
 
 
+def prepare_unblocked(engine: Any, request: Any, cancel: Any) -> Any:
+    """``engine.prepare(request)`` (probe, decode, checks) on a thread of its own, so a
+    read that blocks (a FIFO or a stalled drive swapped in for the source) never blocks
+    the worker: a cancel (`cancel`, a `CancelToken`) or the read timeout
+    (``engine.config.limits.read_timeout``) fails the job at once and the worker goes on;
+    the abandoned thread closes its job if it ever finishes."""
+    from engine.errors import CancelledError, InputError
+
+    done = threading.Event()
+    box: dict[str, Any] = {}
+    abandoned = threading.Event()
+
+    def work() -> None:
+        try:
+            box["job"] = engine.prepare(request)
+        except BaseException as exc:  # handed to the waiting worker
+            box["error"] = exc
+        finally:
+            done.set()
+            if abandoned.is_set() and "job" in box:
+                box["job"].close()
+
+    threading.Thread(target=work, name="stembridge-decode", daemon=True).start()
+    limits = getattr(getattr(engine, "config", None), "limits", None)
+    timeout = float(limits.read_timeout) if limits is not None else settings.read_timeout()
+    deadline = time.monotonic() + timeout
+    while not done.wait(0.05):
+        if cancel is not None and cancel.cancelled:
+            abandoned.set()
+            raise CancelledError("The job was cancelled while its source was being read.")
+        if time.monotonic() > deadline:
+            abandoned.set()
+            raise InputError(f"Reading {request.source} took longer than {timeout:.0f} s (a "
+                             "pipe, a device or a stalled drive?); copy the audio to a local "
+                             "file first.", code=ErrorCode.INPUT_UNREADABLE)
+    if "error" in box:
+        raise box["error"]
+    return box["job"]
+
+
 def _source_stat(source: Path) -> tuple[int, int]:
     st = source.stat()
     return st.st_size, st.st_mtime_ns
@@ -127,9 +173,12 @@ class _Run:
                      f"{source} changed since the job started; split it again.", self.send)
                 return False
             rec.source_stat = stat
-            self.job = self.engine.prepare(rec.request)
+            self.job = prepare_unblocked(self.engine, rec.request, rec.cancel)
         except StembridgeError as err:
-            fail(rec, err.code, str(err), self.send)
+            if rec.stopping and err.code is ErrorCode.CANCELLED:
+                checkpoint(rec, self.send)
+            else:
+                fail(rec, err.code, str(err), self.send)
             return False
         except OSError as exc:
             fail(rec, ErrorCode.INPUT_MISSING, f"Cannot read {source}: {exc}", self.send)
@@ -246,6 +295,8 @@ class _Run:
         rec.regions_done = rec.regions_total = max(rec.regions_total, len(self.regions))
         rec.eta = 0.0
         write_manifest(rec, state="done", final=final, metadata=_jsonable(meta))
+        rec.finished = time.time()
+        index_remove(rec)
         self.send(rec.reply_to, Done(
             rec.id, {s: str(rec.folder / f) for s, f in final.items()},
             str(rec.folder / MANIFEST), _jsonable(meta)))

@@ -7,12 +7,11 @@ order. `recover` turns the manifests an earlier server left unfinished back into
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,8 @@ from protocol.messages import JobError, JobSummary, ProtocolError, SplitRequest
 log = logging.getLogger("stembridge.server")
 
 Addr = tuple[str, int]
+#: The client key of a recovered job (its client is gone).
+NO_CLIENT: Addr = ("", 0)
 
 
 def priority_of(request: SplitRequest) -> int:
@@ -38,12 +39,15 @@ class JobRecord:
 
     Attributes:
         reply_to: where the job's pushes go (None: a recovered job, its client is gone).
+        client: the address the `split` came from: per-client limits and the queue's
+            round-robin are keyed by it (None: a recovered job).
         resume: regions a previous server made final (a recovered job).
         regions_done, regions_total: progress counters, including the resumed regions.
         eta: seconds left (None: unknown).
         stopping: the server is shutting down: an interruption is a checkpoint, not a
             cancel (the manifest stays resumable).
         cancel_replies: addresses whose `cancel` is answered once the job has stopped.
+        finished: Unix time the job became done, failed or cancelled.
     """
 
     id: str
@@ -64,6 +68,9 @@ class JobRecord:
     source_stat: tuple[int, int] | None = None
     stopping: bool = False
     cancel_replies: list[Addr] = field(default_factory=list)
+    client: Addr | None = None
+    index_entry: Path | None = None
+    finished: float | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -78,34 +85,55 @@ class JobRecord:
 
 
 class JobQueue:
-    """Queued job ids by (priority, arrival). `cond` also guards the records' states."""
+    """Queued job ids: interactive before batch; within a priority, round-robin between
+    clients (one job of each client in turn), each client's jobs in arrival order. So a
+    client that queued 30 jobs delays another client's job by at most one job. `cond`
+    also guards the records' states."""
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
-        self._heap: list[tuple[int, int, str]] = []
-        self._seq = itertools.count()
+        # priority -> client -> its queued job ids; dict order is the round-robin turn
+        self._lanes: dict[int, dict[Addr, deque[str]]] = {}
         self._closed = False
 
     def put(self, rec: JobRecord) -> None:
         with self.cond:
-            heapq.heappush(self._heap, (rec.priority, next(self._seq), rec.id))
+            lane = self._lanes.setdefault(rec.priority, {})
+            lane.setdefault(rec.client or NO_CLIENT, deque()).append(rec.id)
             self.cond.notify_all()
+
+    def __len__(self) -> int:
+        with self.cond:
+            return sum(len(q) for lane in self._lanes.values() for q in lane.values())
+
+    def _pop(self, records: dict[str, JobRecord]) -> JobRecord | None:
+        """The next queued record; ids of jobs no longer queued (cancelled) are dropped
+        without using up their client's turn."""
+        for priority in sorted(self._lanes):
+            lane = self._lanes[priority]
+            while lane:
+                client = next(iter(lane))
+                ids = lane.pop(client)
+                while ids:
+                    rec = records.get(ids.popleft())
+                    if rec is not None and rec.state == "queued":
+                        if ids:
+                            lane[client] = ids  # to the back of the turn
+                        return rec
+        return None
 
     def get(self, records: dict[str, JobRecord]) -> JobRecord | None:
         """The next queued job, now `running` with a cancel token; None once closed."""
         from engine.chunking import CancelToken
 
         with self.cond:
-            while True:
-                while not self._heap and not self._closed:
-                    self.cond.wait(0.5)
-                if self._closed:
-                    return None
-                rec = records[heapq.heappop(self._heap)[2]]
-                if rec.state == "queued":
-                    rec.state = "running"
-                    rec.cancel = CancelToken()
-                    return rec
+            while not self._closed and (rec := self._pop(records)) is None:
+                self.cond.wait(0.5)
+            if self._closed or rec is None:
+                return None
+            rec.state = "running"
+            rec.cancel = CancelToken()
+            return rec
 
     def close(self) -> None:
         """Wake the worker and make `get` return None (queued jobs stay queued)."""
@@ -148,26 +176,78 @@ class Worker:
             self.thread.join(timeout)
 
 
+#: Folder of the output root holding one entry per unfinished job (its folder).
+INDEX = ".unfinished"
+
+
+def index_add(root: Path, rec: JobRecord) -> None:
+    """Record `rec` as unfinished: ``<root>/.unfinished/<job id>`` names its folder
+    (relative to `root`), so recovery finds jobs in sub-folders (``output_root``)."""
+    from protocol.files import write_bytes_atomic
+
+    index = root / INDEX
+    index.mkdir(mode=0o700, exist_ok=True)
+    rec.index_entry = index / rec.id
+    write_bytes_atomic(rec.index_entry, str(rec.folder.relative_to(root.resolve())).encode())
+
+
+def index_remove(rec: JobRecord) -> None:
+    """The job finished (done, failed, cancelled): nothing left to recover."""
+    if rec.index_entry is not None:
+        rec.index_entry.unlink(missing_ok=True)
+        rec.index_entry = None
+
+
+def _unfinished_folders(root: Path) -> list[tuple[Path, Path | None]]:
+    """``(job folder, index entry)`` of every job the index lists, then of the job
+    folders directly under `root` (written before the index existed)."""
+    out: list[tuple[Path, Path | None]] = []
+    real = root.resolve()
+    index = root / INDEX
+    for entry in sorted(index.iterdir()) if index.is_dir() else []:
+        try:
+            folder = (root / entry.read_text(encoding="utf-8").strip()).resolve()
+        except (OSError, ValueError):
+            continue
+        if real in folder.parents:
+            out.append((folder, entry))
+        else:
+            entry.unlink(missing_ok=True)
+    listed = {f for f, _ in out}
+    out += [(p.parent.resolve(), None) for p in sorted(root.glob(f"*/{MANIFEST}"))
+            if p.parent.resolve() not in listed]
+    return out
+
+
 def recover(root: Path) -> list[JobRecord]:
     """Records of the jobs under `root` whose manifests say `queued` or `running` (left by
-    a server that crashed, was killed or stopped): they resume from the regions their
-    manifests list as final. Temporary files of the dead writer are removed."""
+    a server that crashed, was killed or stopped), found through the index and in
+    `root`'s own sub-folders: they resume from the regions their manifests list as
+    final. Temporary files of the dead writer are removed."""
     out = []
-    for path in sorted(root.glob(f"*/{MANIFEST}")):
+    for folder, entry in _unfinished_folders(root):
+        path = folder / MANIFEST
         try:
             manifest = Manifest.from_payload(json.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError, ProtocolError) as exc:
-            log.warning("cannot recover %s: %s", path, exc)
+            if entry is not None:
+                log.warning("cannot recover %s: %s", path, exc)
+                entry.unlink(missing_ok=True)
             continue
         if not manifest.resumable:
+            if entry is not None:
+                entry.unlink(missing_ok=True)
             continue
-        folder = path.parent
         for stale in folder.glob(".*.tmp*"):  # older versions' temporary names
             stale.unlink(missing_ok=True)
         remove_stale_temps(folder)
+        for stem_folder in (folder / "regions").glob("*"):  # a region write cut short
+            if stem_folder.is_dir():
+                remove_stale_temps(stem_folder)
         rec = JobRecord(folder.name, manifest.request, None, folder,
                         priority_of(manifest.request), resume=list(manifest.regions),
                         manifest=manifest, regions_done=len(manifest.regions))
+        rec.index_entry = entry
         if manifest.source_stat and len(manifest.source_stat) == 2:
             rec.source_stat = (manifest.source_stat[0], manifest.source_stat[1])
         out.append(rec)

@@ -25,11 +25,22 @@ from pathlib import Path
 from typing import Any
 
 from bridge import discovery
+from bridge.housekeeping import DEFAULT_REGIONS_GRACE_S, Housekeeper
 from bridge.joboutput import checkpoint, fail, run_job, write_manifest
-from bridge.jobs import Addr, JobQueue, JobRecord, Worker, priority_of, recover
+from bridge.jobs import (
+    INDEX,
+    Addr,
+    JobQueue,
+    JobRecord,
+    Worker,
+    index_add,
+    priority_of,
+    recover,
+)
 from bridge.udp import UdpEndpoint
 from protocol import PROTOCOL_VERSION, settings
 from protocol.errors import ErrorCode, lookup
+from protocol.files import MANIFEST
 from protocol.jobfiles import DiscoveryRecord
 from protocol.messages import (
     PUSHES,
@@ -66,6 +77,15 @@ def default_output_root() -> Path:
     return settings.output_root()
 
 
+def _fits(message: Payload) -> bool:
+    """Whether `message` encodes to one datagram (`protocol.messages.MAX_DATAGRAM`)."""
+    try:
+        message.encode()
+    except ProtocolError:
+        return False
+    return True
+
+
 def is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -82,7 +102,14 @@ class ServerConfig:
         port: UDP port; 0 picks a free one (written to the discovery record).
         token: shared secret every request must carry (None: none needed, loopback only).
         output_root: every job folder lives under it; requests cannot write elsewhere.
-        max_jobs_per_client: queued + running jobs one reply address may have.
+        max_jobs_per_client: queued + running jobs one client (the address its
+            requests come from, whatever its `reply_port`) may have.
+        max_active_jobs: queued + running jobs of all clients together.
+        max_records: finished jobs kept in memory for `status`/`jobs` (oldest forgotten
+            first; their folders stay).
+        jobs_max_bytes: budget of the finished job folders (oldest removed first; 0:
+            unbounded); see `bridge.housekeeping`.
+        regions_grace_s: seconds a done job keeps its region files.
         write_discovery: publish a discovery record (tests with several servers turn it
             off).
     """
@@ -92,6 +119,10 @@ class ServerConfig:
     token: str | None = None
     output_root: Path = field(default_factory=default_output_root)
     max_jobs_per_client: int = 8
+    max_active_jobs: int = 64
+    max_records: int = 500
+    jobs_max_bytes: int = field(default_factory=settings.jobs_max_bytes)
+    regions_grace_s: float = DEFAULT_REGIONS_GRACE_S
     write_discovery: bool = True
 
 
@@ -222,7 +253,11 @@ class StembridgeServer:
         given = data.get("token") if data else None
         if given is None and msg.args and isinstance(msg.args[-1], str):
             given = msg.args[-1]
-        return isinstance(given, str) and hmac.compare_digest(given, self.config.token)
+        if not isinstance(given, str):
+            return False
+        # bytes, not str: compare_digest refuses non-ASCII strings
+        return hmac.compare_digest(given.encode("utf-8", "surrogatepass"),
+                                   self.config.token.encode("utf-8", "surrogatepass"))
 
     def _handle(self, data: bytes, addr: Addr) -> None:
         self.stats["received"] += 1
@@ -294,9 +329,20 @@ class StembridgeServer:
             return root
         wanted = Path(req.output_root)
         wanted = (wanted if wanted.is_absolute() else root / wanted).resolve()
+        bad = ErrorCode.INVALID_ARGUMENT
         if wanted != root and root not in wanted.parents:
             raise ProtocolError(f"output_root must lie inside the server's output root {root}",
-                                code=ErrorCode.INVALID_ARGUMENT)
+                                code=bad)
+        if wanted.exists() and not wanted.is_dir():
+            raise ProtocolError(f"output_root {wanted} is a file, not a folder; choose a "
+                                "folder name", code=bad)
+        for folder in [wanted, *wanted.parents]:
+            if folder == root:
+                break
+            if (folder / MANIFEST).exists() or folder.name == INDEX:
+                raise ProtocolError(f"output_root {wanted} lies inside the job folder "
+                                    f"{folder}; choose a folder outside job folders",
+                                    code=bad)
         return wanted
 
     def _refusal(self, req: SplitRequest) -> tuple[ErrorCode, str] | None:
@@ -325,22 +371,51 @@ class StembridgeServer:
             return
         root = self._output_root(req)
         with self.queue.cond:
-            active = sum(1 for r in self.jobs.values() if r.reply_to == reply_to and r.active)
-            if active >= self.config.max_jobs_per_client:
-                self._error(reply_to, ErrorCode.TOO_MANY_JOBS,
-                            f"This client already has {active} jobs queued or running; "
-                            "wait for one to finish or cancel one.",
+            busy = self._too_busy(addr)
+            if busy:
+                self._error(reply_to, ErrorCode.TOO_MANY_JOBS, busy,
                             request_id=req.request_id)
                 return
             job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
             folder = root / job_id
-            folder.mkdir(parents=True)
-            rec = JobRecord(job_id, req, reply_to, folder, priority_of(req))
+            try:
+                folder.mkdir(parents=True)
+            except OSError as exc:
+                self._error(reply_to, ErrorCode.OUTPUT_FAILED,
+                            f"Cannot create the job folder in {root}: {exc.strerror}.",
+                            request_id=req.request_id)
+                return
+            rec = JobRecord(job_id, req, reply_to, folder, priority_of(req), client=addr)
             self.jobs[job_id] = rec
+            self._forget_old()
         # Manifest and `accepted` first, then queue: a job's pushes never precede them.
         write_manifest(rec, state="queued")
+        index_add(self.config.output_root, rec)
         self.send(reply_to, Accepted(req.request_id, job_id, str(folder)))
         self.queue.put(rec)
+
+    def _too_busy(self, client: Addr) -> str:
+        """Why `client` may not queue another job now ("" when it may). Under
+        `queue.cond`."""
+        active = [r for r in self.jobs.values() if r.active]
+        mine = sum(1 for r in active if r.client == client)
+        if mine >= self.config.max_jobs_per_client:
+            return (f"This client already has {mine} jobs queued or running (the limit "
+                    "per client); wait for one to finish or cancel one.")
+        if len(active) >= self.config.max_active_jobs:
+            return (f"The server already has {len(active)} jobs queued or running (its "
+                    "limit); wait for some to finish, then send the job again.")
+        return ""
+
+    def _forget_old(self) -> None:
+        """Drop the oldest finished records beyond `config.max_records` (their folders
+        and manifests stay). Under `queue.cond`."""
+        finished = [r for r in self.jobs.values() if not r.active]
+        extra = len(finished) - self.config.max_records
+        if extra > 0:
+            for rec in sorted(finished, key=lambda r: r.created)[:extra]:
+                if rec.shm is None and not rec.cancel_replies:
+                    del self.jobs[rec.id]
 
     def _on_cancel(self, request: Cancel, addr: Addr) -> None:
         """Answered with the state after the cancel: at once for a job that is not
@@ -396,8 +471,13 @@ class StembridgeServer:
         self.send(addr, rec.summary())
 
     def _on_jobs(self, request: Any, addr: Addr) -> None:
+        """The 50 newest jobs, oldest first; the oldest of them are left out (and
+        counted) while the reply would not fit one datagram."""
         jobs = sorted(self.jobs.values(), key=lambda r: r.created)[-50:]
-        self.send(addr, JobsReply([r.summary() for r in jobs]))
+        reply = JobsReply([r.summary() for r in jobs])
+        while reply.jobs and not _fits(reply):
+            reply = JobsReply(reply.jobs[1:], reply.left_out + 1)
+        self.send(addr, reply)
 
     def _on_shutdown(self, request: Any, addr: Addr) -> None:
         """Answer `stopping`, then stop on another thread (this is the receive thread)."""
@@ -413,6 +493,22 @@ class StembridgeServer:
             run_job(rec, self.engine, self.send)
         finally:
             self._answer_cancels(rec)
+            self.housekeeping()
+
+    def housekeeping(self) -> None:
+        """Keep finished job folders within their budget (`bridge.housekeeping`); the
+        records of removed folders are forgotten."""
+        with self.queue.cond:
+            records = list(self.jobs.values())
+        keeper = Housekeeper(self.config.jobs_max_bytes, self.config.regions_grace_s)
+        try:
+            removed = keeper.sweep(records)
+        except OSError:
+            log.exception("housekeeping failed")
+            return
+        with self.queue.cond:
+            for rec in removed:
+                self.jobs.pop(rec.id, None)
 
     def _crashed(self, rec: JobRecord, exc: Exception) -> None:
         if rec.stopping:

@@ -4,7 +4,12 @@ Key = sha256 over (sha256 of the input file's bytes, model name, model version, 
 config, overlap, precision, engine version). An entry is a folder
 ``<root>/<key[:2]>/<key>/`` holding one float32 WAV per stem at the source rate and
 ``meta.json``; it is written under a temporary name and renamed into place, so a reader
-never sees a half-written entry and a crash leaves at most an ignored temporary folder.
+never sees a half-written entry and a crash leaves at most an ignored temporary folder
+(removed by `prune` once it is an hour old).
+
+The cache has a size budget (bytes; `EngineConfig.cache_max_bytes`): after each commit
+the least recently used entries (by the mtime of their ``meta.json``, touched on every
+hit) are removed until the rest fits (`prune`; ``stembridge cache info|prune``).
 """
 
 from __future__ import annotations
@@ -40,11 +45,66 @@ class CacheEntry:
     meta: dict[str, Any]
 
 
-class ResultCache:
-    """Finished results on disk under `root`."""
+#: Seconds after which a staging folder is taken for a crashed writer's.
+STALE_STAGING_S = 3600.0
 
-    def __init__(self, root: Path) -> None:
+
+@dataclass
+class EntryUsage:
+    """One entry's size in bytes and when it was last used (Unix time)."""
+
+    key: str
+    folder: Path
+    bytes: int
+    last_used: float
+
+
+def _folder_bytes(folder: Path) -> int:
+    total = 0
+    for path in folder.rglob("*"):
+        with contextlib.suppress(OSError):
+            if path.is_file():
+                total += path.stat().st_size
+    return total
+
+
+class ResultCache:
+    """Finished results on disk under `root`, within `max_bytes` (0: unbounded)."""
+
+    def __init__(self, root: Path, max_bytes: int = 0) -> None:
         self.root = root
+        self.max_bytes = max_bytes
+
+    def usage(self) -> list[EntryUsage]:
+        """Every complete entry, least recently used first."""
+        out = []
+        for meta in self.root.glob("??/*/meta.json"):
+            with contextlib.suppress(OSError):
+                out.append(EntryUsage(meta.parent.name, meta.parent,
+                                      _folder_bytes(meta.parent), meta.stat().st_mtime))
+        return sorted(out, key=lambda e: e.last_used)
+
+    def prune(self, max_bytes: int, keep: str = "") -> list[EntryUsage]:
+        """Remove the least recently used entries until the rest takes at most
+        `max_bytes` (never entry `keep`), and staging folders older than an hour;
+        returns the entries removed."""
+        now = time.time()
+        for staging in self.root.glob(".staging-*"):
+            with contextlib.suppress(OSError):
+                if now - staging.stat().st_mtime > STALE_STAGING_S:
+                    shutil.rmtree(staging, ignore_errors=True)
+        entries = self.usage()
+        total = sum(e.bytes for e in entries)
+        removed = []
+        for entry in entries:
+            if total <= max_bytes:
+                break
+            if entry.key == keep:
+                continue
+            shutil.rmtree(entry.folder, ignore_errors=True)
+            total -= entry.bytes
+            removed.append(entry)
+        return removed
 
     def _folder(self, key: str) -> Path:
         return self.root / key[:2] / key
@@ -61,7 +121,7 @@ class ResultCache:
         if not files or not all(p.is_file() for p in files.values()):
             return None
         with contextlib.suppress(OSError):
-            os.utime(meta_path)  # recency, for a future size-bounded eviction
+            os.utime(meta_path)  # recency, for the least-recently-used eviction
         return CacheEntry(key, folder, files, meta)
 
     def staging(self) -> Path:
@@ -88,4 +148,6 @@ class ResultCache:
             if existing is None:
                 raise
             return existing
+        if self.max_bytes:
+            self.prune(self.max_bytes, keep=key)
         return CacheEntry(key, folder, {s: folder / n for s, n in files.items()}, meta)

@@ -7,6 +7,7 @@ at import time; nothing here touches the disk.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,12 +35,34 @@ def results_cache_dir() -> Path:
 
 @dataclass
 class Limits:
-    """Input validation limits, in seconds and Hz."""
+    """Input validation limits, in seconds, Hz and bytes.
+
+    Attributes:
+        max_samplerate: highest input rate accepted, Hz (libsndfile reads rates up to
+            2 GHz from a header; a 4 KB file can declare hours at 8 MHz).
+        max_source_bytes: largest source file accepted, bytes.
+        max_decoded_bytes: largest decoded input, bytes (frames x channels x 4), checked
+            from the header before decoding; 0: a quarter of the machine's memory.
+        read_timeout: seconds a source may take to be hashed or decoded by ffmpeg.
+    """
 
     min_seconds: float = 0.05
     max_seconds: float = field(default_factory=settings.max_seconds)
     low_samplerate: int = 22050
     short_seconds: float = 3.0
+    max_samplerate: int = settings.MAX_SAMPLERATE
+    max_source_bytes: int = field(default_factory=settings.max_source_bytes)
+    max_decoded_bytes: int = 0
+    read_timeout: float = field(default_factory=settings.read_timeout)
+
+    def decoded_bytes_limit(self) -> int:
+        """`max_decoded_bytes`, or a quarter of physical memory (4 GiB if unknown)."""
+        if self.max_decoded_bytes:
+            return self.max_decoded_bytes
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+        except (ValueError, OSError, AttributeError):
+            return 4 * 2**30
 
 
 @dataclass
@@ -55,6 +78,8 @@ class EngineConfig:
         cache_dir: results cache root (default `results_cache_dir()`).
         models_dir: model weights root (default `models_dir()`).
         threads: torch intra-op threads; 0 keeps torch's default.
+        cache_max_bytes: size budget of the results cache (least recently used entries
+            are evicted after each commit); 0: unbounded.
         model_memory_mb: budget for warm models' weights, in MB; the least recently used
             models are unloaded to stay under it (the model in use is always kept).
             0: a quarter of the machine's RAM (CPU) or half the GPU's memory.
@@ -69,6 +94,7 @@ class EngineConfig:
     threads: int = 0
     model_memory_mb: float = field(default_factory=settings.model_memory_mb)
     limits: Limits = field(default_factory=Limits)
+    cache_max_bytes: int = field(default_factory=settings.cache_max_bytes)
 
     def resolved_cache_dir(self) -> Path:
         return self.cache_dir if self.cache_dir is not None else results_cache_dir()

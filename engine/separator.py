@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import torch
 
     from engine.audio import DecodedAudio
+    from engine.audio.source import SourceFile
     from engine.cache import CacheEntry
     from engine.models.base import ModelSpec, SeparationModel
     from engine.stems import StemPlan
@@ -198,19 +199,27 @@ class Engine:
     def prepare(self, request: SplitRequest) -> Job:
         """Validate the input and resolve model and stems; raises before any model runs."""
         from engine import audio
+        from engine.audio.source import SourceFile
 
         spec, plan, overlap = check_request(request)
         t0 = time.perf_counter()
-        decoded, warnings = audio.load(Path(request.path), self.config.limits)
-        if request.section_start or request.section_length is not None:
-            decoded = _section(decoded, request.section_start, request.section_length)
-        duration = decoded.samples.shape[-1] / decoded.samplerate
-        if request.start_at > duration:
-            raise InvalidArgumentError(
-                f"The start time {request.start_at:g} s lies beyond the end of the audio "
-                f"({duration:.3f} s long); choose a start time from 0 to {duration:.3f} s.")
+        limits = self.config.limits
+        source = SourceFile(request.path, limits.max_source_bytes)
+        try:
+            decoded, warnings = audio.load(Path(request.path), limits)
+            source.check_unchanged()  # the decoder read the inode `source` pins
+            if request.section_start or request.section_length is not None:
+                decoded = _section(decoded, request.section_start, request.section_length)
+            duration = decoded.samples.shape[-1] / decoded.samplerate
+            if request.start_at > duration:
+                raise InvalidArgumentError(
+                    f"The start time {request.start_at:g} s lies beyond the end of the audio "
+                    f"({duration:.3f} s long); choose a start time from 0 to {duration:.3f} s.")
+        except BaseException:
+            source.close()
+            raise
         return Job(self, request, spec, plan, overlap, decoded, warnings,
-                   decode_seconds=time.perf_counter() - t0)
+                   decode_seconds=time.perf_counter() - t0, source=source)
 
     def split(self, request: SplitRequest, **run_kwargs: Any) -> tuple[Job, list[Region]]:
         """Convenience for tests and scripts: run a job to the end, keep every region."""
@@ -224,8 +233,10 @@ class Job:
 
     def __init__(self, engine: Engine, request: SplitRequest, spec: ModelSpec,
                  plan: StemPlan, overlap: float, decoded: DecodedAudio,
-                 warnings: list[str], decode_seconds: float) -> None:
+                 warnings: list[str], decode_seconds: float,
+                 source: SourceFile | None = None) -> None:
         self.engine = engine
+        self.source = source
         self.request = request
         self.spec = spec
         self.plan = plan
@@ -258,18 +269,35 @@ class Job:
     def channels(self) -> int:
         return self._channels
 
-    def cache_key(self) -> str:
+    def cache_key(self, cancel: Any = None) -> str:
+        """The results-cache key: the sha256 of the bytes that were decoded (read
+        through the descriptor `prepare` opened, proven unchanged since), model, stems,
+        overlap, precision. Raises SOURCE_CHANGED when the file changed since."""
         if self._key is None:
+            from engine.audio.source import SourceFile
             from engine.cache import cache_key
-            from engine.models.manifest import sha256_file
 
+            if self.source is None:  # a Job built by hand: pin the file now
+                self.source = SourceFile(self.request.path,
+                                         self.engine.config.limits.max_source_bytes)
+            digest = self.source.sha256(self.engine.config.limits.read_timeout, cancel)
             section = ""
             if self.request.section_start or self.request.section_length is not None:
                 section = f"|section={self.request.section_start!r}:{self.request.section_length!r}"
-            self._key = cache_key(sha256_file(Path(self.request.path)), self.spec.name,
+            self._key = cache_key(digest, self.spec.name,
                                   self.spec.version, self.plan.config_id() + section,
                                   self.overlap, self.engine.precision)
         return self._key
+
+    def check_source(self) -> None:
+        """Raise SOURCE_CHANGED unless the source is still the file that was decoded."""
+        if self.source is not None:
+            self.source.check_unchanged()
+
+    def close(self) -> None:
+        """Let go of the source file (`run` does this when it ends)."""
+        if self.source is not None:
+            self.source.close()
 
     def metadata_dict(self, *, runtime: float) -> dict[str, Any]:
         info = self.audio.info
@@ -315,30 +343,36 @@ class Job:
         t0 = time.perf_counter()
         self._resume = list(resume or [])
         cache = None
-        if self.engine.config.use_cache and not self._resume:
-            from engine.cache import ResultCache
-
-            cache = ResultCache(self.engine.config.resolved_cache_dir())
-            entry = cache.get(self.cache_key())
-            if entry is not None:
-                self.cache_hit = True
-                yield from self._replay(entry, on_progress, t0)
-                self.timings.total = time.perf_counter() - t0
-                self.result = JobResult(self.metadata_dict(runtime=self.timings.total), entry)
-                return
-        store = _CacheWriter(cache, self) if cache is not None else None
+        store = None
         try:
+            if self.engine.config.use_cache and not self._resume:
+                from engine.cache import ResultCache
+
+                cache = ResultCache(self.engine.config.resolved_cache_dir(),
+                                    self.engine.config.cache_max_bytes)
+                entry = cache.get(self.cache_key(cancel))
+                if entry is not None:
+                    self.cache_hit = True
+                    yield from self._replay(entry, on_progress, t0)
+                    self.timings.total = time.perf_counter() - t0
+                    self.result = JobResult(self.metadata_dict(runtime=self.timings.total),
+                                            entry)
+                    return
+            store = _CacheWriter(cache, self) if cache is not None else None
             for region in self._compute(cancel, on_progress, t0):
                 if store is not None:
                     store.write(region)
                 yield region
             self.timings.total = time.perf_counter() - t0
             meta = self.metadata_dict(runtime=self.timings.total)
+            # only a result of a source unchanged over the whole job is cached
+            self.check_source()
             entry = store.commit(meta) if store is not None else None
             self.result = JobResult(meta, entry)
         finally:
             if store is not None:
                 store.abort()
+            self.close()
 
     def _replay(self, entry: CacheEntry, on_progress: Callable[[Progress], None] | None,
                 t0: float) -> Iterator[Region]:

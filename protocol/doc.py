@@ -24,8 +24,8 @@ from protocol.errors import CODES, ErrorCode
 #: When each code is sent: the one place these meanings are written.
 MEANINGS: dict[ErrorCode, str] = {
     ErrorCode.INVALID_ARGUMENT: "a value is out of range: `stems`, `priority`, `format`, "
-    "times, `overlap`, `reply_port`, a relative `source`, `output_root` outside the "
-    "server's root",
+    "times, `overlap`, `reply_port`, a relative `source`, a path with a NUL or over its "
+    "length limit, `output_root` outside the server's root, a file or inside a job folder",
     ErrorCode.INPUT_MISSING: "the source file does not exist or cannot be opened (checked "
     "before `job/accepted`, and again when the job runs)",
     ErrorCode.INPUT_UNREADABLE: "the file cannot be decoded",
@@ -35,6 +35,7 @@ MEANINGS: dict[ErrorCode, str] = {
     ErrorCode.INPUT_TOO_LONG: "the audio exceeds the server's length limit",
     ErrorCode.INPUT_NOT_FINITE: "the audio contains NaN or infinite samples",
     ErrorCode.INPUT_CHANNELS: "unsupported channel count",
+    ErrorCode.INPUT_SAMPLERATE: "sample rate above the maximum (384 kHz) or not positive",
     ErrorCode.SOURCE_CHANGED: "the source file was modified while its job ran",
     ErrorCode.DECODER_MISSING: "a format needs ffmpeg, which is not installed",
     ErrorCode.MODEL_UNKNOWN: "`model` is not a known name (checked before `job/accepted`)",
@@ -43,15 +44,16 @@ MEANINGS: dict[ErrorCode, str] = {
     ErrorCode.STEMS_UNSUPPORTED: "the model cannot produce `stems` (checked before "
     "`job/accepted`)",
     ErrorCode.DEVICE_UNAVAILABLE: "the configured device (e.g. CUDA) is not usable",
-    ErrorCode.CANCELLED: "the job was cancelled; the region files written so far stay",
+    ErrorCode.CANCELLED: "the job was cancelled; its region files are removed, its "
+    "manifest stays",
     ErrorCode.OUTPUT_FAILED: "the job's files could not be written (disk full, permissions)",
     ErrorCode.INTERNAL: "a bug in the server or the engine; the server keeps running",
     ErrorCode.BAD_MESSAGE: "the datagram is not a valid OSC message, or a payload is not a "
     "msgpack map, or a required key is missing or has the wrong type",
     ErrorCode.UNKNOWN_ADDRESS: "the address is not one of the requests",
     ErrorCode.UNAUTHORIZED: "the server has a token and the request lacks it or has another",
-    ErrorCode.TOO_MANY_JOBS: "this reply address already has too many jobs queued or "
-    "running",
+    ErrorCode.TOO_MANY_JOBS: "this client (or the whole server) already has too many jobs "
+    "queued or running",
     ErrorCode.UNKNOWN_JOB: "`cancel`, `status` or `release` names a job this server "
     "process does not know",
     ErrorCode.NOT_RUNNING: "no server answers at the address; also pushed to a job's "

@@ -27,6 +27,7 @@ class ErrorCode(str, Enum):
     INPUT_TOO_LONG = "input_too_long"
     INPUT_NOT_FINITE = "input_not_finite"
     INPUT_CHANNELS = "input_channels"
+    INPUT_SAMPLERATE = "input_samplerate"
     SOURCE_CHANGED = "source_changed"
     DECODER_MISSING = "decoder_missing"
     # models
@@ -96,6 +97,10 @@ CODES: dict[ErrorCode, CodeInfo] = {
     ErrorCode.INPUT_CHANNELS: CodeInfo(5, Hint(
         "Downmix first: `ffmpeg -i IN -ac 2 out.wav`.",
         "Set the item's channel mode to stereo and glue it, then split that.")),
+    ErrorCode.INPUT_SAMPLERATE: CodeInfo(5, Hint(
+        "Resample it first: `ffmpeg -i IN -ar 48000 out.wav`.",
+        "Set the item's file to a lower sample rate (e.g. 48 kHz) and glue it, then split "
+        "that.")),
     ErrorCode.SOURCE_CHANGED: CodeInfo(4, Hint(
         "Run it again once the file is no longer being written.",
         "Split again once the file is no longer being written.")),

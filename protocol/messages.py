@@ -22,6 +22,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from protocol import settings as _settings
+from protocol.bounds import (
+    MAX_MESSAGE_CHARS,
+    MAX_NAME_BYTES,
+    MAX_OUTPUT_ROOT_BYTES,
+    MAX_PATH_BYTES,
+    MAX_TIME_S,
+    TRUNCATED,
+    bounded_text,
+    check_path_text,
+)
 from protocol.errors import ErrorCode
 from protocol.osc import (
     MAX_DATAGRAM,
@@ -36,7 +46,8 @@ from protocol.osc import (
 )
 from protocol.payload import Payload, spec
 
-__all__ = ["MAX_DATAGRAM", "Message", "Payload", "ProtocolError", "decode", "encode", "field",
+__all__ = ["MAX_DATAGRAM", "MAX_MESSAGE_CHARS", "MAX_NAME_BYTES", "MAX_OUTPUT_ROOT_BYTES",
+           "MAX_PATH_BYTES", "MAX_TIME_S", "TRUNCATED", "Message", "Payload", "ProtocolError", "decode", "encode", "field",
            "pack", "payload", "spec", "unpack"]
 
 PREFIX = "/stembridge"
@@ -106,7 +117,6 @@ OUTPUT_FORMATS = ("wav", "flac")
 
 
 _TOKEN = "access token, when the server has one"
-
 
 def _token() -> Any:
     return spec(str, _TOKEN, type="str", default=None)
@@ -210,6 +220,11 @@ class SplitRequest(Payload):
     def check(self) -> None:
         """Ranges: stems, priority, format, finite non-negative times, reply_port."""
         bad = ErrorCode.INVALID_ARGUMENT
+        if not str(self.source):
+            raise ProtocolError("source must name a file", code=bad)
+        check_path_text("source", str(self.source), MAX_PATH_BYTES)
+        if self.output_root is not None:
+            check_path_text("output_root", self.output_root, MAX_OUTPUT_ROOT_BYTES)
         if self.stems is not None and self.stems not in (2, 4, 6):
             raise ProtocolError("stems must be 2, 4 or 6", code=bad)
         if self.priority not in PRIORITIES:
@@ -218,10 +233,11 @@ class SplitRequest(Payload):
             raise ProtocolError("format must be 'wav' or 'flac'", code=bad)
         times = [self.start_at, self.section_start] + (
             [self.section_length] if self.section_length is not None else [])
-        if not all(math.isfinite(t) for t in times) or self.start_at < 0 or (
-                self.section_start < 0) or (
+        if not all(math.isfinite(t) and t <= MAX_TIME_S for t in times) or (
+                self.start_at < 0) or self.section_start < 0 or (
                 self.section_length is not None and self.section_length <= 0):
-            raise ProtocolError("times must be >= 0 (section_length > 0)", code=bad)
+            raise ProtocolError(f"times must be seconds from 0 to {MAX_TIME_S:g} "
+                                "(section_length > 0)", code=bad)
         if self.overlap is not None and not (math.isfinite(self.overlap)
                                              and 0.0 <= self.overlap < 1.0):
             raise ProtocolError("overlap must be in [0, 1)", code=bad)
@@ -472,6 +488,7 @@ class ErrorMsg(Payload):
                         default="")
 
     def __post_init__(self) -> None:
+        self.message = bounded_text(self.message)
         if not isinstance(self.code, ErrorCode):
             with contextlib.suppress(ValueError):  # a newer peer's code stays a string
                 self.code = ErrorCode(self.code)
@@ -485,6 +502,9 @@ class JobError(Payload):
 
     code: str = spec(str, "error code", type="str")
     message: str = spec(str, "what happened and what to do", type="str")
+
+    def __post_init__(self) -> None:
+        self.message = bounded_text(self.message)
 
 
 @dataclass
@@ -538,13 +558,16 @@ def status_reply(msg: Message) -> JobSummary | ServerStatus:
 
 @dataclass
 class JobsReply(Payload):
-    """Answer to `jobs`: the 50 most recently created jobs, oldest first."""
+    """Answer to `jobs`: the 50 most recently created jobs, oldest first (as many of them
+    as fit one datagram)."""
 
     ADDRESS = Address.JOBS_REPLY
     DIRECTION = "push"
 
     jobs: list[JobSummary] = spec(list, "job summaries (as in `status/reply`)",
                                   type="array of map", item=JobSummary, factory=list)
+    left_out: int = spec(int, "older jobs of those 50 left out so the reply fits one "
+                         "datagram (ask `status` for one of them)", type="int", default=0)
 
 
 #: Every message type, by address (the status reply has two shapes: `status_reply`).

@@ -13,8 +13,13 @@ flags override these; these override the built-in defaults below. PROTOCOL.md
 | ``STEMBRIDGE_OUTPUT_ROOT`` | the server's job folders | ``<cache>/jobs`` |
 | ``STEMBRIDGE_HOST`` / ``STEMBRIDGE_PORT`` | where clients look for, and servers bind, the server | 127.0.0.1 / 47800 |
 | ``STEMBRIDGE_TOKEN`` | access token clients send and servers require | none |
+| ``STEMBRIDGE_TOKEN_FILE`` | a file whose first line is the token (not shown by ``ps``) | none |
 | ``STEMBRIDGE_DEVICE`` / ``STEMBRIDGE_PRECISION`` | compute device and precision | auto / auto |
 | ``STEMBRIDGE_MAX_SECONDS`` | longest input accepted, seconds | 10800 (3 h) |
+| ``STEMBRIDGE_MAX_SOURCE_MB`` | largest source file accepted, MiB | 16384 |
+| ``STEMBRIDGE_READ_TIMEOUT`` | seconds a source may take to be read or decoded | 600 |
+| ``STEMBRIDGE_CACHE_MAX_MB`` | size budget of the results cache, MiB (0: unbounded) | 20480 |
+| ``STEMBRIDGE_JOBS_MAX_MB`` | size budget of finished job folders, MiB (0: unbounded) | 20480 |
 | ``STEMBRIDGE_MODEL_MEMORY_MB`` | budget for warm models, MB (0: automatic) | 0 |
 | ``STEMBRIDGE_OFFLINE`` (or ``HF_HUB_OFFLINE``) | never try to download | off |
 """
@@ -32,6 +37,8 @@ DEFAULT_PREVIEW_PORT = 47810
 DEFAULT_HOST = "127.0.0.1"
 #: Longest input accepted by default, seconds (3 hours).
 DEFAULT_MAX_SECONDS = 3 * 3600.0
+#: Highest input sample rate accepted, Hz (the highest rate of common audio hardware).
+MAX_SAMPLERATE = 384_000
 
 #: Every variable this module reads, with what it means (for docs and `--help`).
 VARIABLES: dict[str, str] = {
@@ -42,9 +49,14 @@ VARIABLES: dict[str, str] = {
     "STEMBRIDGE_HOST": "server address for clients and servers",
     "STEMBRIDGE_PORT": "server UDP port for clients and servers",
     "STEMBRIDGE_TOKEN": "access token",
+    "STEMBRIDGE_TOKEN_FILE": "file whose first line is the access token",
     "STEMBRIDGE_DEVICE": "compute device (auto, cpu, cuda, cuda:N, mps)",
     "STEMBRIDGE_PRECISION": "compute precision (auto, fp32, bf16, fp16)",
     "STEMBRIDGE_MAX_SECONDS": "longest input accepted, seconds",
+    "STEMBRIDGE_MAX_SOURCE_MB": "largest source file accepted, MiB",
+    "STEMBRIDGE_READ_TIMEOUT": "seconds a source may take to be read or decoded",
+    "STEMBRIDGE_CACHE_MAX_MB": "size budget of the results cache, MiB (0: unbounded)",
+    "STEMBRIDGE_JOBS_MAX_MB": "size budget of finished job folders, MiB (0: unbounded)",
     "STEMBRIDGE_MODEL_MEMORY_MB": "budget for warm models, MB (0: automatic)",
     "STEMBRIDGE_OFFLINE": "1: never try to download",
 }
@@ -127,8 +139,36 @@ def port() -> int:
     return get_int("STEMBRIDGE_PORT", DEFAULT_PORT)
 
 
+#: Largest token file read, bytes.
+MAX_TOKEN_FILE_BYTES = 4096
+
+
 def token() -> str | None:
-    return get("STEMBRIDGE_TOKEN")
+    """``$STEMBRIDGE_TOKEN``, else the first line of ``$STEMBRIDGE_TOKEN_FILE``."""
+    value = get("STEMBRIDGE_TOKEN")
+    path = get("STEMBRIDGE_TOKEN_FILE")
+    return value if value is not None or path is None else read_token_file(Path(path))
+
+
+def read_token_file(path: Path) -> str:
+    """The first line of the regular file `path` (at most `MAX_TOKEN_FILE_BYTES`)."""
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise SettingError(f"Cannot read the token file {path}: {exc.strerror}.") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SettingError(f"The token file {path} is not a regular file.")
+        data = fh.read(MAX_TOKEN_FILE_BYTES + 1)
+    if len(data) > MAX_TOKEN_FILE_BYTES:
+        raise SettingError(f"The token file {path} is larger than {MAX_TOKEN_FILE_BYTES} "
+                           "bytes; it should hold only the token.")
+    first = data.decode("utf-8", "replace").splitlines()[:1]
+    if not first or not first[0].strip():
+        raise SettingError(f"The token file {path} is empty; write the token into it.")
+    return first[0].strip()
 
 
 def device() -> str:
@@ -141,6 +181,22 @@ def precision() -> str:
 
 def max_seconds() -> float:
     return get_float("STEMBRIDGE_MAX_SECONDS", DEFAULT_MAX_SECONDS)
+
+
+def max_source_bytes() -> int:
+    return int(get_float("STEMBRIDGE_MAX_SOURCE_MB", 16384.0) * 2**20)
+
+
+def read_timeout() -> float:
+    return get_float("STEMBRIDGE_READ_TIMEOUT", 600.0)
+
+
+def cache_max_bytes() -> int:
+    return int(get_float("STEMBRIDGE_CACHE_MAX_MB", 20480.0) * 2**20)
+
+
+def jobs_max_bytes() -> int:
+    return int(get_float("STEMBRIDGE_JOBS_MAX_MB", 20480.0) * 2**20)
 
 
 def model_memory_mb() -> float:

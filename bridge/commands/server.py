@@ -4,7 +4,8 @@ runs in the background with the options given.
 Every option reaches the detached process: ``--host``, ``--port`` (when given; else the
 detached server takes a free port and publishes it in the discovery record),
 ``--device``, ``--precision``, ``--preload``, ``--output-root``, ``--models-dir``,
-``--model-memory-mb``, and ``--token`` through the child's ``STEMBRIDGE_TOKEN`` (never on
+``--model-memory-mb``, and ``--token`` (or ``--token-file``'s token) through the child's
+``STEMBRIDGE_TOKEN`` (never on
 its command line, where other local users could read it). A server that already runs is
 reused as it is; a warning names the options it does not match.
 """
@@ -46,16 +47,29 @@ def _mismatches(args: argparse.Namespace, info: dict[str, Any]) -> list[str]:
     if args.output_root is not None and info.get("output_root") and \
             Path(info["output_root"]).resolve() != Path(args.output_root).resolve():
         found.append(f"--output-root {args.output_root} (it writes to {info['output_root']})")
-    token = args.token or settings.token()
+    token = _token(args)
     if token and info.get("token_required") is False:
         found.append("--token (it requires none)")
     return found
 
 
+def _token(args: argparse.Namespace) -> str | None:
+    """``--token``, else ``--token-file``'s first line, else the environment's."""
+    if args.token:
+        return str(args.token)
+    if getattr(args, "token_file", None) is not None:
+        return settings.read_token_file(args.token_file)
+    return settings.token()
+
+
 def _detach(args: argparse.Namespace) -> int:
     from bridge.client import ClientError, ensure_running
 
-    token = args.token or settings.token()
+    try:
+        token = _token(args)
+    except settings.SettingError as exc:
+        print(f"stembridge serve: {exc}", file=sys.stderr)
+        return 2
     if token:
         os.environ["STEMBRIDGE_TOKEN"] = token  # inherited by the detached server only
     try:
@@ -94,7 +108,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          else args.model_memory_mb)))
     for name in filter(None, args.preload.split(",")):
         engine.model(name.strip())
-    config = ServerConfig(host=host, port=port, token=args.token or settings.token(),
+    try:
+        token = _token(args)
+    except settings.SettingError as exc:
+        print(f"stembridge serve: {exc}", file=sys.stderr)
+        return 2
+    config = ServerConfig(host=host, port=port, token=token,
                           output_root=args.output_root or default_output_root())
     try:
         server = StembridgeServer(config, engine).start()

@@ -15,12 +15,20 @@ import math
 import os
 import subprocess
 import tempfile
+import threading
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from engine.audio.ffmpeg import INSTALL_FFMPEG, clean_log, ffmpeg_input, find_ffmpeg, last_line
+from engine.audio.ffmpeg import (
+    INSTALL_FFMPEG,
+    clean_log,
+    ffmpeg_input,
+    find_ffmpeg,
+    input_options,
+    last_line,
+)
 from engine.audio.header import probe
 from engine.audio.info import REEXPORT, AudioInfo, DecodedAudio, fmt_seconds, input_error
 from engine.audio.limits import check_info, too_long_error
@@ -73,7 +81,8 @@ def load(
     limits = limits if limits is not None else Limits()
     info = probe(path, stream_index=stream_index)
     check_info(info, limits)
-    max_frames = math.floor(limits.max_seconds * info.samplerate)
+    max_frames = min(math.floor(limits.max_seconds * info.samplerate),
+                     limits.decoded_bytes_limit() // (4 * max(info.channels, 1)))
     audio = _decode(info, max_frames=max_frames, limits=limits)
     return audio, validate(audio, limits)
 
@@ -201,6 +210,7 @@ def _decode_ffmpeg(
         "-nostdin",
         "-v",
         "error",
+        *input_options(),
         "-i",
         ffmpeg_input(Path(info.path)),
         "-map",
@@ -222,13 +232,31 @@ def _decode_ffmpeg(
             )
         except OSError as exc:
             raise DecoderMissingError(f"Cannot run ffmpeg ({exc}). {INSTALL_FFMPEG}") from None
+        timeout = (limits or Limits()).read_timeout
+        expired = threading.Event()
+
+        def _expire() -> None:  # a stalled read cannot hang the caller
+            expired.set()
+            proc.kill()
+
+        watchdog = threading.Timer(timeout, _expire)
+        watchdog.daemon = True
         with proc:
+            watchdog.start()
             try:
                 samples = _read_pipe(proc, info, max_frames, limits)
             except BaseException:
                 proc.kill()
                 raise
+            finally:
+                watchdog.cancel()
             returncode = proc.wait()
+        if expired.is_set():
+            raise input_error(
+                ErrorCode.INPUT_UNREADABLE,
+                f"ffmpeg did not finish decoding '{info.path}' within {timeout:.0f} s; "
+                "convert it to WAV or FLAC.",
+            )
         errors.seek(0)
         stderr = clean_log(errors.read().decode("utf-8", "replace"), Path(info.path))
     if returncode != 0:

@@ -26,6 +26,21 @@ def find_ffmpeg() -> tuple[str, str] | None:
     return ffmpeg, ffprobe
 
 
+#: ffmpeg demuxers stembridge lets read a source: audio containers only, so a playlist
+#: (``hls``, ``concat``, ``dash``...) can never make ffmpeg open other files or devices.
+AUDIO_DEMUXERS = (
+    "mov", "mp4", "m4a", "3gp", "matroska", "webm", "ogg", "mp3", "aac", "wav", "flac",
+    "asf", "aiff", "caf", "w64", "ac3", "eac3", "dts", "amr", "mpeg", "mpegts", "truehd",
+    "mlp", "wv", "ape", "tta", "au", "avi", "flv", "rm", "loas", "opus", "wsaud", "voc",
+    "dsf", "iff", "mpc", "mpc8", "tak", "shn", "aa", "sox", "rf64",
+)
+
+
+def input_options() -> list[str]:
+    """Options that go before ``-i``: only the ``file`` protocol and `AUDIO_DEMUXERS`."""
+    return ["-protocol_whitelist", "file", "-format_whitelist", ",".join(AUDIO_DEMUXERS)]
+
+
 def ffmpeg_input(path: Path) -> str:
     """An ffmpeg input argument that can only mean this local file: the ``file:``
     protocol stops names like ``-x.wav`` or ``concat:...`` being read as options or URLs."""

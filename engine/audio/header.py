@@ -31,7 +31,14 @@ from engine.audio.container import (
     truncated_error,
     wav_codec_tag,
 )
-from engine.audio.ffmpeg import INSTALL_FFMPEG, clean_log, ffmpeg_input, find_ffmpeg, last_line
+from engine.audio.ffmpeg import (
+    INSTALL_FFMPEG,
+    clean_log,
+    ffmpeg_input,
+    find_ffmpeg,
+    input_options,
+    last_line,
+)
 from engine.audio.info import REEXPORT, AudioInfo, input_error
 from engine.errors import DecoderMissingError, InputError, InvalidArgumentError
 from protocol.errors import ErrorCode
@@ -273,6 +280,7 @@ def _run_ffprobe(path: Path, ffprobe: str) -> dict[str, Any]:
         "json",
         "-show_format",
         "-show_streams",
+        *input_options(),
         ffmpeg_input(path),
     ]
     try:

@@ -2,7 +2,9 @@
 before any audio is read (`check_info`), and the refusals decoding and validation share.
 
 Lengths are seconds (``AudioInfo.duration``) against ``Limits.min_seconds`` and
-``Limits.max_seconds``; stembridge separates mono or stereo audio (1 or 2 channels).
+``Limits.max_seconds``; rates (Hz) against ``Limits.max_samplerate``; the decoded size
+(frames x channels x 4 bytes) against ``Limits.decoded_bytes_limit()``, all before any
+audio is decoded. stembridge separates mono or stereo audio (1 or 2 channels).
 """
 
 from __future__ import annotations
@@ -18,6 +20,20 @@ def check_info(info: AudioInfo, limits: Limits) -> None:
     short. Lengths that are only estimates are checked after decoding instead."""
     if info.channels > 2:
         raise channels_error(info.path, info.channels)
+    if not 0 < info.samplerate <= limits.max_samplerate:
+        raise input_error(
+            ErrorCode.INPUT_SAMPLERATE,
+            f"'{info.path}' declares a sample rate of {info.samplerate} Hz; stembridge "
+            f"accepts rates from 1 Hz to {limits.max_samplerate} Hz.",
+        )
+    decoded = info.frames * max(info.channels, 1) * 4
+    if info.length in ("exact", "approximate") and decoded > limits.decoded_bytes_limit():
+        raise input_error(
+            ErrorCode.INPUT_TOO_LONG,
+            f"'{info.path}' would take {decoded / 2**30:.1f} GiB of memory once decoded "
+            f"({info.frames} frames x {info.channels} channels); the limit is "
+            f"{limits.decoded_bytes_limit() / 2**30:.1f} GiB.",
+        )
     trusted = info.length in ("exact", "approximate")
     if info.length == "exact" and info.frames == 0:
         raise empty_error(info.path)

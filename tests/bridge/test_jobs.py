@@ -64,6 +64,7 @@ def test_cancel_stops_job_without_final_stems(server, tmp_path):
     assert not list(folder.glob("*.wav")), "no consolidated stems for a cancelled job"
     assert json.loads((folder / "manifest.json").read_text())["state"] == "cancelled"
     assert not [p for p in folder.rglob(".*") if p.is_file()], "no temporary files left"
+    assert not (folder / "regions").exists(), "a cancelled job's region files are removed"
 
 
 def test_job_survives_its_client_disappearing(server, tmp_path):
