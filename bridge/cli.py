@@ -25,8 +25,7 @@ import sys
 from pathlib import Path
 
 from bridge import preview
-from bridge.commands import install_daw
-from bridge.commands import batch
+from bridge.commands import batch, install_daw
 from bridge.commands import cache as cache_command
 from bridge.commands.client import add_address_options, cmd_client, cmd_stop
 from bridge.commands.models import cmd_models
