@@ -136,6 +136,9 @@ def finish(engine: Any, prep: Prepared, out: Path, batch: BatchOptions) -> Outco
         remove_stale_temps(folder)  # left by a killed attempt at this input
     target = Target(item.path, item.path, folder)
     try:
+        # the key hashes the decoded bytes through the job's open source file, which the
+        # job lets go of when it ends: take it first
+        key = prep.job.cache_key()
         meta = split_one(engine, target, split_args(batch.output_options(item)), job=prep.job)
         after = fingerprint(item.path)
     except StembridgeError as err:
@@ -155,7 +158,7 @@ def finish(engine: Any, prep: Prepared, out: Path, batch: BatchOptions) -> Outco
                              "being separated; it is done again when the batch resumes.",
                              prep.fingerprint), prep)
     files = sorted(meta["output"]["files"].values()) + ["stems.json"]
-    return _timed(Outcome("done", prep.fingerprint, cache_key=prep.job.cache_key(),
+    return _timed(Outcome("done", prep.fingerprint, cache_key=key,
                           outputs=files, duration=float(meta["input"]["duration"]),
                           cache_hit=bool(meta["cache_hit"])), prep)
 
