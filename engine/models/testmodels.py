@@ -74,13 +74,18 @@ def _encode_json(value: Any) -> Any:
     return value
 
 
+def test_model_names() -> list[str]:
+    """Every model `make_test_model` can write."""
+    return [*ARCHITECTURES, *catalog.family_specs("mdx")]
+
+
 def _check_choice(name: str, size: str, fmt: str) -> None:
-    if name not in ARCHITECTURES:
-        close = catalog.suggestion(name, list(ARCHITECTURES))
+    if name not in test_model_names():
+        close = catalog.suggestion(name, test_model_names())
         guess = f" Did you mean {close!r}?" if close else ""
         raise ModelError(
-            f"No test model for {name!r}.{guess} Test models exist for the demucs models: "
-            f"{', '.join(ARCHITECTURES)}.")
+            f"No test model for {name!r}.{guess} Test models exist for: "
+            f"{', '.join(test_model_names())}.")
     if size not in SIZES:
         raise InvalidArgumentError(f"A test model's size is one of {SIZES}, not {size!r}.")
     if fmt not in FORMATS:
@@ -143,4 +148,45 @@ def make_test_model(name: str, directory: Path, *, size: str = "tiny", fmt: str 
     write_bytes_atomic(bag_path, yaml.safe_dump(bag).encode("utf-8"))
     source = f"stembridge make-test ({size}, random weights, seed {seed})"
     WeightsManifest.of_files(name, source, [bag_path, *written]).write(folder)
+    return folder
+
+
+#: MDX-Net settings of the tiny test models: a 2048-point STFT, 128 bins, 16 frames
+#: (windows of 15360 samples, 0.35 s), so a test runs hundreds of windows in seconds.
+TINY_MDX = {"n_fft": 2048, "dim_f": 128, "dim_t": 16}
+
+
+def make_test_mdx(name: str, directory: Path, *, size: str = "tiny", seed: int = 0,
+                  settings: dict[str, Any] | None = None) -> Path:
+    """Write ``directory/<name>/<file>.onnx``: a random-weight TFC-TDF U-Net exported to
+    ONNX (input "input" [batch, 4, dim_f, dim_t], as UVR's files), its settings sidecar
+    ``<file>.yaml`` (the catalogue's at size "full", `TINY_MDX` at "tiny", or
+    `settings`) and the weights manifest. Needs the onnx package (the exporter)."""
+    import yaml
+
+    from engine.models import mdx_net
+
+    spec = catalog.get_spec(name)
+    params = dict(spec.extra["mdx"])
+    if size == "tiny":
+        params.update(TINY_MDX)
+    params.update(settings or {})
+    folder = Path(directory) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / spec.files[0]
+    import torch
+
+    torch.manual_seed(seed)
+    net = mdx_net.randomize(
+        mdx_net.TFCTDFNet(params["dim_f"], params["dim_t"], **mdx_net.SIZES[size]), seed)
+    tmp = make_temp(folder, ".onnx")
+    try:
+        mdx_net.export_onnx(net, params["dim_f"], params["dim_t"], str(tmp))
+        publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    side = path.with_suffix(".yaml")
+    write_bytes_atomic(side, yaml.safe_dump(params).encode("utf-8"))
+    source = f"stembridge make-test ({size}, random weights, seed {seed})"
+    WeightsManifest.of_files(name, source, [path, side]).write(folder)
     return folder
