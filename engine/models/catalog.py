@@ -68,6 +68,25 @@ def _uvr(n_fft: int, compensate: float) -> dict[str, Any]:
             "chunk": 1024 * 255}
 
 
+#: Where python-audio-separator publishes the YAML configs of the RoFormer checkpoints.
+AS_CONFIGS = "https://github.com/nomadkaraoke/python-audio-separator/releases/download/model-configs"
+MVSEP_MULTISONG = "MVSep Multisong (the checkpoint's file name)"
+
+
+def _roformer(name: str, ckpt: str, config: str, sources: tuple[str, ...], mel: bool,
+              description: str, size_mb: float, scores: tuple[tuple[str, str, float], ...],
+              licence: str = "MIT") -> ModelSpec:
+    """A community RoFormer checkpoint `ckpt` with its YAML `config` (8 s windows of
+    352800 samples, 4 overlapping: the configs' inference section)."""
+    return ModelSpec(
+        name, ckpt.rsplit(".", 1)[0], "roformer", sources, 44100, 8.0, default_overlap=0.75,
+        description=description, size_mb=size_mb, license=licence, files=(ckpt, config),
+        extra={"arch": "mel" if mel else "bs",
+               "urls": {ckpt: f"{UVR_RELEASE}/{ckpt}", config: f"{AS_CONFIGS}/{config}"},
+               "sha256": {}},
+        scores=scores)
+
+
 SPLEETER = ModelSpec(
     name="spleeter-2stems",
     version="deezer-2stems-1+sb2",
@@ -123,6 +142,23 @@ SPECS: dict[str, ModelSpec] = {
         "Kim Vocal 2 (MDX-Net ONNX by Kimberley Jensen): vocals; instrumental = mix - "
         "vocals.", 63,
         ((MUSDB_HQ_AS, "vocals", 10.1794), (MUSDB_HQ_AS, "instrumental", 15.3598))),
+    "bs-roformer-viperx-1297": _roformer(
+        "bs-roformer-viperx-1297", "model_bs_roformer_ep_317_sdr_12.9755.ckpt",
+        "model_bs_roformer_ep_317_sdr_12.9755.yaml", TWO, False,
+        "BS-RoFormer by viperx (vocals; instrumental = mix - vocals), ~1.5 dB above "
+        "htdemucs on vocals.", 610,
+        ((MVSEP_MULTISONG, "vocals", 12.9755), (MUSDB_HQ_AS, "vocals", 11.7742),
+         (MUSDB_HQ_AS, "instrumental", 16.4511))),
+    "mel-roformer-kim-vocals": _roformer(
+        "mel-roformer-kim-vocals", "vocals_mel_band_roformer.ckpt",
+        "vocals_mel_band_roformer.yaml", TWO, True,
+        "Mel-Band RoFormer by Kimberley Jensen (vocals; instrumental = mix - vocals).", 870,
+        ((MUSDB_HQ_AS, "vocals", 12.5967),)),
+    "bs-roformer-sw": _roformer(
+        "bs-roformer-sw", "BS-Roformer-SW.ckpt", "BS-Roformer-SW.yaml",
+        ("vocals", "bass", "drums", "guitar", "piano", "other"), False,
+        "BS-RoFormer SW by jarredou: 6 stems (vocals, bass, drums, guitar, piano, other).",
+        700, (), licence="unknown (community weights)"),
 }
 
 #: The model a request for this many stems gets when it names none.

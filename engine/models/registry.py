@@ -64,6 +64,10 @@ def load(name: str, device: torch.device, models_root: Path) -> SeparationModel:
         from engine.models import mdx
 
         return mdx.load(name, device, models_root)
+    if spec.family == "roformer":
+        from engine.models import roformer
+
+        return roformer.load(name, device, models_root)
     from engine.models import demucs
 
     return demucs.load(name, device, models_root)
