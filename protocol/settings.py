@@ -17,6 +17,7 @@ flags override these; these override the built-in defaults below. PROTOCOL.md
 | ``STEMBRIDGE_MAX_SECONDS`` | longest input accepted, seconds | 10800 (3 h) |
 | ``STEMBRIDGE_MODEL_MEMORY_MB`` | budget for warm models, MB (0: automatic) | 0 |
 | ``STEMBRIDGE_OFFLINE`` (or ``HF_HUB_OFFLINE``) | never try to download | off |
+| ``STEMBRIDGE_MODELS_MIRROR`` | base URL serving ``<model>/<file>`` instead of each file's origin | none |
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ VARIABLES: dict[str, str] = {
     "STEMBRIDGE_MAX_SECONDS": "longest input accepted, seconds",
     "STEMBRIDGE_MODEL_MEMORY_MB": "budget for warm models, MB (0: automatic)",
     "STEMBRIDGE_OFFLINE": "1: never try to download",
+    "STEMBRIDGE_MODELS_MIRROR": "base URL serving <model>/<file> instead of each file's origin",
 }
 
 
@@ -149,6 +151,13 @@ def model_memory_mb() -> float:
 
 def offline() -> bool:
     return get_flag("STEMBRIDGE_OFFLINE", "HF_HUB_OFFLINE")
+
+
+def models_mirror() -> str | None:
+    """A base URL that serves ``<model>/<file>`` for the MDX-Net and RoFormer files
+    (a local mirror), instead of each file's own URL."""
+    value = get("STEMBRIDGE_MODELS_MIRROR")
+    return value.rstrip("/") if value else None
 
 
 def hf_hub_cache() -> Path:

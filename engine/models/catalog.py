@@ -75,7 +75,7 @@ MVSEP_MULTISONG = "MVSep Multisong (the checkpoint's file name)"
 
 def _roformer(name: str, ckpt: str, config: str, sources: tuple[str, ...], mel: bool,
               description: str, size_mb: float, scores: tuple[tuple[str, str, float], ...],
-              licence: str = "MIT") -> ModelSpec:
+              licence: str = "not stated by its publisher") -> ModelSpec:
     """A community RoFormer checkpoint `ckpt` with its YAML `config` (8 s windows of
     352800 samples, 4 overlapping: the configs' inference section)."""
     return ModelSpec(
@@ -145,8 +145,7 @@ SPECS: dict[str, ModelSpec] = {
     "bs-roformer-viperx-1297": _roformer(
         "bs-roformer-viperx-1297", "model_bs_roformer_ep_317_sdr_12.9755.ckpt",
         "model_bs_roformer_ep_317_sdr_12.9755.yaml", TWO, False,
-        "BS-RoFormer by viperx (vocals; instrumental = mix - vocals), ~1.5 dB above "
-        "htdemucs on vocals.", 610,
+        "BS-RoFormer by viperx (vocals; instrumental = mix - vocals).", 610,
         ((MVSEP_MULTISONG, "vocals", 12.9755), (MUSDB_HQ_AS, "vocals", 11.7742),
          (MUSDB_HQ_AS, "instrumental", 16.4511))),
     "mel-roformer-kim-vocals": _roformer(
@@ -158,7 +157,7 @@ SPECS: dict[str, ModelSpec] = {
         "bs-roformer-sw", "BS-Roformer-SW.ckpt", "BS-Roformer-SW.yaml",
         ("vocals", "bass", "drums", "guitar", "piano", "other"), False,
         "BS-RoFormer SW by jarredou: 6 stems (vocals, bass, drums, guitar, piano, other).",
-        700, (), licence="unknown (community weights)"),
+        700, ()),
 }
 
 #: The model a request for this many stems gets when it names none.
