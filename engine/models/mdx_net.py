@@ -19,9 +19,11 @@ import torch
 from torch import nn
 
 #: Released-size hyper-parameters (KUIELab's MDX-Net / UVR's fine-tunes: 11 blocks of 3
-#: layers, kernel 3, TDF bottleneck 8) and a tiny stand-in with the same code paths.
+#: layers, kernel 3, TDF bottleneck 8; growth 32 gives 57 MiB of float32 weights at
+#: dim_f 3072, near UVR's ~63 MB files: an approximation, not the exact released graph)
+#: and a tiny stand-in with the same code paths.
 SIZES: dict[str, dict[str, int]] = {
-    "full": {"blocks": 11, "layers": 3, "growth": 48, "kernel": 3, "bn": 8},
+    "full": {"blocks": 11, "layers": 3, "growth": 32, "kernel": 3, "bn": 8},
     "tiny": {"blocks": 3, "layers": 1, "growth": 4, "kernel": 3, "bn": 2},
 }
 
