@@ -121,8 +121,15 @@ def make_test_model(name: str, directory: Path, *, size: str = "tiny", fmt: str 
                     seed: int = 0) -> Path:
     """Write a model of `name`'s real architecture with random weights, in the real on-disk
     format (`fmt` "safetensors": hub snapshot; "th": demucs LocalRepo), to
-    ``directory/<name>/``. Returns that folder. `size` "full" uses the released sizes."""
+    ``directory/<name>/``. Returns that folder. `size` "full" uses the released sizes.
+    An MDX-Net model is an ONNX file (`fmt` is ignored) with its settings in a YAML
+    sidecar; a RoFormer a ``.ckpt`` state dict with its YAML config."""
     _check_choice(name, size, fmt)
+    family = catalog.get_spec(name).family
+    if family == "mdx":
+        return make_test_mdx(name, directory, size=size, seed=seed)
+    if family == "roformer":
+        return make_test_roformer(name, directory, size=size, seed=seed)
     import torch
     import yaml
     from demucs import demucs as demucs_mod

@@ -152,3 +152,17 @@ def test_cli_fetch_then_list_and_split(mirror: tuple[str, Path], tmp_path: Path)
     assert got.returncode == 0, got.stderr
     assert (tmp_path / "o" / "a" / "vocals.wav").is_file()
     assert (tmp_path / "o" / "a" / "instrumental.wav").is_file()
+
+
+def test_make_test_model_writes_every_new_family(tmp_path: Path) -> None:
+    import torch
+
+    from engine.models import registry
+
+    for name in ("mdx-inst-hq3", "bs-roformer-sw"):
+        folder = testmodels.make_test_model(name, tmp_path, seed=3)
+        assert sorted(p.name for p in folder.iterdir()) == sorted(
+            [*registry.get_spec(name).files, "manifest.json"]
+            + (["UVR-MDX-NET-Inst_HQ_3.yaml"] if name.startswith("mdx") else []))
+        model = registry.load(name, torch.device("cpu"), tmp_path)
+        assert model.spec.name == name
