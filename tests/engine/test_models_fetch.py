@@ -154,6 +154,7 @@ def test_cli_fetch_then_list_and_split(mirror: tuple[str, Path], tmp_path: Path)
     assert (tmp_path / "o" / "a" / "instrumental.wav").is_file()
 
 
+@pytest.mark.slow
 def test_make_test_model_writes_every_new_family(tmp_path: Path) -> None:
     import torch
 
