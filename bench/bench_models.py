@@ -11,8 +11,8 @@ factor (wall / audio seconds) and the time to the first final region; then
 python-audio-separator's `MDXSeparator.demix` / `MDXCSeparator.demix` on the same
 session or network and audio (it yields nothing before the end), the speed ratio
 (theirs / ours) and the max abs difference of the outputs. Peak RSS is the process's
-(ours runs first, so its figure is ours alone; theirs is the peak of both). The audio is
-a music-like signal. Machines are noisy: compare the ratios, not times across runs.
+(ours runs first, so its figure is ours alone; theirs is the peak of both), after one
+untimed warm-up window. The audio is a music-like signal. Machines are noisy: compare the ratios, not times across runs.
 """
 
 from __future__ import annotations
@@ -85,6 +85,12 @@ def main(argv: list[str] | None = None) -> None:
               f"{sum(p.stat().st_size for p in folder.iterdir()) / 2**20:.0f} MB")
         model = registry.load(args.model, torch.device(args.device), Path(tmp))
         overlap = model.spec.default_overlap
+        # one window first, untimed: the runtime's first call allocates its memory arena
+        # (seconds at the released size), which neither side should pay in its figure
+        t0 = time.perf_counter()
+        _ours(model, _mix(model.segment_length / model.spec.samplerate), overlap)
+        print(f"warm-up (one window, untimed in the figures below): "
+              f"{time.perf_counter() - t0:.1f} s")
         for seconds in args.seconds:
             mix = _mix(seconds)
             ours, wall, first = _ours(model, mix, overlap)

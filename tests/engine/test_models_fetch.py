@@ -118,13 +118,9 @@ def test_offline_setting_refuses_at_once(tmp_path: Path, monkeypatch: pytest.Mon
         hub.fetch("kim-vocal-2", tmp_path)
 
 
-@pytest.mark.slow
-def test_cli_fetch_then_list_and_split(mirror: tuple[str, Path], tmp_path: Path) -> None:
+def test_cli_fetch_then_list(mirror: tuple[str, Path], tmp_path: Path) -> None:
     """A file without a recorded sha256 (Kim Vocal 2) is kept, its sha256 recorded; the
-    model list then shows it installed, and a split runs it."""
-    import numpy as np
-    import soundfile as sf
-
+    model list then shows it installed (splitting with an MDX-Net model: test_mdx)."""
     env = {k: v for k, v in os.environ.items() if k not in ("STEMBRIDGE_OFFLINE",
                                                              "HF_HUB_OFFLINE")}
     env.update(STEMBRIDGE_MODELS_MIRROR=mirror[0], STEMBRIDGE_MODELS_DIR=str(tmp_path / "m"),
@@ -136,22 +132,13 @@ def test_cli_fetch_then_list_and_split(mirror: tuple[str, Path], tmp_path: Path)
 
     got = cli("models", "fetch", "kim-vocal-2")
     assert got.returncode == 0, got.stderr
+    folder = tmp_path / "m" / "kim-vocal-2"
+    recorded = manifest.read(folder)
+    assert recorded is not None and recorded.sha256("Kim_Vocal_2.onnx") == manifest.sha256_file(
+        mirror[1] / "kim-vocal-2" / "Kim_Vocal_2.onnx")
     rows = {r["name"]: r for r in json.loads(cli("models", "list", "--json").stdout)}
-    assert rows["kim-vocal-2"]["installed"] == str(tmp_path / "m" / "kim-vocal-2")
+    assert rows["kim-vocal-2"]["installed"] == str(folder)
     assert rows["kim-vocal-2"]["scores"][0]["benchmark"].startswith("MUSDB18-HQ")
-    # the served test model is tiny: its settings are not the catalogue's, so a split
-    # says so, and with the test model's sidecar next to the file it runs
-    src = tmp_path / "a.wav"
-    sf.write(src, (0.1 * np.random.default_rng(0).standard_normal((20000, 2))), 44100)
-    split = ("split", str(src), "--model", "kim-vocal-2", "--out", str(tmp_path / "o"), "-q")
-    got = cli(*split)
-    assert got.returncode == 8 and "do not belong to this file" in got.stderr
-    side = "kim-vocal-2/Kim_Vocal_2.yaml"
-    (tmp_path / "m" / side).write_bytes((mirror[1] / side).read_bytes())
-    got = cli(*split)
-    assert got.returncode == 0, got.stderr
-    assert (tmp_path / "o" / "a" / "vocals.wav").is_file()
-    assert (tmp_path / "o" / "a" / "instrumental.wav").is_file()
 
 
 @pytest.mark.slow
