@@ -75,7 +75,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 
         folder = testmodels.make_test_model(args.name, args.dir, size=args.size,
                                             fmt=args.format, seed=args.seed)
-        print(f"wrote a random-weight {args.size} {args.name} ({args.format}) to {folder}")
+        from engine.models.registry import get_spec
+
+        fmt = f" ({args.format})" if get_spec(args.name).family == "demucs" else ""
+        print(f"wrote a random-weight {args.size} {args.name}{fmt} to {folder}")
         return 0
     print("usage: stembridge models {list,fetch,make-test} ...", file=sys.stderr)
     return 2

@@ -224,6 +224,8 @@ class RoFormerModel:
     def __init__(self, spec: ModelSpec, net: RoFormer, config: RoFormerConfig) -> None:
         self.spec = spec
         self.net = net
+        #: the torch modules (the engine's warm-memory accounting reads them)
+        self.nets = [net]
         self.config = config
         self.segment_length = config.chunk
 
