@@ -47,6 +47,7 @@ $(STAMP).install: pyproject.toml tools/install_torch.py $(if $(MAKE_VENV),$(VENV
 
 $(STAMP).test: $(STAMP).install
 	$(PIP) install -q --no-warn-conflicts -e '.[test]'
+	$(PIP) install -q --no-warn-conflicts --no-deps audio-separator==0.47.1
 	@command -v oscsend >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
 	  { $(SUDO) apt-get update -qq; $(SUDO) apt-get install -y -qq liblo-tools >/dev/null; } || \
 	  echo "liblo-tools not installed: the third-party OSC test will be skipped"; }

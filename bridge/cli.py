@@ -56,9 +56,13 @@ def _build_parser() -> argparse.ArgumentParser:
                    "stems, htdemucs for 4, htdemucs_6s for 6); see `stembridge models list`")
     s.add_argument("--out", type=Path, default=Path("stems"),
                    help="output folder; each input gets a sub-folder (default: ./stems)")
-    s.add_argument("--format", choices=("wav", "flac"), default="wav",
-                   help="wav = 32-bit float (default), flac = 24-bit")
+    s.add_argument("--format", choices=("wav", "flac", "mp3"), default="wav",
+                   help="wav = 32-bit float (default), flac = 24-bit, mp3 = LAME via ffmpeg")
     s.add_argument("--pcm24", action="store_true", help="write 24-bit PCM WAV instead of float")
+    s.add_argument("--bit-depth", choices=("16", "24", "32f"), default=None,
+                   help="PCM depth of wav/flac (16 gets TPDF dither; 32f: float, wav only)")
+    s.add_argument("--mp3-quality", choices=("cbr320", "v0"), default="cbr320",
+                   help="mp3: 320 kbit/s CBR (default) or VBR V0")
     s.add_argument("--start-at", type=float, default=0.0, metavar="SEC",
                    help="separate from this time first (e.g. the play cursor), then the rest")
     s.add_argument("--device", default=settings.device(),

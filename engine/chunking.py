@@ -51,6 +51,24 @@ class RegionSpan:
     windows: tuple[int, ...]
 
 
+@dataclass(frozen=True)
+class WindowLayout:
+    """A model's own windows and weights (e.g. MDX-Net's Hann-weighted windows that begin
+    half an FFT before the track), instead of the default demucs layout.
+
+    Attributes:
+        windows: ``(offset, length)`` per window, in samples: real samples
+            ``[offset, offset + length)`` of the track; `offset` may be negative (the
+            window starts before the track, whose outside is zeros), ``offset + length``
+            never passes the track's end.
+        weights: one float32 tensor per window, indexed from its offset, at least
+            `length` long.
+    """
+
+    windows: tuple[tuple[int, int], ...]
+    weights: tuple[torch.Tensor, ...]
+
+
 @dataclass
 class FinalRegion:
     """A finalized region of the separated output.
@@ -121,6 +139,7 @@ class ChunkPlan:
         segment_length: int,
         overlap: float = 0.25,
         transition_power: float = 1.0,
+        layout: WindowLayout | None = None,
     ) -> None:
         if total_length <= 0:
             raise InvalidArgumentError("Cannot separate an empty signal: give at least 1 sample.")
@@ -135,11 +154,17 @@ class ChunkPlan:
         self.overlap = overlap
         self.transition_power = transition_power
         self.stride = max(1, int((1 - overlap) * segment_length))
-        self.windows = [
-            Window(i, off, min(segment_length, total_length - off))
-            for i, off in enumerate(range(0, total_length, self.stride))
-        ]
-        bounds = sorted({0, total_length} | {w.offset for w in self.windows}
+        self._weights: list[torch.Tensor] | None = None
+        if layout is None:
+            self.windows = [
+                Window(i, off, min(segment_length, total_length - off))
+                for i, off in enumerate(range(0, total_length, self.stride))
+            ]
+        else:
+            self.windows = [Window(i, off, n) for i, (off, n) in enumerate(layout.windows)]
+            self._weights = list(layout.weights)
+            self._check_layout()
+        bounds = sorted({0, total_length} | {max(0, w.offset) for w in self.windows}
                         | {w.end for w in self.windows})
         self.regions: list[RegionSpan] = []
         for start, end in zip(bounds[:-1], bounds[1:], strict=True):
@@ -149,6 +174,31 @@ class ChunkPlan:
         for region in self.regions:
             for w in region.windows:
                 self._regions_of_window[w].append(region.index)
+
+    def _check_layout(self) -> None:
+        """A model's own layout must cover the track, stay inside it on the right, and
+        give each window a weight at least as long as the window."""
+        assert self._weights is not None
+        if len(self._weights) != len(self.windows):
+            raise ValueError("a window layout needs one weight per window")
+        covered = 0
+        for w, wt in zip(self.windows, self._weights, strict=True):
+            if w.length <= 0 or w.end > self.total_length or wt.shape[-1] < w.length:
+                raise ValueError(f"bad window {w} in a model's layout")
+            if max(0, w.offset) > covered:
+                raise ValueError(f"a model's layout leaves samples {covered}..{w.offset} out")
+            covered = max(covered, w.end)
+        if covered < self.total_length:
+            raise ValueError("a model's layout does not reach the end of the track")
+
+    def window_weight(self, window: int) -> torch.Tensor:
+        """The overlap-add weight of `window`, indexed from its offset (float32, at least
+        the window's length): the triangular `weight()`, or the model's own."""
+        if self._weights is not None:
+            return self._weights[window]
+        if not hasattr(self, "_triangle"):
+            self._triangle = self.weight()
+        return self._triangle
 
     def regions_of(self, window: int) -> list[int]:
         """Indices of the regions that window `window` contributes to."""
@@ -267,8 +317,9 @@ def iter_separate(
     if mix.dim() != 2:
         raise InvalidArgumentError(f"mix must be (channels, samples), got {tuple(mix.shape)}")
     stats = stats if stats is not None else ChunkStats()
-    plan = ChunkPlan(mix.shape[-1], model.segment_length, overlap, transition_power)
-    weight = plan.weight()
+    own_layout = getattr(model, "window_layout", None)
+    layout = own_layout(mix.shape[-1], overlap) if own_layout is not None else None
+    plan = ChunkPlan(mix.shape[-1], model.segment_length, overlap, transition_power, layout)
     device = model.device
     # Where a short window sits in the model's input: centred (demucs) or at the start
     # (spleeter, whose masks degrade after long leading silence).
@@ -302,10 +353,11 @@ def iter_separate(
                     continue
                 region = plan.regions[r]
                 a, b = region.start - win.offset, region.end - win.offset
+                weight = plan.window_weight(idx)
                 pending.setdefault(r, {})[idx] = weight[a:b] * chunk_out[..., a:b]
                 remaining[r] -= 1
                 if remaining[r] == 0:
-                    yield _finish(region, pending.pop(r), weight, plan)
+                    yield _finish(region, pending.pop(r), plan)
                     regions_done += 1
                     if stats.first_region_seconds is None:
                         stats.first_region_seconds = time.perf_counter() - t0
@@ -331,8 +383,7 @@ def _inside(start: int, end: int, ranges: Sequence[tuple[int, int]]) -> bool:
     return pos >= end
 
 
-def _finish(region: RegionSpan, parts: dict[int, torch.Tensor], weight: torch.Tensor,
-            plan: ChunkPlan) -> FinalRegion:
+def _finish(region: RegionSpan, parts: dict[int, torch.Tensor], plan: ChunkPlan) -> FinalRegion:
     """Sum the weighted window outputs in ascending window order (as apply_model does,
     whatever order they were computed in) and normalise by the summed weights."""
 
@@ -341,6 +392,7 @@ def _finish(region: RegionSpan, parts: dict[int, torch.Tensor], weight: torch.Te
     for w in region.windows:
         a = region.start - plan.windows[w].offset
         b = region.end - plan.windows[w].offset
+        weight = plan.window_weight(w)
         acc = parts[w] if acc is None else acc + parts[w]
         wsum = weight[a:b] if wsum is None else wsum + weight[a:b]
     assert acc is not None and wsum is not None

@@ -22,6 +22,7 @@ flags override these; these override the built-in defaults below. PROTOCOL.md
 | ``STEMBRIDGE_JOBS_MAX_MB`` | size budget of finished job folders, MiB (0: unbounded) | 20480 |
 | ``STEMBRIDGE_MODEL_MEMORY_MB`` | budget for warm models, MB (0: automatic) | 0 |
 | ``STEMBRIDGE_OFFLINE`` (or ``HF_HUB_OFFLINE``) | never try to download | off |
+| ``STEMBRIDGE_MODELS_MIRROR`` | base URL serving ``<model>/<file>`` instead of each file's origin | none |
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ VARIABLES: dict[str, str] = {
     "STEMBRIDGE_JOBS_MAX_MB": "size budget of finished job folders, MiB (0: unbounded)",
     "STEMBRIDGE_MODEL_MEMORY_MB": "budget for warm models, MB (0: automatic)",
     "STEMBRIDGE_OFFLINE": "1: never try to download",
+    "STEMBRIDGE_MODELS_MIRROR": "base URL serving <model>/<file> instead of each file's origin",
 }
 
 
@@ -205,6 +207,13 @@ def model_memory_mb() -> float:
 
 def offline() -> bool:
     return get_flag("STEMBRIDGE_OFFLINE", "HF_HUB_OFFLINE")
+
+
+def models_mirror() -> str | None:
+    """A base URL that serves ``<model>/<file>`` for the MDX-Net and RoFormer files
+    (a local mirror), instead of each file's own URL."""
+    value = get("STEMBRIDGE_MODELS_MIRROR")
+    return value.rstrip("/") if value else None
 
 
 def hf_hub_cache() -> Path:

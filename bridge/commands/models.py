@@ -22,11 +22,21 @@ def cmd_models(args: argparse.Namespace) -> int:
             print(json.dumps(rows, indent=2))
             return 0
         print(f"models folder: {root}")
+        pad = max(16, *(len(r["name"]) for r in rows))
         for r in rows:
             where = r["installed"] or "not installed"
             tag = " (embedded, offline default)" if r["embedded"] else ""
-            print(f"{r['name']:16s} {len(r['stems'])} stems: {', '.join(r['stems'])}{tag}")
-            print(f"{'':16s} {r['description']} ~{r['size_mb']:.0f} MB; {where}")
+            print(f"{r['name']:{pad}s} {r['family']}, {len(r['stems'])} stems: "
+                  f"{', '.join(r['stems'])}{tag}")
+            print(f"{'':{pad}s} {r['description']} ~{r['size_mb']:.0f} MB, weights "
+                  f"licence {r['license'] or 'unknown'}; {where}")
+            # one line per benchmark: SDRs of different benchmarks are never side by side
+            by_bench: dict[str, list[str]] = {}
+            for sc in r["scores"]:
+                by_bench.setdefault(sc["benchmark"], []).append(
+                    f"{sc['stem']} {sc['sdr']:.2f} dB")
+            for bench, parts in by_bench.items():
+                print(f"{'':{pad}s} SDR on {bench}: {', '.join(parts)}")
         print("\nWithout internet: on another machine run `stembridge models fetch NAME` "
               "(or download\nthe files from the page named below), then copy the files "
               "into the model's folder here:")
@@ -65,7 +75,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 
         folder = testmodels.make_test_model(args.name, args.dir, size=args.size,
                                             fmt=args.format, seed=args.seed)
-        print(f"wrote a random-weight {args.size} {args.name} ({args.format}) to {folder}")
+        from engine.models.registry import get_spec
+
+        fmt = f" ({args.format})" if get_spec(args.name).family == "demucs" else ""
+        print(f"wrote a random-weight {args.size} {args.name}{fmt} to {folder}")
         return 0
     print("usage: stembridge models {list,fetch,make-test} ...", file=sys.stderr)
     return 2

@@ -225,6 +225,17 @@ def split_one(engine: Any, target: Target, args: argparse.Namespace,
     return meta
 
 
+def _subtype(args: argparse.Namespace) -> str:
+    """The writer subtype for the output options: mp3 CBR320/V0, else the PCM depth
+    (`--bit-depth`, `--pcm24`, or the format's default: wav float, flac 24-bit)."""
+    if args.format == "mp3":
+        return "V0" if getattr(args, "mp3_quality", "cbr320") == "v0" else "CBR320"
+    depth = getattr(args, "bit_depth", None)
+    if depth is None:
+        return "PCM_24" if (args.pcm24 or args.format == "flac") else "FLOAT"
+    return {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}[depth]
+
+
 def _write_stems(job: Any, target: Target, args: argparse.Namespace) -> dict[str, Any]:
     from engine.audio import StemFileWriter, remove_stale_temp_files
     from protocol.files import write_json_atomic
@@ -232,8 +243,8 @@ def _write_stems(job: Any, target: Target, args: argparse.Namespace) -> dict[str
     folder = target.folder
     remove_stale_temp_files(folder)  # left by a run that was killed a day or more ago
     previous = _previous_files(folder)
-    ext = "flac" if args.format == "flac" else "wav"
-    subtype = "PCM_24" if (args.pcm24 or args.format == "flac") else "FLOAT"
+    ext = args.format
+    subtype = _subtype(args)
     writers: dict[str, Any] = {}
     bar = ProgressBar(target.typed.name, not args.quiet)
     try:
@@ -289,6 +300,10 @@ def _failure(target: Target, code: str, message: str) -> dict[str, Any]:
 def cmd_split(args: argparse.Namespace) -> int:
     """Split every input; returns the exit status of the first input that failed (in the
     order given), 0 if none did. ``--json`` prints a list with one entry per input."""
+    if args.format == "flac" and getattr(args, "bit_depth", None) == "32f":
+        print("stembridge: error: FLAC holds 16 or 24 bits; use --bit-depth 16 or 24, or "
+              "--format wav for 32-bit float.", file=sys.stderr)
+        return 2
     targets, repeated = plan_targets(list(args.files), args.out)
     for typed in repeated:
         report.warning(f"{typed} is given more than once; it is split once.")

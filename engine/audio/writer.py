@@ -4,8 +4,11 @@ or a stem whose regions arrive at any offset, in any order (`StemFileWriter`).
 Every file is written to a temporary file in the target's folder and renamed into place
 only when complete (`protocol.files.make_temp` and `publish`): a reader, or a process
 killed mid-write, never sees a partial result. Output is WAV (32-bit float, or 24/16-bit
-PCM; RF64 beyond 4 GiB) or FLAC (24/16-bit); rates are Hz. soundfile is imported on first
-use.
+PCM; RF64 beyond 4 GiB), FLAC (24/16-bit) or, from a stem writer, MP3 (ffmpeg's LAME
+encoder: 320 kbit/s CBR or VBR V0); rates are Hz. 16-bit output gets TPDF dither (two
+uniform values of +-1/2 LSB summed, seeded per file, so the same input gives the same
+file): quiet passages keep their detail instead of being truncated to silence.
+soundfile is imported on first use.
 """
 
 from __future__ import annotations
@@ -29,14 +32,20 @@ PCM_MAX = float(np.float32(1.0 - 2.0**-23))
 _WRITE_BLOCK_SECONDS = 5
 _WAV_MAX_DATA_BYTES = 0xFFFFFFFF - 4096  # beyond this a float WAV must be RF64
 
-_OUTPUT_SUBTYPES = {"wav": ("FLOAT", "PCM_24", "PCM_16"), "flac": ("PCM_24", "PCM_16")}
+_OUTPUT_SUBTYPES = {"wav": ("FLOAT", "PCM_24", "PCM_16"), "flac": ("PCM_24", "PCM_16"),
+                    "mp3": ("CBR320", "V0")}
+#: LAME's arguments per MP3 subtype.
+_MP3_ARGS = {"CBR320": ["-b:a", "320k"], "V0": ["-q:a", "0"]}
+#: Seconds an MP3 encode may take per minute of audio (and at least a minute).
+_MP3_SECONDS_PER_MINUTE = 30
 
 
 def _output_format(fmt: str, subtype: str | None) -> tuple[str, str]:
     """Normalised ``(fmt, subtype)``: wav defaults to FLOAT, flac to PCM_24."""
     fmt = str(fmt).lower()
     if fmt not in _OUTPUT_SUBTYPES:
-        raise InvalidArgumentError(f"output format must be 'wav' or 'flac', not {fmt!r}.")
+        raise InvalidArgumentError(
+            f"output format must be 'wav', 'flac' or 'mp3', not {fmt!r}.")
     allowed = _OUTPUT_SUBTYPES[fmt]
     chosen = allowed[0] if subtype is None else str(subtype).upper()
     if chosen not in allowed:
@@ -54,10 +63,19 @@ def _container(fmt: str, channels: int, frames: int, subtype: str) -> str:
     return "RF64" if channels * frames * width > _WAV_MAX_DATA_BYTES else "WAV"
 
 
-def _pcm_block(block: np.ndarray) -> np.ndarray:
-    """Clip to the PCM range [-1, 1 - 2**-23]; NaN becomes 0, ±inf full scale."""
+def _pcm_block(block: np.ndarray, subtype: str = "PCM_24",
+               rng: np.random.Generator | None = None) -> np.ndarray:
+    """Clip to the PCM range [-1, 1 - 2**-23]; NaN becomes 0, ±inf full scale. For
+    ``PCM_16``: TPDF dither from `rng` (triangular, +-1 LSB), then rounded to the nearest
+    16-bit code ourselves (int16 out: libsndfile's own float conversion truncates)."""
     safe = np.nan_to_num(block, nan=0.0, posinf=1.0, neginf=-1.0)
-    return np.clip(safe, -1.0, PCM_MAX, out=safe)
+    if subtype != "PCM_16":
+        return np.clip(safe, -1.0, PCM_MAX, out=safe)
+    gen = rng if rng is not None else np.random.default_rng(0)
+    noise = (gen.random(safe.shape, dtype=np.float32)
+             - gen.random(safe.shape, dtype=np.float32))
+    codes = np.rint(safe * np.float32(32768.0) + noise)
+    return np.clip(codes, -32768, 32767).astype(np.int16)
 
 
 def _check_output_array(audio: np.ndarray) -> np.ndarray:
@@ -123,6 +141,9 @@ def write_audio(
         OutputError: the folder is missing, not writable or full.
     """
     fmt, subtype = _output_format(fmt, subtype)
+    if fmt == "mp3":
+        raise InvalidArgumentError("MP3 is written by a stem writer (StemFileWriter.commit); "
+                                   "write a whole array as wav or flac.")
     x = _check_output_array(audio)
     target = Path(path)
     directory = _target_dir(target)
@@ -146,10 +167,11 @@ def _write_array(tmp: Path, x: np.ndarray, samplerate: int, fmt: str, subtype: s
     channels, frames = x.shape
     block = max(1, _WRITE_BLOCK_SECONDS * samplerate)
     container = _container(fmt, channels, frames, subtype)
+    rng = np.random.default_rng(0)
     with sf.SoundFile(str(tmp), "w", samplerate, channels, subtype, format=container) as out:
         for start in range(0, frames, block):
             chunk = np.ascontiguousarray(x[:, start : start + block].T, dtype=np.float32)
-            out.write(chunk if subtype == "FLOAT" else _pcm_block(chunk))
+            out.write(chunk if subtype == "FLOAT" else _pcm_block(chunk, subtype, rng))
 
 
 class StemFileWriter:
@@ -314,6 +336,8 @@ class StemFileWriter:
                 directory = _target_dir(target)
                 if fmt == "wav" and subtype == "FLOAT" and _same_dir(directory, self.directory):
                     publish(self.temp_path, target)
+                elif fmt == "mp3":
+                    self._encode_mp3(target, directory, subtype)
                 else:
                     self._transcode(target, directory, fmt, subtype)
             except (OSError, RuntimeError) as exc:
@@ -342,8 +366,33 @@ class StemFileWriter:
                 str(out_tmp), "w", self.samplerate, self.channels, subtype, format=container
             ) as dst,
         ):
+            rng = np.random.default_rng(0)
             while (chunk := src.read(block, dtype="float32", always_2d=True)).shape[0]:
-                dst.write(chunk if subtype == "FLOAT" else _pcm_block(chunk))
+                dst.write(chunk if subtype == "FLOAT" else _pcm_block(chunk, subtype, rng))
+        publish(out_tmp, target)
+
+    def _encode_mp3(self, target: Path, directory: Path, subtype: str) -> None:
+        """Encode the temp WAV with ffmpeg's LAME into a second temp file, then publish."""
+        import subprocess
+
+        from engine.audio.ffmpeg import INSTALL_FFMPEG, ffmpeg_input, find_ffmpeg, last_line
+
+        tools = find_ffmpeg()
+        if tools is None:
+            raise InvalidArgumentError(f"MP3 output needs ffmpeg. {INSTALL_FFMPEG}")
+        out_tmp = make_temp(directory, ".mp3")
+        self._temps.append(out_tmp)
+        minutes = self.total_frames / max(1, self.samplerate) / 60
+        limit = max(60.0, minutes * _MP3_SECONDS_PER_MINUTE)
+        cmd = [tools[0], "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+               "-i", ffmpeg_input(self.temp_path), "-codec:a", "libmp3lame",
+               *_MP3_ARGS[subtype], "-f", "mp3", "file:" + str(out_tmp)]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
+        except subprocess.TimeoutExpired as exc:
+            raise OSError(f"ffmpeg took more than {limit:.0f} s to encode MP3") from exc
+        if done.returncode != 0:
+            raise OSError(f"ffmpeg could not encode MP3: {last_line(done.stderr)}")
         publish(out_tmp, target)
 
     def abort(self) -> None:

@@ -27,7 +27,7 @@ class ModelSpec:
     Attributes:
         name: registry name, e.g. ``"htdemucs"``.
         version: a string that changes whenever the weights change (part of the cache key).
-        family: ``"spleeter"`` or ``"demucs"``: which loader builds it.
+        family: ``"spleeter"``, ``"demucs"`` or ``"mdx"``: which loader builds it.
         sources: stem names in the order the model outputs them.
         samplerate: the rate the model runs at, in Hz.
         segment_seconds: training window length in seconds (the chunk loop's window).
@@ -39,7 +39,11 @@ class ModelSpec:
         files: the files expected in the model's folder ``<models dir>/<name>/`` (what
             `stembridge models fetch` writes there, or what one copies there by hand).
         hub_repo: the Hugging Face repository the weights are fetched from ("" if none).
-        extra: family-specific facts (demucs: ``sigs``, the bag's model signatures).
+        extra: family-specific facts (demucs: ``sigs``, the bag's model signatures;
+            mdx: ``mdx``, its UVR settings; every downloadable file: ``urls`` and
+            ``sha256``, file name -> value).
+        scores: published SDRs as ``(benchmark, stem, dB)``; figures of different
+            benchmarks are never compared (they differ by 1-2 dB).
     """
 
     name: str
@@ -56,6 +60,7 @@ class ModelSpec:
     files: tuple[str, ...] = ()
     hub_repo: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    scores: tuple[tuple[str, str, float], ...] = ()
 
 
 class SeparationModel(Protocol):
@@ -82,6 +87,10 @@ class SeparationModel(Protocol):
         model may use it (a bag whose members need different padded lengths) or ignore it
         and return all `samples` (the caller trims)."""
         ...
+
+    # Optional: ``window_layout(total_length, overlap) -> engine.chunking.WindowLayout``,
+    # the model's own windows and weights (MDX-Net); without it the chunk loop uses
+    # demucs' layout and triangular weight.
 
     def to(self, device: torch.device) -> SeparationModel:
         """Move weights to `device`; returns self."""

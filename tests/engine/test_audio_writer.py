@@ -18,6 +18,7 @@ import pytest
 import soundfile as sf
 
 from engine import audio
+from engine.errors import InvalidArgumentError
 from protocol import files
 from protocol.errors import ErrorCode
 from tests.audio_helpers import REPO, raises_code, random_regions, tone
@@ -218,3 +219,48 @@ def test_temp_files_are_protocol_temp_files(tmp_path: Path) -> None:
     assert _temp_files(tmp_path) == [] and keep.read_bytes() == b"a finished file"
     writer.abort()  # its temporary file is gone already: nothing to do, no error
     assert sorted(p.name for p in tmp_path.iterdir()) == ["done.wav", "keep.wav"]
+
+
+def test_16_bit_output_is_dithered_not_truncated(tmp_path: Path) -> None:
+    """A tone 0.4 LSB high vanishes when rounded to 16 bits; with TPDF dither it survives
+    in the average, the error is unbiased, and its noise is about 0.4-0.6 LSB RMS."""
+    n = 44100
+    t = np.arange(n) / 44100
+    quiet = np.tile(0.4 * 2.0**-15 * np.sin(2 * np.pi * 100 * t), (2, 1)).astype(np.float32)
+    assert np.all(np.round(quiet * 32768) == 0)  # plain rounding: silence
+    for fmt in ("wav", "flac"):
+        target = tmp_path / f"q.{fmt}"
+        with audio.StemFileWriter(tmp_path, n, 2, 44100) as writer:
+            writer.write(0, quiet)
+            writer.commit(target, fmt=fmt, subtype="PCM_16")
+        got, _ = sf.read(str(target), dtype="float64", always_2d=True)
+        err = (got.T - quiet) * 32768
+        assert abs(err.mean()) < 0.02 and 0.3 < err.std() < 0.7
+        corr = float(np.dot(got[:, 0], quiet[0]) / np.dot(quiet[0], quiet[0]))
+        assert 0.8 < corr < 1.2  # the tone is in the file
+        again = tmp_path / f"again.{fmt}"
+        audio.write_audio(again, quiet, 44100, fmt=fmt, subtype="PCM_16")
+        assert np.array_equal(sf.read(str(again), dtype="int16")[0],
+                              sf.read(str(target), dtype="int16")[0])  # same dither, same file
+
+
+@pytest.mark.parametrize("subtype", ["CBR320", "V0"])
+def test_stem_writer_mp3(tmp_path: Path, subtype: str) -> None:
+    from engine.audio.ffmpeg import find_ffmpeg
+
+    if find_ffmpeg() is None:
+        pytest.skip("needs ffmpeg")
+    total = 44100
+    x = tone(total / 44100, amp=0.5)
+    target = tmp_path / "vocals.mp3"
+    with audio.StemFileWriter(tmp_path, total, 2, 44100) as writer:
+        writer.write(0, x)
+        writer.commit(target, fmt="mp3", subtype=subtype)
+    head = target.read_bytes()[:3]
+    assert head == b"ID3" or head[0] == 0xFF
+    assert _temp_files(tmp_path) == []
+    decoded = audio.decode(target)
+    assert abs(decoded.samples.shape[-1] - total) < 3000  # LAME's delay and padding
+    assert decoded.samples.shape[0] == 2
+    with pytest.raises(InvalidArgumentError, match="stem writer"):
+        audio.write_audio(tmp_path / "x.mp3", x, 44100, fmt="mp3")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -277,7 +278,13 @@ def test_models_list_says_what_to_copy_where(tmp_path: Path) -> None:
     res = _cli(["models", "list", "--models-dir", str(tmp_path)], _env(tmp_path))
     assert res.returncode == 0, res.stderr
     out = res.stdout
-    assert "spleeter-2stems  2 stems: vocals, instrumental" in out
+    assert re.search(r"spleeter-2stems +spleeter, 2 stems: vocals, instrumental", out)
+    # family, licence, and each benchmark's SDRs on a line of their own
+    assert re.search(r"mdx-voc-ft +mdx, 2 stems: vocals, instrumental", out)
+    assert "weights licence MIT (UVR)" in out
+    assert ("SDR on MVSep Multisong (the checkpoint's file name): vocals 12.98 dB\n" in out
+            and "SDR on MUSDB18-HQ, median (python-audio-separator models-scores.json): "
+            "vocals 11.77 dB, instrumental 16.45 dB" in out)
     assert "accompaniment" not in out.split("Without internet")[0]
     assert f"{tmp_path / 'htdemucs'}{os.sep}\n    htdemucs.yaml, 955717e8.safetensors" in out
     assert "https://huggingface.co/adefossez/HTDemucs-6s" in out
