@@ -51,6 +51,14 @@ $(STAMP).test: $(STAMP).install
 	@command -v oscsend >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
 	  { $(SUDO) apt-get update -qq; $(SUDO) apt-get install -y -qq liblo-tools >/dev/null; } || \
 	  echo "liblo-tools not installed: the third-party OSC test will be skipped"; }
+	@# real Ardour for the Ardour client's tests: Debian's ardour (headless ardour7-lua, and
+	@# the GUI, which a test runs under Xvfb)
+	@{ ls /usr/bin/ardour*-lua >/dev/null 2>&1 && command -v Xvfb >/dev/null 2>&1; } || { \
+	  command -v apt-get >/dev/null 2>&1 && { $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends ardour xvfb >/dev/null || { \
+	    $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends ardour xvfb >/dev/null; }; } || \
+	  echo "Ardour not installed: the Ardour client's tests will be skipped"; }
 	@touch $@
 
 install: ffmpeg $(STAMP).install
