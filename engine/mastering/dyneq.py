@@ -1,0 +1,61 @@
+"""Dynamic EQ: band cuts (mud, harshness) that act only while their band flares.
+
+The detector follows the band's level *relative to the whole signal* (dB), so a loud
+passage is not a flare; the cut is ``y = x + (g - 1) * bandpass(x)``, a bell of gain g at
+the band's centre. A band can be keyed on another signal (e.g. the instrumental stem, so a
+voice never triggers a cut of its own presence). Signals ``(channels, frames)`` float64.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from engine.mastering import envelope, filters
+from engine.mastering.settings import DynamicBand, DynamicEQ
+
+#: Control-rate block in frames.
+BLOCK = 64
+
+
+def relative_level(key: np.ndarray, band: DynamicBand, samplerate: int) -> np.ndarray:
+    """The band's level minus the whole key's level, dB, one value per `BLOCK` frames."""
+    sos = filters.bandpass(band.freq, band.q, samplerate)
+    rate = samplerate / BLOCK
+    eps = 1e-12
+    whole = envelope.one_pole(envelope.block_mean_square(key, BLOCK), band.attack_ms, rate)
+    part = envelope.one_pole(envelope.block_mean_square(filters.apply(sos, key), BLOCK),
+                             band.attack_ms, rate)
+    return np.asarray(10 * np.log10((part + eps) / (whole + eps)))
+
+
+def band_gain_db(key: np.ndarray, band: DynamicBand, samplerate: int, frames: int
+                 ) -> np.ndarray:
+    """The cut in dB (<= 0) per sample; silence (below -70 dBFS) never triggers it."""
+    rate = samplerate / BLOCK
+    rel = relative_level(key, band, samplerate)
+    loud = envelope.block_mean_square(key, BLOCK) > 1e-7
+    depth = envelope.knee_curve(rel, band.baseline_db + band.threshold_db, band.ratio, 2.0)
+    depth = np.minimum(np.where(loud, depth, 0.0), band.max_cut_db)
+    depth = envelope.release_hold(depth, band.release_ms, rate)
+    depth = envelope.one_pole(depth, band.attack_ms / 2, rate, initial=0.0)
+    return -envelope.to_samples(depth, BLOCK, frames)
+
+
+def dynamic_eq(x: np.ndarray, samplerate: int, cfg: DynamicEQ,
+               keys: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Apply every band of `cfg`; returns the output and each band's deepest cut (dB) and
+    the fraction of time it acted."""
+    if not cfg.enabled or not cfg.bands:
+        return x, {}
+    y = x.copy()
+    info: dict[str, Any] = {}
+    for band in cfg.bands:
+        key = (keys or {}).get(band.key, x)
+        gain_db = band_gain_db(key, band, samplerate, x.shape[1])
+        g = 10 ** (gain_db / 20)
+        y += (g - 1.0) * filters.apply(filters.bandpass(band.freq, band.q, samplerate), x)
+        info[band.name] = {"max_cut_db": round(float(-gain_db.min()), 2),
+                           "active": round(float(np.mean(gain_db < -0.5)), 3)}
+    return y, info
