@@ -23,9 +23,10 @@ import numpy as np
 from engine.mastering import envelope, oversampling
 from engine.mastering.settings import Limiter
 
-def peak_envelope(x: np.ndarray, oversample: int = 8) -> np.ndarray:
-    """Per-frame peak of ``x (channels, frames)`` with its interpolated neighbours."""
-    return oversampling.peak_envelope(x, oversample)
+def peak_envelope(x: np.ndarray, oversample: int = 8, floor: float = 0.0) -> np.ndarray:
+    """Per-frame peak of ``x (channels, frames)`` with its interpolated neighbours
+    (exact wherever it can reach `floor`, see `oversampling.between_peaks`)."""
+    return oversampling.peak_envelope(x, oversample, floor=floor)
 
 
 def _hold(g: np.ndarray, n: int) -> np.ndarray:
@@ -70,7 +71,7 @@ def limit(x: np.ndarray, samplerate: int, cfg: Limiter, peaks: np.ndarray | None
     for _ in range(4):
         g = gain(env, cfg, samplerate, margin)
         out = y * g
-        over = float(np.max(peak_envelope(out, cfg.oversample))) if out.size else 0.0
+        over = float(np.max(peak_envelope(out, cfg.oversample, ceiling))) if out.size else 0.0
         if over <= ceiling:
             break
         margin += 20 * math.log10(over / ceiling) + 0.05

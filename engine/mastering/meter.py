@@ -131,9 +131,17 @@ def _rounded(value: float) -> float | None:
 
 
 def integrated(samples: np.ndarray, samplerate: int) -> float | None:
-    """LUFS-I only, falling back to the ungated loudness for less than 400 ms."""
-    m = measure(samples, samplerate, curves=False)
-    return m.integrated if m.integrated is not None else m.ungated
+    """LUFS-I only (the loop's cheap re-measure), falling back to the ungated loudness for
+    less than 400 ms; None for silence."""
+    import pyebur128 as eb
+
+    x = np.asarray(samples, dtype=np.float64)
+    channels, frames = x.shape
+    if frames < 0.4 * samplerate:
+        return measure(x, samplerate, curves=False).ungated
+    st = eb.R128State(channels, samplerate, eb.MeasurementMode.MODE_I)
+    st.add_frames(np.ascontiguousarray(x.T).reshape(-1), frames)
+    return level(eb.get_loudness_global(st))
 
 
 def true_peak_db(samples: np.ndarray, samplerate: int = 48000, oversample: int = 16

@@ -65,10 +65,15 @@ def between_peaks(x: np.ndarray, factor: int, taps: int = 16, floor: float = 0.0
         rows = np.arange(frames)
     for ch in range(channels):
         windows = sliding_window_view(padded[ch], taps)  # row n: samples n-half+1..n+half
-        for start in range(0, rows.size, BLOCK):
-            sel = rows[start : start + BLOCK]
-            y = windows[sel] @ m
-            out[sel] = np.maximum(out[sel], np.abs(y).max(axis=1))
+        for start in range(0, frames, BLOCK):
+            stop = min(frames, start + BLOCK)
+            lo, hi = np.searchsorted(rows, [start, stop])
+            if hi - lo > (stop - start) // 3:  # dense: one contiguous block
+                y = np.abs(np.ascontiguousarray(windows[start:stop]) @ m).max(axis=1)
+                np.maximum(out[start:stop], y, out=out[start:stop])
+            elif hi > lo:
+                sel = rows[lo:hi]
+                out[sel] = np.maximum(out[sel], np.abs(windows[sel] @ m).max(axis=1))
     out[-1] = 0.0
     return out.astype(np.float64)
 
