@@ -69,30 +69,38 @@ class Loudness:
     short_term: list[float | None] = field(default_factory=list)
 
 
-def _state(channels: int, samplerate: int, frames: int):  # type: ignore[no-untyped-def]
+def _state(channels: int, samplerate: int, true_peak: bool):  # type: ignore[no-untyped-def]
     import pyebur128 as eb
 
     mode = (eb.MeasurementMode.MODE_I | eb.MeasurementMode.MODE_LRA
-            | eb.MeasurementMode.MODE_TRUE_PEAK | eb.MeasurementMode.MODE_S)
+            | eb.MeasurementMode.MODE_SAMPLE_PEAK | eb.MeasurementMode.MODE_S)
+    if true_peak:
+        mode |= eb.MeasurementMode.MODE_TRUE_PEAK
     st = eb.R128State(channels, samplerate, mode)
     return st
 
 
-def measure(samples: np.ndarray, samplerate: int, *, curves: bool = True) -> Loudness:
+def measure(samples: np.ndarray, samplerate: int, *, curves: bool = True,
+            true_peak: bool = True) -> Loudness:
     """Measure ``samples (channels, frames)`` (float, nominal full scale ±1) at
     `samplerate` Hz. Curves are sampled every `CURVE_HOP_S` s (momentary: last 400 ms,
-    short-term: last 3 s, as the meter stands at that time)."""
+    short-term: last 3 s, as the meter stands at that time). Without `curves` neither
+    curves nor maxima are measured (None); without `true_peak` the (costly) oversampled
+    peak is skipped and reads None."""
     import pyebur128 as eb
 
     x = np.asarray(samples, dtype=np.float64)
     channels, frames = x.shape
-    st = _state(channels, samplerate, frames)
+    st = _state(channels, samplerate, true_peak)
     inter = np.ascontiguousarray(x.T).reshape(-1)
     hop = max(1, int(round(CURVE_HOP_S * samplerate)))
     mom: list[float | None] = []
     short: list[float | None] = []
     m_max = s_max = -math.inf
-    for start in range(0, frames, hop):
+    if not curves:  # one block: no curves, no maxima
+        st.add_frames(inter, frames)
+        hop = frames + 1
+    for start in range(0, frames if curves else 0, hop):
         stop = min(frames, start + hop)
         st.add_frames(inter[start * channels : stop * channels], stop - start)
         if stop - start < hop:
@@ -119,7 +127,8 @@ def measure(samples: np.ndarray, samplerate: int, *, curves: bool = True) -> Lou
         momentary_max=level(m_max),
         short_term_max=level(s_max),
         sample_peak=amp_db(max(eb.get_sample_peak(st, c) for c in range(channels))),
-        true_peak=amp_db(max(eb.get_true_peak(st, c) for c in range(channels))),
+        true_peak=amp_db(max(eb.get_true_peak(st, c) for c in range(channels)))
+        if true_peak else None,
         momentary=mom,
         short_term=short,
     )
@@ -148,7 +157,8 @@ def true_peak_db(samples: np.ndarray, samplerate: int = 48000, oversample: int =
                  ) -> float | None:
     """True peak in dBTP of ``(channels, frames)``, interpolated `oversample` times with a
     48-tap-per-branch windowed sinc (`engine.mastering.oversampling`); `samplerate` only
-    documents the call (the interpolation is relative to the sample rate)."""
+    documents the call (the interpolation is relative to the sample rate). Like
+    libebur128, the meter starts from silence and is not flushed at the end."""
     from engine.mastering import oversampling
 
     x = np.asarray(samples, dtype=np.float64)
@@ -157,5 +167,5 @@ def true_peak_db(samples: np.ndarray, samplerate: int = 48000, oversample: int =
     if x.size == 0:
         return None
     sample_peak = float(np.abs(x).max())
-    env = oversampling.between_peaks(x, oversample, taps=48, floor=sample_peak)
+    env = oversampling.between_peaks(x, oversample, taps=48, floor=sample_peak, flush=False)
     return amp_db(max(sample_peak, float(env.max())))

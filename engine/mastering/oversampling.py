@@ -40,13 +40,15 @@ def gain_bound(factor: int, taps: int = 16) -> float:
     return float(np.abs(branches(factor, taps)).sum(axis=0).max())
 
 
-def between_peaks(x: np.ndarray, factor: int, taps: int = 16, floor: float = 0.0
-                  ) -> np.ndarray:
+def between_peaks(x: np.ndarray, factor: int, taps: int = 16, floor: float = 0.0,
+                  flush: bool = True) -> np.ndarray:
     """``(frames,)``: for each frame n, the largest magnitude over channels of the
     interpolated points strictly between n and n + 1 (0 for the last frame).
 
     Frames whose `taps` neighbours are too small for any interpolated point to reach
-    `floor` (by `gain_bound`) are not interpolated: they get 0 (exact for ``floor=0``)."""
+    `floor` (by `gain_bound`) are not interpolated: they get 0 (exact for ``floor=0``).
+    Without `flush`, the last ``taps // 2`` frames (whose interpolation would reach past
+    the end into zeros) get 0 too, as in a real-time meter that is never flushed."""
     from numpy.lib.stride_tricks import sliding_window_view
     from scipy.ndimage import maximum_filter1d
 
@@ -75,6 +77,8 @@ def between_peaks(x: np.ndarray, factor: int, taps: int = 16, floor: float = 0.0
                 sel = rows[lo:hi]
                 out[sel] = np.maximum(out[sel], np.abs(windows[sel] @ m).max(axis=1))
     out[-1] = 0.0
+    if not flush:
+        out[max(0, frames - half) :] = 0.0
     return out.astype(np.float64)
 
 
