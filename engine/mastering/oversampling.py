@@ -41,12 +41,13 @@ def gain_bound(factor: int, taps: int = 16) -> float:
 
 
 def between_peaks(x: np.ndarray, factor: int, taps: int = 16, floor: float = 0.0,
-                  flush: bool = True) -> np.ndarray:
+                  flush: bool = True, bound: float | None = None) -> np.ndarray:
     """``(frames,)``: for each frame n, the largest magnitude over channels of the
     interpolated points strictly between n and n + 1 (0 for the last frame).
 
     Frames whose `taps` neighbours are too small for any interpolated point to reach
-    `floor` (by `gain_bound`) are not interpolated: they get 0 (exact for ``floor=0``).
+    `floor` (by `bound`, default the rigorous `gain_bound`) are not interpolated: they get
+    0 (exact for ``floor=0``).
     Without `flush`, the last ``taps // 2`` frames (whose interpolation would reach past
     the end into zeros) get 0 too, as in a real-time meter that is never flushed."""
     from numpy.lib.stride_tricks import sliding_window_view
@@ -62,7 +63,8 @@ def between_peaks(x: np.ndarray, factor: int, taps: int = 16, floor: float = 0.0
     padded = np.pad(x, ((0, 0), (half - 1, half)))
     if floor > 0:
         local = maximum_filter1d(np.abs(padded).max(axis=0), taps, origin=-(taps // 2))
-        rows = np.nonzero(local[:frames] * gain_bound(factor, taps) >= floor)[0]
+        factor_bound = gain_bound(factor, taps) if bound is None else bound
+        rows = np.nonzero(local[:frames] * factor_bound >= floor)[0]
     else:
         rows = np.arange(frames)
     for ch in range(channels):
@@ -82,10 +84,10 @@ def between_peaks(x: np.ndarray, factor: int, taps: int = 16, floor: float = 0.0
     return out.astype(np.float64)
 
 
-def peak_envelope(x: np.ndarray, factor: int, taps: int = 16, floor: float = 0.0
-                  ) -> np.ndarray:
+def peak_envelope(x: np.ndarray, factor: int, taps: int = 16, floor: float = 0.0,
+                  bound: float | None = None) -> np.ndarray:
     """``(frames,)``: per frame, the largest magnitude over channels of its own sample and
     of the interpolated points on both sides of it (see `between_peaks` for `floor`)."""
     a = np.abs(np.asarray(x, dtype=np.float64)).max(axis=0)
-    b = between_peaks(x, factor, taps, floor)
+    b = between_peaks(x, factor, taps, floor, bound=bound)
     return np.maximum(a, np.maximum(b, np.concatenate([[0.0], b[:-1]])))
