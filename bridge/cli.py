@@ -7,6 +7,8 @@
     stembridge models make-test NAME --dir DIR [--size tiny|full] [--format safetensors|th]
     stembridge serve [--detach] [--host H] [--port N] [--token T] [--output-root DIR] ...
     stembridge ping | submit FILE [--wait] | status [JOB] | cancel JOB  [--host --port --token]
+    stembridge master FILE... [--preset streaming|loud|reference] [--platform NAME] ...
+    stembridge analyze FILE... [--json] [--plot OUT.png]
 
 This module holds the parser and `main`; the commands live in `bridge.commands` (split,
 server, client). Exit status: 0 success; otherwise the code of the first error (see
@@ -23,6 +25,8 @@ import sys
 from pathlib import Path
 
 from bridge import preview
+from bridge.commands import analyze as analyze_cmd
+from bridge.commands import master as master_cmd
 from bridge.commands.client import add_address_options, cmd_client, cmd_stop
 from bridge.commands.models import cmd_models
 from bridge.commands.server import cmd_serve
@@ -130,6 +134,8 @@ def _build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--format", choices=("safetensors", "th"), default="safetensors")
     mt.add_argument("--seed", type=int, default=0)
     preview.add_parser(sub)
+    master_cmd.add_parser(sub)
+    analyze_cmd.add_parser(sub)
     return p
 
 
@@ -155,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
             return preview.run(args)
         if args.command == "stop":
             return cmd_stop(args)
+        if args.command == "master":
+            return master_cmd.cmd_master(args)
+        if args.command == "analyze":
+            return analyze_cmd.cmd_analyze(args)
         if args.command in ("submit", "status", "cancel", "ping"):
             return cmd_client(args)
         return cmd_models(args)
