@@ -27,7 +27,7 @@ from engine.mastering.presets import Intent
 from engine.mastering.settings import ChainSettings
 
 #: Bounds of the limiter's drive in dB.
-MAX_DRIVE_DB = 30.0
+MAX_DRIVE_DB = 48.0
 MIN_DRIVE_DB = -60.0
 #: Headroom in dB above the predicted drive for which the peak envelope is exact.
 ENVELOPE_HEADROOM_DB = 9.0
@@ -62,8 +62,11 @@ class MasterResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _warnings(source: dict[str, Any]) -> list[str]:
+def _warnings(source: dict[str, Any], intent: Intent) -> list[str]:
     out = []
+    if recipe.meets_target(source, intent):
+        out.append("The input already meets the target loudness and true peak: only its "
+                   "level and peaks were adjusted.")
     loud = source["loudness"]
     if "silent" in source["flags"]:
         out.append("The input is silent: it was not amplified, the master is silent too.")
@@ -216,7 +219,7 @@ def master(samples: np.ndarray, samplerate: int, intent: Intent, *,
     progress(0.0, "analysis")
     source = an.analyze(x, samplerate)
     timings["analysis_in"] = round(time.perf_counter() - t0, 4)
-    warnings = _warnings(source)
+    warnings = _warnings(source, intent)
     settings = recipe.build(x, samplerate, source, intent, reference=reference,
                             stems=tuple(keys or ()))
     if "silent" in source["flags"]:

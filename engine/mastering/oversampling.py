@@ -41,7 +41,8 @@ def gain_bound(factor: int, taps: int = 16) -> float:
 
 
 def between_peaks(x: np.ndarray, factor: int, taps: int = 16, floor: float = 0.0,
-                  flush: bool = True, bound: float | None = None) -> np.ndarray:
+                  flush: bool = True, bound: float | None = None,
+                  rows: np.ndarray | None = None) -> np.ndarray:
     """``(frames,)``: for each frame n, the largest magnitude over channels of the
     interpolated points strictly between n and n + 1 (0 for the last frame).
 
@@ -49,7 +50,8 @@ def between_peaks(x: np.ndarray, factor: int, taps: int = 16, floor: float = 0.0
     `floor` (by `bound`, default the rigorous `gain_bound`) are not interpolated: they get
     0 (exact for ``floor=0``).
     Without `flush`, the last ``taps // 2`` frames (whose interpolation would reach past
-    the end into zeros) get 0 too, as in a real-time meter that is never flushed."""
+    the end into zeros) get 0 too, as in a real-time meter that is never flushed. `rows`
+    (sorted frame indices) restricts the work to those frames instead of `floor`."""
     from numpy.lib.stride_tricks import sliding_window_view
     from scipy.ndimage import maximum_filter1d
 
@@ -61,7 +63,9 @@ def between_peaks(x: np.ndarray, factor: int, taps: int = 16, floor: float = 0.0
     m = branches(factor, taps)
     half = taps // 2
     padded = np.pad(x, ((0, 0), (half - 1, half)))
-    if floor > 0:
+    if rows is not None:
+        rows = np.asarray(rows, dtype=np.int64)
+    elif floor > 0:
         local = maximum_filter1d(np.abs(padded).max(axis=0), taps, origin=-(taps // 2))
         factor_bound = gain_bound(factor, taps) if bound is None else bound
         rows = np.nonzero(local[:frames] * factor_bound >= floor)[0]

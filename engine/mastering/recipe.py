@@ -50,6 +50,17 @@ def eq_gains(tone: dict[str, Any], curve: dict[str, float], amount: float) -> di
     return gains
 
 
+def meets_target(source: dict[str, Any], intent: Intent) -> bool:
+    """True when the input already is a master for `intent` (within 0.5 LU of its target,
+    true peak within 0.5 dB under its ceiling): then only the final stage acts, so that
+    re-mastering a master leaves it as it is."""
+    loud, peak = an.loudness_of(source), source["peaks"]["true_peak_dbtp"]
+    if loud is None or peak is None:
+        return False
+    return (abs(loud - intent.target_lufs) <= 0.5
+            and intent.true_peak_db - 0.5 <= peak <= intent.true_peak_db + 0.05)
+
+
 def _dynamic_bands(x: np.ndarray, samplerate: int, flags: list[str], amount: float,
                    keyed: bool) -> list[DynamicBand]:
     bands = [DynamicBand("mud", 300.0, 1.0), DynamicBand("harshness", 3500.0, 1.2,
@@ -90,7 +101,7 @@ def build(x: np.ndarray, samplerate: int, source: dict[str, Any], intent: Intent
           reference: dict[str, Any] | None = None, stems: tuple[str, ...] = ()
           ) -> ChainSettings:
     """Settings for mastering ``x (channels, frames)`` whose analysis is `source`."""
-    amount = intent.amount
+    amount = 0.0 if meets_target(source, intent) else intent.amount
     flags = source["flags"]
     limited = "already_limited" in flags
     keyed = "instrumental" in stems
