@@ -127,6 +127,10 @@ class StembridgeServer:
             Address.SPLIT: self._on_split, Address.CANCEL: self._on_cancel,
             Address.STATUS: self._on_status, Address.JOBS: self._on_jobs,
             Address.RELEASE: self._on_release, Address.SHUTDOWN: self._on_shutdown}
+        from bridge.masterjobs import MasterJobs  # the `master` request (mastering)
+
+        self.masters = MasterJobs(self.send, config.output_root, engine)
+        self._handlers[Address.MASTER] = self.masters.handle
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -165,6 +169,7 @@ class StembridgeServer:
                         rec.stopping = True
                         rec.cancel.cancel()
             self.queue.close()
+            self.masters.stop()
             if self._worker is not None:
                 self._worker.join(timeout)
             for rec in self.jobs.values():
@@ -348,8 +353,9 @@ class StembridgeServer:
         with self.queue.cond:
             rec = self.jobs.get(request.job)
             if rec is None:
-                self._error(addr, ErrorCode.UNKNOWN_JOB, f"No job {request.job!r}.",
-                            job=request.job)
+                if not self.masters.cancel(request.job, addr):
+                    self._error(addr, ErrorCode.UNKNOWN_JOB, f"No job {request.job!r}.",
+                                job=request.job)
                 return
             was_queued = rec.state == "queued"
             if was_queued:

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 from protocol import settings as _settings
 from protocol.errors import ErrorCode
+from protocol.mastering import MasterDone, MasterRequest
 from protocol.osc import (
     MAX_DATAGRAM,
     Message,
@@ -36,7 +37,7 @@ from protocol.osc import (
 )
 from protocol.payload import Payload, spec
 
-__all__ = ["MAX_DATAGRAM", "Message", "Payload", "ProtocolError", "decode", "encode", "field",
+__all__ = ["MAX_DATAGRAM", "MasterDone", "MasterRequest", "Message", "Payload", "ProtocolError", "decode", "encode", "field",
            "pack", "payload", "spec", "unpack"]
 
 PREFIX = "/stembridge"
@@ -64,13 +65,17 @@ class Address:
     ERROR = f"{PREFIX}/error"
     STATUS_REPLY = f"{PREFIX}/status/reply"
     JOBS_REPLY = f"{PREFIX}/jobs/reply"
+    # mastering
+    MASTER = MasterRequest.ADDRESS  # protocol.mastering
+    MASTER_DONE = MasterDone.ADDRESS
 
 
 REQUESTS = frozenset({Address.HELLO, Address.PING, Address.SPLIT, Address.CANCEL,
-                      Address.STATUS, Address.JOBS, Address.RELEASE, Address.SHUTDOWN})
+                      Address.STATUS, Address.JOBS, Address.RELEASE, Address.SHUTDOWN,
+                      Address.MASTER})
 PUSHES = frozenset({Address.WELCOME, Address.PONG, Address.ACCEPTED, Address.STARTED,
                     Address.PROGRESS, Address.REGION, Address.DONE, Address.ERROR,
-                    Address.STATUS_REPLY, Address.JOBS_REPLY})
+                    Address.STATUS_REPLY, Address.JOBS_REPLY, Address.MASTER_DONE})
 
 
 class PreviewAddress:
@@ -550,9 +555,10 @@ class JobsReply(Payload):
 #: Every message type, by address (the status reply has two shapes: `status_reply`).
 REQUEST_TYPES: dict[str, type[Payload]] = {
     t.ADDRESS: t for t in (Hello, Ping, SplitRequest, Cancel, Status, Jobs, Release,
-                           Shutdown)}
+                           Shutdown, MasterRequest)}
 PUSH_TYPES: dict[str, tuple[type[Payload], ...]] = {
     Address.WELCOME: (Welcome,), Address.PONG: (Pong,), Address.ACCEPTED: (Accepted,),
     Address.STARTED: (Started,), Address.PROGRESS: (Progress,),
     Address.REGION: (RegionDone,), Address.DONE: (Done,), Address.ERROR: (ErrorMsg,),
-    Address.STATUS_REPLY: (JobSummary, ServerStatus), Address.JOBS_REPLY: (JobsReply,)}
+    Address.STATUS_REPLY: (JobSummary, ServerStatus), Address.JOBS_REPLY: (JobsReply,),
+    Address.MASTER_DONE: (MasterDone,)}

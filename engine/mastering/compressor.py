@@ -55,7 +55,7 @@ def multiband(x: np.ndarray, samplerate: int, cfg: Multiband,
         split_keys[name] = filters.split_bands(keys[name], cfg.crossovers, samplerate)  # type: ignore[index]
     out = np.zeros_like(x)
     info: dict[str, Any] = {}
-    for i, (band, comp) in enumerate(zip(bands, cfg.bands)):
+    for i, (band, comp) in enumerate(zip(bands, cfg.bands, strict=True)):
         band_keys = {"mix": band, **{k: v[i] for k, v in split_keys.items()}}
         y, band_info = compress(band, samplerate, comp, band_keys)
         out += y

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -69,7 +70,7 @@ class Loudness:
     short_term: list[float | None] = field(default_factory=list)
 
 
-def _state(channels: int, samplerate: int, true_peak: bool):  # type: ignore[no-untyped-def]
+def _state(channels: int, samplerate: int, true_peak: bool) -> Any:
     import pyebur128 as eb
 
     mode = (eb.MeasurementMode.MODE_I | eb.MeasurementMode.MODE_LRA
