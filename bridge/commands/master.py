@@ -5,7 +5,8 @@
         [--format wav|flac|mp3] [--bit-depth 16|24|32f] [--mp3 cbr320|v0]
         [--sample-rate 44100|48000] [--out DIR] [--no-cache] [--json] [-q]
 
-Each input gets ``<out>/<name>.master.<ext>`` and ``<out>/<name>.master.json``. Missing
+Each input gets ``<out>/<name>.master.<ext>`` and ``<out>/<name>.master.json``.
+``--request FILE`` serves a request file instead (`bridge.commands.masterrequest`). Missing
 files are reported at once; the engine is imported only after the arguments are checked.
 """
 
@@ -26,7 +27,11 @@ PLATFORMS = ("spotify", "apple", "youtube", "amazon", "club")
 
 def add_parser(sub: Any) -> None:
     m = sub.add_parser("master", help="master audio files (loudness, tone, true peak)")
-    m.add_argument("files", nargs="+", type=Path, help="input audio files (never modified)")
+    m.add_argument("files", nargs="*", type=Path, help="input audio files (never modified)")
+    m.add_argument("--request", type=Path, default=None, metavar="JSON",
+                   help="master (or analyze) the file a JSON request file names, with "
+                   "progress and reply files beside it (for clients without sockets, "
+                   "e.g. the REAPER scripts)")
     m.add_argument("--preset", choices=PRESETS, default=None,
                    help="streaming (-14 LUFS, -1 dBTP; default), loud (about -8 LUFS) or "
                    "reference (match --reference)")
@@ -106,6 +111,13 @@ def summary(rep: dict[str, Any]) -> str:
 
 
 def cmd_master(args: argparse.Namespace) -> int:
+    if args.request is not None:
+        from bridge.commands.masterrequest import run_request
+
+        return run_request(args.request)
+    if not args.files:
+        report.error(ErrorCode.INVALID_ARGUMENT, "Name at least one audio file to master.")
+        return 2
     missing = [p for p in args.files if not p.is_file()]
     if args.reference is not None and not args.reference.is_file():
         missing.append(args.reference)

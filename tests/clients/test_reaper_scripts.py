@@ -45,6 +45,12 @@ def test_one_script_per_action_with_reapack_headers():
         "stembridge_Split selected items to 6 stems.lua",
         "stembridge_Cancel running splits.lua",
         "stembridge_Settings.lua",
+        # mastering (tests/clients/test_reaper_master.py)
+        "stembridge_Master selected items (streaming).lua",
+        "stembridge_Master selected items (loud).lua",
+        "stembridge_Master selected items to match the first selected item (reference).lua",
+        "stembridge_Analyze loudness of selected items.lua",
+        "stembridge_Cancel running masters.lua",
     }
     mk = _make_index()
     versions = set()

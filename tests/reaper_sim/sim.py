@@ -513,6 +513,15 @@ class ReaperSim:
         Path(path).mkdir(parents=True, exist_ok=True)
         return 1
 
+    def _EnumerateFiles(self, path: str, fileindex: int) -> str | None:
+        """The `fileindex`-th file (not folder) of `path`, in name order; nil past the end."""
+        try:
+            names = sorted(p.name for p in Path(path).iterdir() if p.is_file())
+        except OSError:
+            return None
+        i = int(fileindex)
+        return names[i] if 0 <= i < len(names) else None
+
     def _file_exists(self, path: str) -> bool:
         return Path(path).is_file()
 
@@ -727,6 +736,9 @@ class ReaperSim:
         if len(item.takes) == 1:
             item.values["I_CURTAKE"] = 0.0
         return take
+
+    def _CountTakes(self, item: Item) -> int:
+        return len(item.takes)
 
     def _DeleteTrackMediaItem(self, tr: Track, item: Item) -> bool:
         if item not in tr.items:

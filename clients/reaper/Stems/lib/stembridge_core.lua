@@ -44,6 +44,7 @@ local E = stage("stembridge_engine", U, J, C, Jobs)
 local Mon = stage("stembridge_monitor", U, J, C, T, P, Jobs, E)
 local S = stage("stembridge_selection", U, C, T, P, Jobs, E, Mon)
 local Settings = stage("stembridge_settings", U)
+local Master = stage("stembridge_master", U, J, C, E)  -- mastering and loudness actions
 
 local M = {}
 
@@ -70,6 +71,9 @@ M.run_monitor = Mon.run_monitor
 M.cancel_action = Mon.cancel_action
 M.parse_settings = Settings.parse_settings
 M.settings_dialog = Settings.settings_dialog
+M.master_action = Master.action
+M.cancel_masters = Master.cancel_action
+M.master = Master
 
 --- The library, ready (kept for callers of 0.2.0, whose action scripts passed the
 --- library's folder; the stages are found relative to this file).
