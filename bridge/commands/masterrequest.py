@@ -51,8 +51,8 @@ def _run(req: dict[str, Any], request: Path) -> dict[str, Any]:
         from engine.mastering.analysis import analyze
 
         decoded, _ = audio.load(source, Limits())
-        result = analyze(decoded.samples, decoded.samplerate, curves=False)
-        return {"state": "done", "analysis": result, "summary": {"before": _figures(result)}}
+        found = analyze(decoded.samples, decoded.samplerate, curves=False)
+        return {"state": "done", "analysis": found, "summary": {"before": _figures(found)}}
     cancel = _sibling(request, ".cancel")
     progress = _sibling(request, ".progress.json")
 
