@@ -168,6 +168,33 @@ def _stem_keys(engine: Engine | None, path: Path, x: np.ndarray, sr: int, option
             for k, v in keys.items()}
 
 
+def _keep_balance(engine: Engine, x: np.ndarray, sr: int, intent: presets.Intent,
+                  reference: dict[str, Any] | None, keys: dict[str, np.ndarray],
+                  result: MasterResult, check: Callable[[], None] | None,
+                  on_progress: Callable[[float, str], None] | None
+                  ) -> tuple[MasterResult, dict[str, Any]]:
+    """Measure the vocal-to-instrumental balance before and after (separating the master
+    again); when the master moved it by more than `stem_tools.STEER_LU`, remix the input's
+    vocals by the opposite amount and master once more (the report lists both tries)."""
+    before = stem_tools.balance_lu(keys, sr)
+    after = stem_tools.balance_lu(stem_tools.separate_samples(engine, result.samples, sr), sr)
+    section = stem_tools.report(before, after)
+    change = section["change_lu"]
+    if change is None or abs(change) <= stem_tools.STEER_LU:
+        return result, section
+    steered = x + (10 ** (-change / 20) - 1.0) * keys["vocals"]
+    second = master(steered, sr, intent, reference=reference, keys=keys, check=check,
+                    on_progress=on_progress)
+    after2 = stem_tools.balance_lu(stem_tools.separate_samples(engine, second.samples, sr), sr)
+    section2 = stem_tools.report(before, after2)
+    section2["first_try"] = section
+    section2["vocal_steer_db"] = round(-change, 3)
+    if section2["change_lu"] is not None and abs(section2["change_lu"]) < abs(change):
+        return second, section2
+    section["second_try"] = section2
+    return result, section
+
+
 def master_file(path: str | Path, options: MasterOptions, *, engine: Engine | None = None,
                 check: Callable[[], None] | None = None,
                 on_progress: Callable[[float, str], None] | None = None) -> MasterFileResult:
@@ -209,10 +236,8 @@ def master_file(path: str | Path, options: MasterOptions, *, engine: Engine | No
     if reference is not None:
         extra["reference"] = {"path": str(options.reference), "analysis": reference}
     if options.stem_aware and engine is not None:
-        before = stem_tools.balance_lu(keys, target_sr)
-        after = stem_tools.balance_lu(
-            stem_tools.separate_samples(engine, result.samples, target_sr), target_sr)
-        extra["stem_balance"] = stem_tools.report(before, after)
+        result, extra["stem_balance"] = _keep_balance(engine, x, target_sr, intent, reference,
+                                                      keys, result, check, on_progress)
     if check is not None:
         check()
     export.write(output, result.samples, target_sr, options.format, options.bit_depth,

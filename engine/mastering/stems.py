@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 #: The largest change of the vocal-to-instrumental balance a master may make, in LU.
 BALANCE_TOLERANCE_LU = 0.5
+#: Above this change the master is made again with the input's vocals remixed against it.
+STEER_LU = 0.3
 
 
 def separate_file(engine: Engine, path: Path, cancel: Any = None) -> dict[str, np.ndarray]:
