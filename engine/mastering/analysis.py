@@ -94,7 +94,8 @@ def flags(result: dict[str, Any]) -> list[str]:
     tone = result["tonal_balance_db"]
     if pk["true_peak_dbtp"] is not None and pk["true_peak_dbtp"] > -0.5:
         out.append("too_hot")
-    if pk["plr_db"] is not None and pk["plr_db"] < 9.0 or result["clipped_runs"] > 10:
+    plr = pk["plr_db"]
+    if plr is not None and (plr < 9.0 or (result["clipped_runs"] > 10 and plr < 12.0)):
         out.append("already_limited")
     if st["correlation_low"] is not None and st["correlation_low"] < 0.5:
         out.append("mono_incompatible_lows")

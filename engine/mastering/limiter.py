@@ -23,16 +23,18 @@ import numpy as np
 from engine.mastering import envelope, oversampling
 from engine.mastering.settings import Limiter
 
-#: Taps per branch of the fast detector, and of the exact check of the output.
+#: Taps per branch of the fast detector, and of the exact check of the output; the
+#: check's oversampling factor (the detector's is `Limiter.oversample`).
 DETECT_TAPS = 16
 CHECK_TAPS = 48
+CHECK_OVERSAMPLE = 8
 #: How far (linear) an interpolated peak may rise above its neighbouring samples for the
 #: detector to look at it: 6 dB. Only contrived signals go further (fs/4 at 45 degrees
 #: reaches 3 dB); the exact check of the output catches what the detector misses.
 PRACTICAL_BOUND = 2.0
 
 
-def peak_envelope(x: np.ndarray, oversample: int = 8, floor: float = 0.0,
+def peak_envelope(x: np.ndarray, oversample: int = 4, floor: float = 0.0,
                   taps: int = DETECT_TAPS) -> np.ndarray:
     """Per-frame peak of ``x (channels, frames)`` with its interpolated neighbours
     (computed wherever it can reach `floor`, see `oversampling.between_peaks`)."""
@@ -85,7 +87,7 @@ def limit(x: np.ndarray, samplerate: int, cfg: Limiter, peaks: np.ndarray | None
     for attempt in range(CHECKS + 2):
         g = gain(env, cfg, samplerate, margin)
         out = y * g
-        check = _check(out, env * g, ceiling, cfg.oversample)
+        check = _check(out, env * g, ceiling, CHECK_OVERSAMPLE)
         over = check > ceiling
         if not over.any():
             break

@@ -120,7 +120,7 @@ class Limiter:
     drive_db: float = 0.0
     lookahead_ms: float = 2.0
     release_ms: float = 80.0
-    oversample: int = 8
+    oversample: int = 4
     margin_db: float = 0.1
 
 
