@@ -371,7 +371,7 @@ class StembridgeServer:
 
     def _on_status(self, request: Status, addr: Addr) -> None:
         if request.job:
-            rec = self.jobs.get(request.job)
+            rec = self.jobs.get(request.job) or self.masters.jobs.get(request.job)
             if rec is None:
                 self._error(addr, ErrorCode.UNKNOWN_JOB, f"No job {request.job!r}.",
                             job=request.job)

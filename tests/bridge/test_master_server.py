@@ -23,6 +23,7 @@ from protocol.messages import (
     MasterDone,
     MasterRequest,
     Progress,
+    Status,
     decode,
 )
 from tests.bridge.server_helpers import song
@@ -85,6 +86,9 @@ def test_master_request_end_to_end(server, tmp_path):
     report = json.loads(Path(done.report).read_text())
     assert report["output_analysis"]["loudness"]["integrated_lufs"] == done.lufs_after
     assert src.read_bytes()  # the input is untouched and still there
+    peer.send(Status(accepted.job))
+    summary = JobSummary.from_message(peer.until(Address.STATUS_REPLY)[-1])
+    assert summary.state == "done" and summary.regions_done == 100
 
 
 def test_master_refusals(server, tmp_path):
