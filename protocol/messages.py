@@ -93,13 +93,14 @@ class PreviewAddress:
     PLAY = f"{PREFIX}/preview/play"
     STOP = f"{PREFIX}/preview/stop"
     STATUS = f"{PREFIX}/preview/status"            # [i reply_port]
+    AB = f"{PREFIX}/preview/ab"                    # [i|f|T|F on]: master (on) or original
     STATUS_REPLY = f"{PREFIX}/preview/status/reply"  # b payload
 
 
 PREVIEW_CONTROLS = frozenset({
     PreviewAddress.GAIN, PreviewAddress.GAIN_LINEAR, PreviewAddress.MUTE, PreviewAddress.SOLO,
     PreviewAddress.KARAOKE, PreviewAddress.RESET, PreviewAddress.SEEK, PreviewAddress.PLAY,
-    PreviewAddress.STOP, PreviewAddress.STATUS})
+    PreviewAddress.STOP, PreviewAddress.STATUS, PreviewAddress.AB})
 
 #: UDP port of the preview player's control socket on 127.0.0.1 (defined in settings).
 DEFAULT_PREVIEW_PORT = _settings.DEFAULT_PREVIEW_PORT
