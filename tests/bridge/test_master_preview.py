@@ -11,6 +11,7 @@ frequency.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import threading
@@ -27,11 +28,10 @@ from bridge.preview.command import add_parser  # noqa: E402
 from bridge.preview.compare import ABPlayer, load_pair, match  # noqa: E402
 from bridge.preview.controls import Controls  # noqa: E402
 from engine.mastering.meter import integrated  # noqa: E402
-from protocol.messages import Message  # noqa: E402
+from protocol.messages import Message, ProtocolError  # noqa: E402
 from protocol.messages import PreviewAddress as P  # noqa: E402
-from protocol.messages import ProtocolError  # noqa: E402
-from tests.bridge.test_preview_player import amplitude  # noqa: E402
 from tests.bridge.test_preview_controls import Peer  # noqa: E402
+from tests.bridge.test_preview_player import amplitude  # noqa: E402
 
 SR, BLOCK, RAMP = 48000, 256, 0.02
 RAMP_FRAMES = int(RAMP * SR) + 2
@@ -130,8 +130,6 @@ def test_command_renders_the_ab_with_an_automation_cue(pair, tmp_path, capsys):
     cues = tmp_path / "cues.jsonl"
     cues.write_text(json.dumps({"t": 0.5, "address": P.AB}) + "\n")
     out = tmp_path / "ab.wav"
-    import argparse
-
     parser = argparse.ArgumentParser(prog="stembridge")
     add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["preview", str(d / "original.wav"), "--master",
