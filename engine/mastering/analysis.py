@@ -33,14 +33,39 @@ CLIP_RUN = 3
 LOW_HZ = 120.0
 
 
-def tonal_balance(x: np.ndarray, samplerate: int) -> dict[str, float | None]:
-    """dB of each band of `BANDS` relative to their total (Welch spectrum of the mean of
-    the channels' power). Bands above the Nyquist frequency read None."""
-    from scipy.signal import welch
+def power_spectrum(x: np.ndarray, samplerate: int) -> tuple[np.ndarray, np.ndarray]:
+    """(frequencies in Hz, power per bin summed over channels and segments): Welch's
+    segments (periodic Hann, half overlap, each segment's mean removed), unscaled, since
+    only ratios between bands are used."""
+    from numpy.lib.stride_tricks import sliding_window_view
+    from scipy.fft import rfft, rfftfreq
+    from scipy.signal import get_window
 
-    nper = min(8192, max(256, 1 << int(math.log2(max(x.shape[1], 256)))))
-    freqs, psd = welch(x, fs=samplerate, nperseg=nper, axis=-1)
-    power = np.asarray(psd).mean(axis=0)
+    frames = x.shape[1]
+    nper = min(8192, max(256, 1 << int(math.log2(max(frames, 256)))))
+    freqs = rfftfreq(nper, 1 / samplerate)
+    power = np.zeros(freqs.size)
+    if frames < nper:
+        return freqs, power
+    window = get_window("hann", nper).astype(np.float32)
+    window_spec = rfft(window.astype(np.float64))
+    step = nper // 2
+    for ch in np.asarray(x, dtype=np.float32):
+        segments = sliding_window_view(ch, nper)[::step]
+        sums = np.concatenate([[0.0], np.cumsum(ch, dtype=np.float64)])
+        starts = np.arange(segments.shape[0]) * step
+        means = (sums[starts + nper] - sums[starts]) / nper  # detrend: each segment's mean
+        for start in range(0, segments.shape[0], 128):
+            spec = rfft(segments[start:start + 128] * window, axis=-1).astype(np.complex128)
+            spec -= means[start:start + 128, None] * window_spec
+            power += (spec.real**2 + spec.imag**2).sum(axis=0)
+    return freqs, power
+
+
+def tonal_balance(x: np.ndarray, samplerate: int) -> dict[str, float | None]:
+    """dB of each band of `BANDS` relative to their total (Welch spectrum of the
+    channels' power, `power_spectrum`). Bands above the Nyquist frequency read None."""
+    freqs, power = power_spectrum(x, samplerate)
     energies = {}
     for name, lo, hi in BANDS:
         sel = (freqs >= lo) & (freqs < min(hi, samplerate / 2))

@@ -37,7 +37,7 @@ def compress(x: np.ndarray, samplerate: int, cfg: Compressor,
         return x, {}
     key = (keys or {}).get(cfg.key, x)
     g = gain_db(key, cfg, samplerate, x.shape[1])
-    y = x * 10 ** ((g + cfg.makeup_db) / 20)
+    y = x * np.exp((g + cfg.makeup_db) * (np.log(10) / 20))  # 10 ** (dB / 20), faster
     return y, {"max_reduction_db": round(float(-g.min()), 2),
                "mean_reduction_db": round(float(-g.mean()), 2)}
 

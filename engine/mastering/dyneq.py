@@ -19,22 +19,25 @@ from engine.mastering.settings import DynamicBand, DynamicEQ
 BLOCK = 64
 
 
-def relative_level(key: np.ndarray, band: DynamicBand, samplerate: int) -> np.ndarray:
-    """The band's level minus the whole key's level, dB, one value per `BLOCK` frames."""
-    sos = filters.bandpass(band.freq, band.q, samplerate)
+def relative_level(key: np.ndarray, band: DynamicBand, samplerate: int,
+                   filtered: np.ndarray | None = None) -> np.ndarray:
+    """The band's level minus the whole key's level, dB, one value per `BLOCK` frames
+    (`filtered`: the key through the band's bandpass, when already at hand)."""
+    if filtered is None:
+        filtered = filters.apply(filters.bandpass(band.freq, band.q, samplerate), key)
     rate = samplerate / BLOCK
     eps = 1e-12
     whole = envelope.one_pole(envelope.block_mean_square(key, BLOCK), band.attack_ms, rate)
-    part = envelope.one_pole(envelope.block_mean_square(filters.apply(sos, key), BLOCK),
-                             band.attack_ms, rate)
+    part = envelope.one_pole(envelope.block_mean_square(filtered, BLOCK), band.attack_ms,
+                             rate)
     return np.asarray(10 * np.log10((part + eps) / (whole + eps)))
 
 
-def band_gain_db(key: np.ndarray, band: DynamicBand, samplerate: int, frames: int
-                 ) -> np.ndarray:
+def band_gain_db(key: np.ndarray, band: DynamicBand, samplerate: int, frames: int,
+                 filtered: np.ndarray | None = None) -> np.ndarray:
     """The cut in dB (<= 0) per sample; silence (below -70 dBFS) never triggers it."""
     rate = samplerate / BLOCK
-    rel = relative_level(key, band, samplerate)
+    rel = relative_level(key, band, samplerate, filtered)
     loud = envelope.block_mean_square(key, BLOCK) > 1e-7
     depth = envelope.knee_curve(rel, band.baseline_db + band.threshold_db, band.ratio, 2.0)
     depth = np.minimum(np.where(loud, depth, 0.0), band.max_cut_db)
@@ -53,9 +56,11 @@ def dynamic_eq(x: np.ndarray, samplerate: int, cfg: DynamicEQ,
     info: dict[str, Any] = {}
     for band in cfg.bands:
         key = (keys or {}).get(band.key, x)
-        gain_db = band_gain_db(key, band, samplerate, x.shape[1])
-        g = 10 ** (gain_db / 20)
-        y += (g - 1.0) * filters.apply(filters.bandpass(band.freq, band.q, samplerate), x)
+        part = filters.apply(filters.bandpass(band.freq, band.q, samplerate), x)
+        gain_db = band_gain_db(key, band, samplerate, x.shape[1],
+                               part if key is x else None)
+        g = np.exp(gain_db * (np.log(10) / 20))  # 10 ** (dB / 20), faster
+        y += (g - 1.0) * part
         info[band.name] = {"max_cut_db": round(float(-gain_db.min()), 2),
                            "active": round(float(np.mean(gain_db < -0.5)), 3)}
     return y, info

@@ -53,9 +53,12 @@ def block_mean_square(x: np.ndarray, block: int) -> np.ndarray:
     (the last, partial block included): the control-rate level of a linked detector."""
     channels, frames = x.shape
     blocks = -(-frames // block)
-    padded = np.zeros((channels, blocks * block))
-    padded[:, :frames] = x
-    sq = (padded**2).reshape(channels, blocks, block).sum(axis=(0, 2))
+    power = np.einsum("cf,cf->f", x, x) if channels > 1 else x[0] * x[0]
+    full = frames // block * block
+    sq = np.empty(blocks)
+    sq[: full // block] = power[:full].reshape(-1, block).sum(axis=1)
+    if full < frames:
+        sq[-1] = power[full:].sum()
     counts = np.full(blocks, block * channels, dtype=np.float64)
     counts[-1] = (frames - (blocks - 1) * block) * channels
     return np.asarray(sq / counts)
@@ -64,8 +67,19 @@ def block_mean_square(x: np.ndarray, block: int) -> np.ndarray:
 def to_samples(control: np.ndarray, block: int, frames: int) -> np.ndarray:
     """Linear interpolation of a control-rate signal (one value per block, at the block
     centre) back to `frames` samples."""
-    centres = np.arange(control.size) * block + (block - 1) / 2
-    return np.interp(np.arange(frames), centres, control)
+    c = np.asarray(control, dtype=np.float64)
+    if c.size == 0 or c.size * block < frames:
+        centres = np.arange(c.size) * block + (block - 1) / 2
+        return np.interp(np.arange(frames), centres, c)
+    # np.interp's result, block by block: frame j of block k lies between the centres of
+    # blocks k - 1 and k (j below the centre) or k and k + 1 (clamped at both ends)
+    t = (np.arange(block) - (block - 1) / 2) / block
+    w_prev, w_next = np.maximum(-t, 0.0), np.maximum(t, 0.0)
+    padded = np.concatenate([c[:1], c, c[-1:]])
+    out = padded[1:-1, None] * (1.0 - w_prev - w_next)
+    out += padded[:-2, None] * w_prev
+    out += padded[2:, None] * w_next
+    return out.reshape(-1)[:frames]
 
 
 def knee_curve(level_db: np.ndarray, threshold_db: float, ratio: float, knee_db: float

@@ -47,8 +47,8 @@ def between_peaks(x: np.ndarray, factor: int, taps: int = 16, floor: float = 0.0
     interpolated points strictly between n and n + 1 (0 for the last frame).
 
     Frames whose `taps` neighbours are too small for any interpolated point to reach
-    `floor` (by `bound`, default the rigorous `gain_bound`) are not interpolated: they get
-    0 (exact for ``floor=0``).
+    `floor` (by `bound`, default the rigorous `gain_bound`) need not be interpolated: they
+    may get 0 (exact for ``floor=0``; where most frames are needed, all are computed).
     Without `flush`, the last ``taps // 2`` frames (whose interpolation would reach past
     the end into zeros) get 0 too, as in a real-time meter that is never flushed. `rows`
     (sorted frame indices) restricts the work to those frames instead of `floor`."""
@@ -71,6 +71,12 @@ def between_peaks(x: np.ndarray, factor: int, taps: int = 16, floor: float = 0.0
         rows = np.nonzero(local[:frames] * factor_bound >= floor)[0]
     else:
         rows = np.arange(frames)
+    if rows.size > frames // 3:  # dense: one FIR per branch over the whole signal
+        for ch in range(channels):
+            for p in range(m.shape[1]):
+                y = np.abs(np.correlate(padded[ch], m[:, p], mode="valid"))
+                np.maximum(out, y[:frames], out=out)
+        channels = 0  # done
     for ch in range(channels):
         windows = sliding_window_view(padded[ch], taps)  # row n: samples n-half+1..n+half
         for start in range(0, frames, BLOCK):
