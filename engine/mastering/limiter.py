@@ -66,8 +66,9 @@ def gain(peaks: np.ndarray, cfg: Limiter, samplerate: int, margin_db: float) -> 
     need = np.minimum(1.0, ceiling / np.maximum(peaks, 1e-12))
     n = max(1, int(round(cfg.lookahead_ms * samplerate / 1000)))
     held = _hold(need, n)
-    depth = envelope.release_hold(-20 * np.log10(held), cfg.release_ms, samplerate)
-    released = np.minimum(held, 10 ** (-depth / 20))
+    # the release in nepers (-ln of the gain): the same curve as in dB, scaled
+    depth = envelope.release_hold(-np.log(held), cfg.release_ms, samplerate)
+    released = np.minimum(held, np.exp(-depth))
     return _average(released, n)
 
 
