@@ -60,7 +60,9 @@ def dynamic_eq(x: np.ndarray, samplerate: int, cfg: DynamicEQ,
         gain_db = band_gain_db(key, band, samplerate, x.shape[1],
                                part if key is x else None)
         g = np.exp(gain_db * (np.log(10) / 20))  # 10 ** (dB / 20), faster
-        y += (g - 1.0) * part
+        g -= 1.0
+        part *= g
+        y += part
         info[band.name] = {"max_cut_db": round(float(-gain_db.min()), 2),
                            "active": round(float(np.mean(gain_db < -0.5)), 3)}
     return y, info

@@ -74,11 +74,12 @@ def to_samples(control: np.ndarray, block: int, frames: int) -> np.ndarray:
     # np.interp's result, block by block: frame j of block k lies between the centres of
     # blocks k - 1 and k (j below the centre) or k and k + 1 (clamped at both ends)
     t = (np.arange(block) - (block - 1) / 2) / block
-    w_prev, w_next = np.maximum(-t, 0.0), np.maximum(t, 0.0)
+    h = int(np.count_nonzero(t < 0))
     padded = np.concatenate([c[:1], c, c[-1:]])
-    out = padded[1:-1, None] * (1.0 - w_prev - w_next)
-    out += padded[:-2, None] * w_prev
-    out += padded[2:, None] * w_next
+    out = np.empty((c.size, block))
+    np.multiply((c - padded[:-2])[:, None], t[:h], out=out[:, :h])
+    np.multiply((padded[2:] - c)[:, None], t[h:], out=out[:, h:])
+    out += c[:, None]
     return out.reshape(-1)[:frames]
 
 
