@@ -101,11 +101,16 @@ def measure(samples: np.ndarray, samplerate: int, *, curves: bool = True,
     if not curves:  # one block: no curves, no maxima
         st.add_frames(inter, frames)
         hop = frames + 1
+    blocks = hop * 10 == samplerate  # the curves from 100 ms window loudness (below)
+    powers: list[float] = []
     for start in range(0, frames if curves else 0, hop):
         stop = min(frames, start + hop)
         st.add_frames(inter[start * channels : stop * channels], stop - start)
         if stop - start < hop:
             break
+        if blocks:
+            powers.append(eb.get_loudness_window(st, 100))
+            continue
         if stop >= int(0.4 * samplerate):
             m = eb.get_loudness_momentary(st)
             m_max = max(m_max, m)
@@ -120,6 +125,9 @@ def measure(samples: np.ndarray, samplerate: int, *, curves: bool = True,
                 short.append(_rounded(s))
         elif curves:
             short.append(None)
+    if powers:
+        mom, m_max = _window_curve(powers, 4)
+        short, s_max = _window_curve(powers, 30)
     return Loudness(
         integrated=level(eb.get_loudness_global(st)) if frames >= 0.4 * samplerate else None,
         ungated=level(eb.get_loudness_window(st, max(1, int(1000 * frames / samplerate))))
@@ -133,6 +141,23 @@ def measure(samples: np.ndarray, samplerate: int, *, curves: bool = True,
         momentary=mom,
         short_term=short,
     )
+
+
+def _window_curve(block_lufs: list[float], n: int) -> tuple[list[float | None], float]:
+    """The loudness of the last `n` blocks at each block, from each 100 ms block's own
+    loudness (libebur128's, LUFS): the mean of their powers, i.e. exactly the loudness of
+    the n x 100 ms window (momentary: 4, short-term: 30); None before n blocks. Returns
+    the curve and its maximum (-inf when none)."""
+    power = np.power(10.0, (np.asarray(block_lufs, dtype=np.float64) + 0.691) / 10)
+    sums = np.concatenate([[0.0], np.cumsum(power)])
+    curve: list[float | None] = [None] * min(n - 1, power.size)
+    top = -math.inf
+    if power.size >= n:
+        with np.errstate(divide="ignore"):
+            lufs = -0.691 + 10 * np.log10(np.maximum((sums[n:] - sums[:-n]) / n, 0.0))
+        top = float(lufs.max())
+        curve += [_rounded(float(v)) for v in lufs]
+    return curve, top
 
 
 def _rounded(value: float) -> float | None:
