@@ -133,7 +133,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise InvalidArgumentError("--osc-port must be 0..65535.")
     if args.port is not None and not 1 <= args.port <= 65535:
         raise InvalidArgumentError("--port must be the server's port, 1..65535.")
-    if args.render is not None and args.render.resolve() == args.file.resolve():
+    inputs = [args.file] + ([args.master] if getattr(args, "master", None) else [])
+    if args.render is not None and any(args.render.resolve() == f.resolve() for f in inputs):
         raise InvalidArgumentError("--render would overwrite the input; choose another file.")
 
 

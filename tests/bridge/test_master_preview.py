@@ -148,3 +148,8 @@ def test_command_renders_the_ab_with_an_automation_cue(pair, tmp_path, capsys):
                                atol=1e-4)
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["automation"][0]["address"] == P.AB
+    # the master is an input too: never overwritten
+    args = parser.parse_args(["preview", str(d / "original.wav"), "--master",
+                              str(d / "master.wav"), "--render", str(d / "master.wav"),
+                              "--dur", "1"])
+    assert preview.run(args) == 2 and "overwrite" in capsys.readouterr().err
