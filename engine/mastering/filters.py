@@ -100,9 +100,11 @@ def split_bands(x: np.ndarray, crossovers: list[float], samplerate: int) -> list
     rest = x
     for i, freq in enumerate(crossovers):
         lo, hi = linkwitz_riley(freq, samplerate)
-        low = apply(lo, rest)
-        for above in crossovers[i + 1 :]:
-            low = apply(allpass(above, 1 / math.sqrt(2), samplerate), low)
+        # the allpasses of the crossovers above stacked onto the low-pass: one call
+        # (sosfilt runs its sections in order per sample: the same result, and its cost
+        # is mostly per call, not per section)
+        low = apply(np.vstack([lo, *(allpass(above, 1 / math.sqrt(2), samplerate)
+                                     for above in crossovers[i + 1 :])]), rest)
         bands.append(low)
         rest = apply(hi, rest)
     bands.append(rest)
