@@ -20,25 +20,32 @@ BLOCK = 64
 
 
 def relative_level(key: np.ndarray, band: DynamicBand, samplerate: int,
-                   filtered: np.ndarray | None = None) -> np.ndarray:
+                   filtered: np.ndarray | None = None, key_ms: np.ndarray | None = None
+                   ) -> np.ndarray:
     """The band's level minus the whole key's level, dB, one value per `BLOCK` frames
-    (`filtered`: the key through the band's bandpass, when already at hand)."""
+    (`filtered`: the key through the band's bandpass, `key_ms`: the key's
+    `block_mean_square`, when already at hand)."""
     if filtered is None:
         filtered = filters.apply(filters.bandpass(band.freq, band.q, samplerate), key)
     rate = samplerate / BLOCK
     eps = 1e-12
-    whole = envelope.one_pole(envelope.block_mean_square(key, BLOCK), band.attack_ms, rate)
+    if key_ms is None:
+        key_ms = envelope.block_mean_square(key, BLOCK)
+    whole = envelope.one_pole(key_ms, band.attack_ms, rate)
     part = envelope.one_pole(envelope.block_mean_square(filtered, BLOCK), band.attack_ms,
                              rate)
     return np.asarray(10 * np.log10((part + eps) / (whole + eps)))
 
 
 def band_gain_db(key: np.ndarray, band: DynamicBand, samplerate: int, frames: int,
-                 filtered: np.ndarray | None = None) -> np.ndarray:
+                 filtered: np.ndarray | None = None, key_ms: np.ndarray | None = None
+                 ) -> np.ndarray:
     """The cut in dB (<= 0) per sample; silence (below -70 dBFS) never triggers it."""
     rate = samplerate / BLOCK
-    rel = relative_level(key, band, samplerate, filtered)
-    loud = envelope.block_mean_square(key, BLOCK) > 1e-7
+    if key_ms is None:
+        key_ms = envelope.block_mean_square(key, BLOCK)
+    rel = relative_level(key, band, samplerate, filtered, key_ms)
+    loud = key_ms > 1e-7
     depth = envelope.knee_curve(rel, band.baseline_db + band.threshold_db, band.ratio, 2.0)
     depth = np.minimum(np.where(loud, depth, 0.0), band.max_cut_db)
     depth = envelope.release_hold(depth, band.release_ms, rate)
@@ -54,11 +61,14 @@ def dynamic_eq(x: np.ndarray, samplerate: int, cfg: DynamicEQ,
         return x, {}
     y = x.copy()
     info: dict[str, Any] = {}
+    levels: dict[int, np.ndarray] = {}  # each key's block mean squares, once
     for band in cfg.bands:
         key = (keys or {}).get(band.key, x)
+        if id(key) not in levels:
+            levels[id(key)] = envelope.block_mean_square(key, BLOCK)
         part = filters.apply(filters.bandpass(band.freq, band.q, samplerate), x)
         gain_db = band_gain_db(key, band, samplerate, x.shape[1],
-                               part if key is x else None)
+                               part if key is x else None, levels[id(key)])
         g = np.exp(gain_db * (np.log(10) / 20))  # 10 ** (dB / 20), faster
         g -= 1.0
         part *= g
