@@ -9,6 +9,8 @@
     stembridge ping | submit FILE [--wait] | status [JOB] | cancel JOB  [--host --port --token]
     stembridge batch SOURCES... --out DIR [--ray [auto|ADDRESS]] [--workers N] [--no-resume]
     stembridge cache info | prune [--max-mb MB]
+    stembridge master FILE... [--preset streaming|loud|reference] [--platform NAME] ...
+    stembridge analyze FILE... [--json] [--plot OUT.png]
 
 This module holds the parser and `main`; the commands live in `bridge.commands` (split,
 server, client). Exit status: 0 success; otherwise the code of the first error (see
@@ -25,8 +27,10 @@ import sys
 from pathlib import Path
 
 from bridge import preview
+from bridge.commands import analyze as analyze_cmd
 from bridge.commands import batch, install_daw
 from bridge.commands import cache as cache_command
+from bridge.commands import master as master_cmd
 from bridge.commands.client import add_address_options, cmd_client, cmd_stop
 from bridge.commands.models import cmd_models
 from bridge.commands.server import cmd_serve
@@ -143,6 +147,8 @@ def _build_parser() -> argparse.ArgumentParser:
     install_daw.add_parser(sub)
     batch.add_parser(sub)
     cache_command.add_parser(sub)
+    master_cmd.add_parser(sub)
+    analyze_cmd.add_parser(sub)
     return p
 
 
@@ -172,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_stop(args)
         if args.command == "install-daw":
             return install_daw.cmd_install_daw(args)
+        if args.command == "master":
+            return master_cmd.cmd_master(args)
+        if args.command == "analyze":
+            return analyze_cmd.cmd_analyze(args)
         if args.command in ("submit", "status", "cancel", "ping"):
             return cmd_client(args)
         if args.command == "cache":

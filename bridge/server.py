@@ -158,6 +158,10 @@ class StembridgeServer:
             Address.SPLIT: self._on_split, Address.CANCEL: self._on_cancel,
             Address.STATUS: self._on_status, Address.JOBS: self._on_jobs,
             Address.RELEASE: self._on_release, Address.SHUTDOWN: self._on_shutdown}
+        from bridge.masterjobs import MasterJobs  # the `master` request (mastering)
+
+        self.masters = MasterJobs(self.send, config.output_root, engine)
+        self._handlers[Address.MASTER] = self.masters.handle
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -196,6 +200,7 @@ class StembridgeServer:
                         rec.stopping = True
                         rec.cancel.cancel()
             self.queue.close()
+            self.masters.stop()
             if self._worker is not None:
                 self._worker.join(timeout)
             for rec in self.jobs.values():
@@ -423,8 +428,9 @@ class StembridgeServer:
         with self.queue.cond:
             rec = self.jobs.get(request.job)
             if rec is None:
-                self._error(addr, ErrorCode.UNKNOWN_JOB, f"No job {request.job!r}.",
-                            job=request.job)
+                if not self.masters.cancel(request.job, addr):
+                    self._error(addr, ErrorCode.UNKNOWN_JOB, f"No job {request.job!r}.",
+                                job=request.job)
                 return
             was_queued = rec.state == "queued"
             if was_queued:
@@ -440,7 +446,7 @@ class StembridgeServer:
 
     def _on_status(self, request: Status, addr: Addr) -> None:
         if request.job:
-            rec = self.jobs.get(request.job)
+            rec = self.jobs.get(request.job) or self.masters.jobs.get(request.job)
             if rec is None:
                 self._error(addr, ErrorCode.UNKNOWN_JOB, f"No job {request.job!r}.",
                             job=request.job)

@@ -60,6 +60,8 @@ MEANINGS: dict[ErrorCode, str] = {
     "client when the server stops (`shutdown`) before the job is done: it resumes when a "
     "server starts again",
     ErrorCode.TIMEOUT: "(client side, never sent) the server stopped answering",
+    ErrorCode.REFERENCE_UNUSABLE: "(`master`) the reference track is silent or shorter "
+    "than 3 s",
     ErrorCode.START_FAILED: "(client side, never sent) a server the client started exited "
     "or did not come up",
 }
@@ -69,7 +71,7 @@ MESSAGE_TYPES: tuple[type[messages.Payload], ...] = (
     messages.Jobs, messages.Release, messages.Shutdown, messages.Welcome, messages.Pong,
     messages.Accepted, messages.Started, messages.Progress, messages.RegionDone,
     messages.Done, messages.ErrorMsg, messages.JobSummary, messages.ServerStatus,
-    messages.JobsReply)
+    messages.JobsReply, messages.MasterRequest, messages.MasterDone)
 PART_TYPES: tuple[type[messages.Payload], ...] = (
     messages.ShmInfo, messages.JobError, jobfiles.ReplyFile, jobfiles.Manifest,
     jobfiles.ManifestRegion, jobfiles.DiscoveryRecord)

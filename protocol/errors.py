@@ -50,6 +50,8 @@ class ErrorCode(str, Enum):
     NOT_RUNNING = "not_running"
     TIMEOUT = "timeout"
     START_FAILED = "start_failed"
+    # mastering
+    REFERENCE_UNUSABLE = "reference_unusable"
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,9 @@ CODES: dict[ErrorCode, CodeInfo] = {
     ErrorCode.START_FAILED: CodeInfo(EXIT_NO_SERVER, Hint(
         "See the server log named in the message.",
         "The engine could not start; see its server.log.")),
+    ErrorCode.REFERENCE_UNUSABLE: CodeInfo(5, Hint(
+        "Choose a reference track with at least 3 s of music (`--reference FILE`).",
+        "Select a reference item with at least 3 s of music as the first selected item.")),
 }
 
 #: CLI exit status per code (kept for callers that want only the number).

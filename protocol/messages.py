@@ -33,6 +33,7 @@ from protocol.bounds import (
     check_path_text,
 )
 from protocol.errors import ErrorCode
+from protocol.mastering import MasterDone, MasterRequest
 from protocol.osc import (
     MAX_DATAGRAM,
     Message,
@@ -47,7 +48,8 @@ from protocol.osc import (
 from protocol.payload import Payload, spec
 
 __all__ = ["MAX_DATAGRAM", "MAX_MESSAGE_CHARS", "MAX_NAME_BYTES", "MAX_OUTPUT_ROOT_BYTES",
-           "MAX_PATH_BYTES", "MAX_TIME_S", "TRUNCATED", "Message", "Payload", "ProtocolError", "decode", "encode", "field",
+           "MAX_PATH_BYTES", "MAX_TIME_S", "TRUNCATED", "MasterDone", "MasterRequest", "Message",
+           "Payload", "ProtocolError", "decode", "encode", "field",
            "pack", "payload", "spec", "unpack"]
 
 PREFIX = "/stembridge"
@@ -75,13 +77,17 @@ class Address:
     ERROR = f"{PREFIX}/error"
     STATUS_REPLY = f"{PREFIX}/status/reply"
     JOBS_REPLY = f"{PREFIX}/jobs/reply"
+    # mastering
+    MASTER = MasterRequest.ADDRESS  # protocol.mastering
+    MASTER_DONE = MasterDone.ADDRESS
 
 
 REQUESTS = frozenset({Address.HELLO, Address.PING, Address.SPLIT, Address.CANCEL,
-                      Address.STATUS, Address.JOBS, Address.RELEASE, Address.SHUTDOWN})
+                      Address.STATUS, Address.JOBS, Address.RELEASE, Address.SHUTDOWN,
+                      Address.MASTER})
 PUSHES = frozenset({Address.WELCOME, Address.PONG, Address.ACCEPTED, Address.STARTED,
                     Address.PROGRESS, Address.REGION, Address.DONE, Address.ERROR,
-                    Address.STATUS_REPLY, Address.JOBS_REPLY})
+                    Address.STATUS_REPLY, Address.JOBS_REPLY, Address.MASTER_DONE})
 
 
 class PreviewAddress:
@@ -99,13 +105,14 @@ class PreviewAddress:
     PLAY = f"{PREFIX}/preview/play"
     STOP = f"{PREFIX}/preview/stop"
     STATUS = f"{PREFIX}/preview/status"            # [i reply_port]
+    AB = f"{PREFIX}/preview/ab"                    # [i|f|T|F on]: master (on) or original
     STATUS_REPLY = f"{PREFIX}/preview/status/reply"  # b payload
 
 
 PREVIEW_CONTROLS = frozenset({
     PreviewAddress.GAIN, PreviewAddress.GAIN_LINEAR, PreviewAddress.MUTE, PreviewAddress.SOLO,
     PreviewAddress.KARAOKE, PreviewAddress.RESET, PreviewAddress.SEEK, PreviewAddress.PLAY,
-    PreviewAddress.STOP, PreviewAddress.STATUS})
+    PreviewAddress.STOP, PreviewAddress.STATUS, PreviewAddress.AB})
 
 #: UDP port of the preview player's control socket on 127.0.0.1 (defined in settings).
 DEFAULT_PREVIEW_PORT = _settings.DEFAULT_PREVIEW_PORT
@@ -573,9 +580,10 @@ class JobsReply(Payload):
 #: Every message type, by address (the status reply has two shapes: `status_reply`).
 REQUEST_TYPES: dict[str, type[Payload]] = {
     t.ADDRESS: t for t in (Hello, Ping, SplitRequest, Cancel, Status, Jobs, Release,
-                           Shutdown)}
+                           Shutdown, MasterRequest)}
 PUSH_TYPES: dict[str, tuple[type[Payload], ...]] = {
     Address.WELCOME: (Welcome,), Address.PONG: (Pong,), Address.ACCEPTED: (Accepted,),
     Address.STARTED: (Started,), Address.PROGRESS: (Progress,),
     Address.REGION: (RegionDone,), Address.DONE: (Done,), Address.ERROR: (ErrorMsg,),
-    Address.STATUS_REPLY: (JobSummary, ServerStatus), Address.JOBS_REPLY: (JobsReply,)}
+    Address.STATUS_REPLY: (JobSummary, ServerStatus), Address.JOBS_REPLY: (JobsReply,),
+    Address.MASTER_DONE: (MasterDone,)}

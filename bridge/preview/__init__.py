@@ -44,6 +44,7 @@ The stages, one module each:
 | `osc` | the control socket on 127.0.0.1 (`bridge.udp.UdpEndpoint`) |
 | `keys` | the terminal key thread |
 | `automation` | ``--automation`` cue files and the offline render loop |
+| `compare` | ``--master``: A/B of a master and its original, loudness matched |
 | `job` | which server, following the job, releasing it |
 | `command` | ``stembridge preview``: `add_parser`, `run` |
 

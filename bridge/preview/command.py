@@ -40,13 +40,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Play FILE as stems in real time while the warm engine separates it "
         "(the original mix fills in where the stems are not ready yet). Control it over "
         f"OSC on {HOST} (default port {DEFAULT_PREVIEW_PORT}, see PROTOCOL.md) or, on "
-        "a terminal, with keys: 1-6 mute/unmute a stem, space play/stop, left/right seek "
+        "a terminal, with keys: 1-6 mute/unmute a stem (a: original/master with --master), "
+        "space play/stop, left/right seek "
         "5 s, q quit.",
         epilog="examples:\n  stembridge preview song.wav --stems 4 --start-at 60\n"
         "  stembridge preview song.wav --render out.wav --dur 20 --automation cues.jsonl\n"
-        "  stembridge preview song.wav --port 47900 --token SECRET   # another server\n",
+        "  stembridge preview song.wav --port 47900 --token SECRET   # another server\n"
+        "  stembridge preview song.wav --master song.master.wav      # A/B, loudness matched\n",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", type=Path, help="the song (never modified)")
+    p.add_argument("--master", type=Path, default=None, metavar="MASTER",
+                   help="A/B instead of stems: play FILE and its master MASTER loudness "
+                   "matched, switching with the a key or /stembridge/preview/ab (no server)")
     p.add_argument("--stems", type=int, choices=(2, 4, 6), default=None)
     p.add_argument("--model", default=None, help="model name (default: the server's)")
     p.add_argument("--start-at", type=float, default=0.0, metavar="SEC",
@@ -128,7 +133,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise InvalidArgumentError("--osc-port must be 0..65535.")
     if args.port is not None and not 1 <= args.port <= 65535:
         raise InvalidArgumentError("--port must be the server's port, 1..65535.")
-    if args.render is not None and args.render.resolve() == args.file.resolve():
+    inputs = [args.file] + ([args.master] if getattr(args, "master", None) else [])
+    if args.render is not None and any(args.render.resolve() == f.resolve() for f in inputs):
         raise InvalidArgumentError("--render would overwrite the input; choose another file.")
 
 
@@ -142,6 +148,12 @@ def _run(args: argparse.Namespace) -> int:
         raise InvalidArgumentError(f"--start-at {args.start_at:g} s is past the end of "
                                    f"{args.file} ({info.duration:.1f} s).")
     cues = read_automation(args.automation) if args.automation is not None else []
+    pair = None
+    if getattr(args, "master", None) is not None:
+        from bridge.preview.compare import load_pair
+
+        pair = load_pair(args.file, args.master)
+    samplerate = info.samplerate if pair is None else pair[2]
     live = args.render is None
     if live:
         check_audio_device(args.audio)
@@ -155,13 +167,15 @@ def _run(args: argparse.Namespace) -> int:
                               "preview running? Use --osc-port N (0 = any free "
                               "port).") from exc
     try:
-        server = boot_server(args.audio if live else "manual", info.samplerate,
+        server = boot_server(args.audio if live else "manual", samplerate,
                              args.buffer_size)
     except BaseException:
         if osc is not None:
             osc.stop()
         raise
     try:
+        if pair is not None:
+            return _ab_session(args, pair, server, osc, cues)
         return _session(args, info.samplerate, server, osc, cues)
     finally:
         if osc is not None:
@@ -219,13 +233,50 @@ def _session(args: argparse.Namespace, samplerate: int, server: Any,
             finish_job(client, job)
 
 
+def _ab_session(args: argparse.Namespace, pair: Any, server: Any,
+                osc: PreviewOscServer | None, cues: list[Cue]) -> int:
+    from bridge.preview.compare import ABPlayer
+
+    original, master, samplerate, gains = pair
+    player = ABPlayer(server, original, master, samplerate, gains, start_at=args.start_at,
+                      ramp=args.ramp_ms / 1000, capture=args.render is not None,
+                      live=args.render is None)
+    lufs = ", ".join(f"{k} {'-inf' if v is None else f'{v:.1f}'} LUFS" for k, v in (
+        ("original", gains.original_lufs), ("master", gains.master_lufs)))
+    print(f"A/B {args.file.name} vs {args.master.name}: {lufs}; master played "
+          f"{gains.gain_db:+.2f} dB against the original")
+    follower = _NoJob()
+    try:
+        if osc is not None:
+            osc.start(player.handle)
+        if args.render is not None:
+            return _render_to_file(args, player, cues, follower,  # type: ignore[arg-type]
+                                   "", time.perf_counter(), realtime=False)
+        return _play_live(args, player, osc, follower,  # type: ignore[arg-type]
+                          time.perf_counter())
+    finally:
+        player.close()
+
+
+class _NoJob:
+    """What an A/B session has instead of a job follower: no news, nothing to wait for."""
+
+    def __init__(self) -> None:
+        import collections
+
+        self.news: collections.deque[str] = collections.deque()
+        self.started: dict[str, Any] | None = None
+        self.state, self.error = "no job (A/B)", None
+
+
 def _render_to_file(args: argparse.Namespace, player: PreviewPlayer, cues: list[Cue],
-                    follower: JobFollower, job: str, t_submit: float) -> int:
+                    follower: JobFollower, job: str, t_submit: float, *,
+                    realtime: bool = True) -> int:
     from engine.audio import write_audio
     from engine.errors import OutputError
     from protocol.files import write_json_atomic
 
-    audio = render(player, args.dur, cues, realtime=True)
+    audio = render(player, args.dur, cues, realtime=realtime)
     for line in [*player.stats.news, *follower.news]:
         print(f"  {line}")
     target: Path = args.render
@@ -260,8 +311,9 @@ def _play_live(args: argparse.Namespace, player: PreviewPlayer, osc: PreviewOscS
     keys = KeyControl(player.controls, quit_event, position=lambda: player.position,
                       news=player.stats.news).start()
     where = f"OSC on {HOST}:{osc.address[1]}" if osc is not None else "no OSC"
-    print(f"playing {args.file.name} from {clock(args.start_at)} ({where}; keys: 1-6 "
-          "mute, space play/stop, arrows seek, q quit; Ctrl-C stops)")
+    what = "a original/master" if player.controls.is_ab else "1-6 mute"
+    print(f"playing {args.file.name} from {clock(args.start_at)} ({where}; keys: {what}, "
+          "space play/stop, arrows seek, q quit; Ctrl-C stops)")
     player.server.start()
     try:
         while not quit_event.is_set() and not player.ended:

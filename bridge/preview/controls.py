@@ -76,6 +76,7 @@ class Controls:
         self._log: list[str] = []
         self._want_playing = True
         self._seek_to: int | None = None
+        self._ab: bool | None = None  # an A/B session: True while the master plays
 
     # ------------------------------------------------------------------ messages
 
@@ -103,6 +104,8 @@ class Controls:
             return self._parse_karaoke(msg)
         if a == PreviewAddress.SEEK:
             return self._parse_seek(msg)
+        if a == PreviewAddress.AB:
+            return self._parse_ab(msg)
         if a in (PreviewAddress.PLAY, PreviewAddress.STOP, PreviewAddress.RESET):
             return self._parse_button(msg)
         return self._parse_status(msg)
@@ -147,6 +150,35 @@ class Controls:
             raise ProtocolError(f"seek position {seconds:g} s is outside the song "
                                 f"[0, {duration:.3f}) s", ErrorCode.INVALID_ARGUMENT)
         return lambda: self._request(seek=round(seconds * self.samplerate))
+
+    def _parse_ab(self, msg: Message) -> Action:
+        _arity(msg, 0, 1)
+        if self._ab is None:
+            raise ProtocolError("ab switches between an original and its master: start the "
+                                "preview with a master to compare", ErrorCode.INVALID_ARGUMENT)
+        flag = _flag(msg, msg.args[0]) if msg.args else None
+        return lambda: self._switch_ab(flag)
+
+    def _switch_ab(self, flag: bool | None) -> None:
+        with self._lock:
+            self._ab = (not self._ab) if flag is None else flag
+            self._log.append("ab " + ("master" if self._ab else "original"))
+            self._dirty = True
+
+    def enable_ab(self, on_master: bool = False) -> None:
+        """Make this an A/B session (`ab_master` starts at `on_master`)."""
+        with self._lock:
+            self._ab = bool(on_master)
+
+    @property
+    def ab_master(self) -> bool:
+        """In an A/B session, whether the master plays (else the original)."""
+        with self._lock:
+            return bool(self._ab)
+
+    @property
+    def is_ab(self) -> bool:
+        return self._ab is not None
 
     def _parse_button(self, msg: Message) -> Action:
         _arity(msg, 0, 1)

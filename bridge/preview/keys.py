@@ -1,5 +1,5 @@
 """Terminal keys (only when stdin is a TTY): 1-6 mute/unmute a stem, space play/stop,
-left/right arrows seek -/+5 s, q quit. Keys become the same control messages as OSC and
+left/right arrows seek -/+5 s, a switch original/master (an A/B session), q quit. Keys become the same control messages as OSC and
 go to the same `Controls`, from a daemon thread that reads the terminal in cbreak mode
 and restores it on `stop`.
 
@@ -109,6 +109,8 @@ class KeyControl:
         c = self.controls
         if key in (b"q", b"Q"):
             self.quit.set()
+        elif key in (b"a", b"A") and c.is_ab:
+            return Message(PreviewAddress.AB, ())
         elif key.isdigit() and 1 <= int(key) <= min(6, len(c.stems)):
             return Message(PreviewAddress.MUTE, (int(key),))
         elif key == b" ":

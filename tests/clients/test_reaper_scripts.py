@@ -47,6 +47,12 @@ def test_one_script_per_action_with_reapack_headers():
         "stembridge_Cancel running splits.lua",
         "stembridge_Settings.lua",
         "stembridge_Show split status.lua",
+        # mastering (tests/clients/test_reaper_master.py)
+        "stembridge_Master selected items (streaming).lua",
+        "stembridge_Master selected items (loud).lua",
+        "stembridge_Master selected items to match the first selected item (reference).lua",
+        "stembridge_Analyze loudness of selected items.lua",
+        "stembridge_Cancel running masters.lua",
     }
     mk = _make_index()
     versions = set()

@@ -45,6 +45,8 @@ from protocol.messages import (
     Jobs,
     JobsReply,
     JobSummary,
+    MasterDone,
+    MasterRequest,
     Payload,
     Ping,
     Pong,
@@ -116,6 +118,8 @@ def requests() -> list[Example]:
         _ex("jobs", Jobs()),
         _ex("release", Release(JOB)),
         _ex("shutdown", Shutdown(TOKEN)),
+        _ex("master", MasterRequest(source=SONG, preset="loud", format="flac",
+                                    request_id=11)),
     ]
 
 
@@ -162,6 +166,9 @@ def pushes() -> list[Example]:
         _ex("status_reply_server", server),
         _ex("status_reply_job", running),
         _ex("jobs_reply", jobs),
+        _ex("master_done", MasterDone(
+            JOB, f"{FOLDER}/song.master.flac", f"{FOLDER}/song.master.json",
+            lufs_after=-14.0, true_peak_after=-1.0, passes=2)),
     ]
 
 

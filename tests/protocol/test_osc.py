@@ -54,7 +54,7 @@ def test_golden_file_is_well_formed():
         assert entry["tags"].startswith(",") and len(entry["tags"]) == len(entry["args"]) + 1
         assert set(entry["tags"][1:]) <= set("ifsb")
         assert entry["hex"] == entry["hex"].lower() and len(entry["hex"]) % 8 == 0
-    assert len(json.dumps(GOLDEN)) < 16_000  # stays reviewable
+    assert len(json.dumps(GOLDEN)) < 17_000  # stays reviewable (16k before the master messages)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -76,6 +76,15 @@ class ProcessMixin:
         Path(path).mkdir(parents=True, exist_ok=True)
         return 1
 
+    def _EnumerateFiles(self, path: str, fileindex: int) -> str | None:
+        """The `fileindex`-th file (not folder) of `path`, in name order; nil past the end."""
+        try:
+            names = sorted(p.name for p in Path(path).iterdir() if p.is_file())
+        except OSError:
+            return None
+        i = int(fileindex)
+        return names[i] if 0 <= i < len(names) else None
+
     def _file_exists(self, path: str) -> bool:
         return Path(path).is_file()
 

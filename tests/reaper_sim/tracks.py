@@ -144,6 +144,9 @@ class TracksMixin:
             item.values["I_CURTAKE"] = 0.0
         return take
 
+    def _CountTakes(self, item: Item) -> int:
+        return len(item.takes)
+
     def _DeleteTrackMediaItem(self, tr: Track, item: Item) -> bool:
         if item not in tr.items:
             return False

@@ -39,6 +39,7 @@ C.ERRORS = {
   NOT_RUNNING = "not_running",
   TIMEOUT = "timeout",
   START_FAILED = "start_failed",
+  REFERENCE_UNUSABLE = "reference_unusable",
 }
 -- (a name that is not a code is a mistake in the scripts: say so at once)
 setmetatable(C.ERRORS, { __index = function(_, name)
@@ -75,6 +76,7 @@ C.EXIT = {
   not_running = 11,
   timeout = 11,
   start_failed = 11,
+  reference_unusable = 5,
 }
 
 --- What a DAW user does about a code (codes without a hint are absent).
@@ -101,6 +103,7 @@ C.HINTS = {
   not_running = "Is the engine installed? Set its path in stembridge: Settings.",
   timeout = "The engine did not answer; is it installed? Set its path in stembridge: Settings.",
   start_failed = "The engine could not start; see its server.log.",
+  reference_unusable = "Select a reference item with at least 3 s of music as the first selected item.",
 }
 
 --- Stem names per stem count, in track order (protocol.stems.STEM_SETS).
@@ -130,6 +133,8 @@ C.ADDRESS = {
   ERROR = "/stembridge/error",
   STATUS_REPLY = "/stembridge/status/reply",
   JOBS_REPLY = "/stembridge/jobs/reply",
+  MASTER = "/stembridge/master",
+  MASTER_DONE = "/stembridge/master/done",
 }
 
 return C

@@ -54,6 +54,7 @@ local Mon = stage("stembridge_monitor", U, J, C, T, P, Jobs, E, H, St)
 local S = stage("stembridge_selection", U, C, T, P, Jobs, E, Mon)
 local Settings = stage("stembridge_settings", U)
 local W = stage("stembridge_window", U, St, Mon)
+local Master = stage("stembridge_master", U, J, C, E)  -- mastering and loudness actions
 
 local M = {}
 
@@ -81,6 +82,9 @@ M.cancel_action = Mon.cancel_action
 M.parse_settings = Settings.parse_settings
 M.settings_dialog = Settings.settings_dialog
 M.status_window = W.show
+M.master_action = Master.action
+M.cancel_masters = Master.cancel_action
+M.master = Master
 
 --- The library, ready (kept for callers of 0.2.0, whose action scripts passed the
 --- library's folder; the stages are found relative to this file).

@@ -1,0 +1,15 @@
+-- @description Analyze loudness of selected items
+-- @author stembridge developers
+-- @version 0.2.0
+-- @changelog
+--   Mastering and loudness analysis by the stembridge engine: each master is a new take, one undo point.
+-- @noindex
+--   (installed with the package "stembridge_Master selected items (streaming).lua")
+-- @provides
+--   [main] stembridge_Analyze loudness of selected items.lua
+-- @about
+--   Shows integrated loudness, true peak and loudness range of each selected audio item.
+
+local dir = select(2, reaper.get_action_context()):match("^(.*[/\\])") or ""
+local core = dofile(dir .. "lib/stembridge_core.lua")
+core.master_action("analyze")
