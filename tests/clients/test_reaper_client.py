@@ -331,8 +331,8 @@ def test_cancel_stops_the_job_and_removes_unfinished_stems(reaper, engine, tmp_p
     while not cancelled() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert cancelled()
-    (job,) = [p for p in engine["jobs"].iterdir()
-              if json.loads((p / "manifest.json").read_text())["source"] == str(song)]
+    (job,) = [m.parent for m in engine["jobs"].glob("*/manifest.json")  # job folders only
+              if json.loads(m.read_text())["source"] == str(song)]
     leftovers = [p.name for p in job.iterdir() if p.is_file() and p.name != "manifest.json"]
     assert leftovers == [], "a cancelled job left final or temporary stems"
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
