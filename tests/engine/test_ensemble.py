@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402
 
 from engine.chunking import iter_separate, separate  # noqa: E402
 from engine.errors import InvalidArgumentError, StembridgeError  # noqa: E402
@@ -130,7 +130,7 @@ def test_algorithm_equals_numpy_on_member_outputs(root: Path, mix: torch.Tensor,
                                                   algo: str) -> None:
     names = (*MDX_PAIR, "mdx-voc-ft")
     members = _members(root, mix, names)
-    ens = registry.load("+".join(names) + f"@{algo}", CPU, root)
+    ens = ensemble.load("+".join(names) + f"@{algo}", CPU, root)
     assert ens.spec.sources == TWO
     got = separate(ens, mix).numpy()
     assert np.abs(got - _numpy_ensemble(algo, members, [1.0] * 3)).max() < 1e-4
@@ -146,7 +146,7 @@ def test_algorithm_equals_numpy_on_member_outputs(root: Path, mix: torch.Tensor,
 def test_across_families_equals_numpy(root: Path, mix: torch.Tensor) -> None:
     """htdemucs (4 stems: instrumental = drums + bass + other) with MDX (2 stems)."""
     members = _members(root, mix, CROSS)
-    base = registry.load("+".join(CROSS), CPU, root)
+    base = ensemble.load("+".join(CROSS), CPU, root)
     for algo in ("avg_wave", "max_spec"):
         ens = ensemble.EnsembleModel(base.spec, base.members, ensemble.EnsembleEntry(CROSS, algo))
         got = separate(ens, mix).numpy()
