@@ -369,12 +369,11 @@ def spectral(algorithm: str, xs: Sequence[torch.Tensor], w: torch.Tensor, a: int
     s1 = k_hi * HOP - half + N_FFT
     seg = torch.stack([x[..., max(0, s0):min(total, s1)] for x in xs])
     seg = torch.nn.functional.pad(seg, (max(0, -s0), max(0, s1 - total)))
-    win = torch.hann_window(N_FFT, periodic=True, dtype=torch.float64)
-    frames = seg.double().unfold(-1, N_FFT, HOP) * win  # (members, ch, K, n_fft)
+    win = torch.hann_window(N_FFT, periodic=True)
+    frames = seg.unfold(-1, N_FFT, HOP) * win  # (members, ch, K, n_fft)
     spec = torch.fft.rfft(frames, dim=-1)
     if algorithm == "avg_fft":
-        wd = w.double()
-        comb = (spec * wd[:, None, None, None]).sum(0) / wd.sum()
+        comb = (spec * w[:, None, None, None]).sum(0) / w.sum()
     else:
         mag = spec.abs()
         pick = mag.argmin(0) if algorithm == "min_spec" else mag.argmax(0)
@@ -383,7 +382,7 @@ def spectral(algorithm: str, xs: Sequence[torch.Tensor], w: torch.Tensor, a: int
     out = _overlap_add(back)
     norm = _overlap_add((win**2).expand(back.shape[-2], N_FFT)[None])[0]
     res = out / norm
-    return res[..., a - s0:b - s0].float()
+    return res[..., a - s0:b - s0]
 
 
 def _overlap_add(frames: torch.Tensor) -> torch.Tensor:
