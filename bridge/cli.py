@@ -54,10 +54,16 @@ def _build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("split", help="separate audio files into stems")
     s.add_argument("files", nargs="+", type=Path, help="input audio files (never modified)")
-    s.add_argument("--stems", type=int, choices=(2, 4, 6), default=None,
-                   help="2 = vocals + instrumental, 4 = vocals/drums/bass/other, 6 = + guitar/piano")
+    s.add_argument("--stems", type=_stems_arg, default=None,
+                   help="2 = vocals + instrumental, 4 = vocals/drums/bass/other, 6 = + "
+                   "guitar/piano; or a subset of the model's stems, e.g. vocals,drums")
+    s.add_argument("--rest", choices=("keep", "drop"), default="keep",
+                   help="with a subset: keep the other stems summed into other (default), "
+                   "or drop them")
     s.add_argument("--model", default=None, help="model name (default: spleeter-2stems for 2 "
-                   "stems, htdemucs for 4, htdemucs_6s for 6); see `stembridge models list`")
+                   "stems, htdemucs for 4, htdemucs_6s for 6); see `stembridge models list`. An "
+                   "ensemble joins names with '+', e.g. mdx-voc-ft+htdemucs, optionally "
+                   "@avg_wave|median_wave|min_spec|max_spec|avg_fft (default avg_wave)")
     s.add_argument("--out", type=Path, default=Path("stems"),
                    help="output folder; each input gets a sub-folder (default: ./stems)")
     s.add_argument("--format", choices=("wav", "flac", "mp3"), default="wav",
@@ -150,6 +156,18 @@ def _build_parser() -> argparse.ArgumentParser:
     master_cmd.add_parser(sub)
     analyze_cmd.add_parser(sub)
     return p
+
+
+def _stems_arg(text: str) -> int | list[str]:
+    """``--stems``: a count (2, 4, 6) or comma-separated stem names."""
+    if text.strip().isdigit():
+        if int(text) not in (2, 4, 6):
+            raise argparse.ArgumentTypeError("a split gives 2, 4 or 6 stems")
+        return int(text)
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    if not names or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError("name different stems, e.g. vocals,drums")
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -316,6 +316,13 @@ def iter_separate(
 
     if mix.dim() != 2:
         raise InvalidArgumentError(f"mix must be (channels, samples), got {tuple(mix.shape)}")
+    own_loop = getattr(model, "iter_regions", None)
+    if own_loop is not None:  # an ensemble: runs its members through this loop
+        yield from own_loop(mix, overlap=overlap, batch_size=batch_size,
+                            first_batch=first_batch, start_at=start_at, autocast=autocast,
+                            cancel=cancel, progress=progress, stats=stats,
+                            transition_power=transition_power, already_final=already_final)
+        return
     stats = stats if stats is not None else ChunkStats()
     own_layout = getattr(model, "window_layout", None)
     layout = own_layout(mix.shape[-1], overlap) if own_layout is not None else None

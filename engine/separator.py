@@ -110,7 +110,7 @@ def check_request(request: SplitRequest) -> tuple[ModelSpec, StemPlan, float]:
 
     name = registry.choose_model(request.model, request.stems)
     spec = registry.get_spec(name)
-    plan = plan_stems(name, spec.sources, request.stems)
+    plan = plan_stems(name, spec.sources, request.stems, request.only, request.rest)
     overlap = spec.default_overlap if request.overlap is None else request.overlap
     if not 0.0 <= overlap < 1.0:
         raise InvalidArgumentError(

@@ -7,6 +7,7 @@ Output order puts vocals first, as a DAW user expects them at the top.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.errors import StembridgeError
@@ -31,8 +32,37 @@ def _sorted(names: list[str]) -> list[str]:
     return sorted(names, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
 
 
-def plan_stems(model_name: str, model_sources: tuple[str, ...], stems: int | None) -> StemPlan:
-    """The `StemPlan` for `stems` (None, 2, 4 or 6) from a model with `model_sources`."""
+def plan_stems(model_name: str, model_sources: tuple[str, ...], stems: int | None,
+               only: Sequence[str] | None = None, rest: str = "keep") -> StemPlan:
+    """The `StemPlan` for `stems` (None, 2, 4 or 6) from a model with `model_sources`;
+    with `only`, just those of its stems (in track order), and with ``rest="keep"`` the
+    others summed into ``other`` (of vocals + instrumental, the one left out stays as it
+    is), so the stems still sum to the mix; ``rest="drop"`` leaves them out."""
+    plan = _plan(model_name, model_sources, stems)
+    if not only:
+        return plan
+    missing = [s for s in only if s not in plan.names]
+    if missing:
+        raise StembridgeError(
+            f"{model_name} gives {', '.join(plan.names)}"
+            f"{f' for {stems} stems' if stems else ''}, not {', '.join(missing)}: choose "
+            "stems from those, or a model that separates them.",
+            code=ErrorCode.STEMS_UNSUPPORTED)
+    keep = [n for n in plan.names if n in only]
+    left = [plan.sources[plan.names.index(n)] for n in plan.names if n not in only]
+    groups = {n: plan.sources[plan.names.index(n)] for n in keep}
+    if rest == "keep" and left:
+        # the one stem left of vocals + instrumental keeps its name
+        into = next(n for n in plan.names if n not in only) if plan.names == TWO else "other"
+        pooled = tuple(i for g in left for i in g)
+        groups[into] = groups.get(into, ()) + pooled
+        if into not in keep:
+            keep.append(into)
+    names = _sorted(keep)
+    return StemPlan(tuple(names), tuple(tuple(sorted(groups[n])) for n in names))
+
+
+def _plan(model_name: str, model_sources: tuple[str, ...], stems: int | None) -> StemPlan:
     idx = {name: i for i, name in enumerate(model_sources)}
     n = len(model_sources)
     if stems is None or stems == n:

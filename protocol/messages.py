@@ -120,6 +120,8 @@ DEFAULT_PREVIEW_PORT = _settings.DEFAULT_PREVIEW_PORT
 #: Job states, in the order a job goes through them (PROTOCOL.md, "Files").
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 PRIORITIES = ("interactive", "batch")
+#: What `SplitRequest.rest` may be.
+REST_MODES = ("keep", "drop")
 OUTPUT_FORMATS = ("wav", "flac")
 
 
@@ -175,7 +177,7 @@ class SplitRequest(Payload):
     ORDER: ClassVar[tuple[str, ...]] = (
         "request_id", "source", "shm", "stems", "model", "start_at", "overlap",
         "section_start", "section_length", "priority", "format", "output_root",
-        "reply_port", "token")
+        "reply_port", "only", "rest", "token")
     WIRE_REQUIRED = ("request_id",)
 
     source: str | os.PathLike[str] = spec(str, "**absolute** path of the audio file (UTF-8), as the server "
@@ -207,6 +209,12 @@ class SplitRequest(Payload):
     reply_port: int | None = spec(int, "1..65535: UDP port on the sender's host for this "
                                   "job's pushes; absent: the sender's port", type="int",
                                   default=None)
+    only: list[str] | None = spec(list, "a subset of the stems that `stems` (or the "
+                                  "model) gives, e.g. `[\"vocals\", \"drums\"]`; absent: all",
+                                  type="array of str", item=str, default=None)
+    rest: str = spec(str, "with `only`: `keep` sums the other stems into `other` (of "
+                     "vocals + instrumental, the one left out stays), so the stems still "
+                     "sum to the mix; `drop` leaves them out", type="str", default="keep")
     request_id: int = spec(int, "chosen by the client, echoed in `job/accepted` and in "
                            "errors about this request", type="int", default=0)
     token: str | None = _token()
@@ -236,6 +244,11 @@ class SplitRequest(Payload):
             raise ProtocolError("stems must be 2, 4 or 6", code=bad)
         if self.priority not in PRIORITIES:
             raise ProtocolError("priority must be 'interactive' or 'batch'", code=bad)
+        if self.rest not in REST_MODES:
+            raise ProtocolError("rest must be 'keep' or 'drop'", code=bad)
+        if self.only is not None and (not self.only or len(set(self.only)) != len(self.only)
+                                      or len(self.only) > 8):
+            raise ProtocolError("only must name 1 to 8 different stems", code=bad)
         if self.format not in OUTPUT_FORMATS:
             raise ProtocolError("format must be 'wav' or 'flac'", code=bad)
         times = [self.start_at, self.section_start] + (

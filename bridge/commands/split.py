@@ -214,8 +214,12 @@ def split_one(engine: Any, target: Target, args: argparse.Namespace,
     from engine.separator import SplitRequest
 
     if job is None:
-        job = engine.prepare(SplitRequest(target.path, stems=args.stems, model=args.model,
-                                          start_at=args.start_at, overlap=args.overlap))
+        stems, only = args.stems, None
+        if isinstance(stems, list):  # a subset of stem names (`--stems vocals,drums`)
+            stems, only = None, stems
+        job = engine.prepare(SplitRequest(target.path, stems=stems, model=args.model,
+                                          start_at=args.start_at, overlap=args.overlap,
+                                          only=only, rest=getattr(args, "rest", "keep")))
     created = make_folder(target.folder)
     try:
         meta = _write_stems(job, target, args)

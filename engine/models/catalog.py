@@ -190,9 +190,14 @@ def unknown_model_error(name: str, names: list[str] | None = None) -> ModelError
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The spec of `name` (ModelError MODEL_UNKNOWN, with a suggestion, if unknown)."""
+    """The spec of `name` (ModelError MODEL_UNKNOWN, with a suggestion, if unknown); an
+    ensemble ``A+B[@algorithm]`` or a named one gets its spec from `engine.models.ensemble`."""
     spec = SPECS.get(name)
     if spec is None:
+        from engine.models import ensemble
+
+        if ensemble.is_ensemble(name):
+            return ensemble.spec_for(name)
         raise unknown_model_error(name)
     return spec
 

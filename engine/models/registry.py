@@ -56,6 +56,10 @@ def load(name: str, device: torch.device, models_root: Path) -> SeparationModel:
     """Load `name` onto `device` (eval mode, ready for `engine.chunking`). Never
     downloads: a model that is not installed raises MODEL_NOT_INSTALLED at once."""
     spec = catalog.get_spec(name)
+    if spec.family == "ensemble":
+        from engine.models import ensemble
+
+        return ensemble.load(name, device, models_root)
     if spec.family == "spleeter":
         from engine.models import spleeter
 
