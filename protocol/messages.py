@@ -46,9 +46,11 @@ from protocol.osc import (
     unpack,
 )
 from protocol.payload import Payload, spec
+from protocol.preview import PREVIEW_CONTROLS, PreviewAddress
 
 __all__ = ["MAX_DATAGRAM", "MAX_MESSAGE_CHARS", "MAX_NAME_BYTES", "MAX_OUTPUT_ROOT_BYTES",
            "MAX_PATH_BYTES", "MAX_TIME_S", "TRUNCATED", "MasterDone", "MasterRequest", "Message",
+           "PREVIEW_CONTROLS", "PreviewAddress",
            "Payload", "ProtocolError", "decode", "encode", "field",
            "pack", "payload", "spec", "unpack"]
 
@@ -89,30 +91,6 @@ PUSHES = frozenset({Address.WELCOME, Address.PONG, Address.ACCEPTED, Address.STA
                     Address.PROGRESS, Address.REGION, Address.DONE, Address.ERROR,
                     Address.STATUS_REPLY, Address.JOBS_REPLY, Address.MASTER_DONE})
 
-
-class PreviewAddress:
-    """Control addresses of the preview player (`stembridge preview`), which listens on
-    its own UDP port (`DEFAULT_PREVIEW_PORT`), not on the server's. Errors it answers with
-    `Address.ERROR`, in the server's error payload."""
-
-    GAIN = f"{PREFIX}/preview/gain"                # s|i stem, f dB
-    GAIN_LINEAR = f"{PREFIX}/preview/gain/linear"  # s|i stem, f factor
-    MUTE = f"{PREFIX}/preview/mute"                # s|i stem [, i|f|T|F on]; no flag: toggle
-    SOLO = f"{PREFIX}/preview/solo"                # s|i stem [, i|f|T|F on]; no flag: toggle
-    KARAOKE = f"{PREFIX}/preview/karaoke"          # [i|f|T|F on]: mute the vocals
-    RESET = f"{PREFIX}/preview/reset"              # every stem at 0 dB, unmuted, unsoloed
-    SEEK = f"{PREFIX}/preview/seek"                # f seconds from the start of the song
-    PLAY = f"{PREFIX}/preview/play"
-    STOP = f"{PREFIX}/preview/stop"
-    STATUS = f"{PREFIX}/preview/status"            # [i reply_port]
-    AB = f"{PREFIX}/preview/ab"                    # [i|f|T|F on]: master (on) or original
-    STATUS_REPLY = f"{PREFIX}/preview/status/reply"  # b payload
-
-
-PREVIEW_CONTROLS = frozenset({
-    PreviewAddress.GAIN, PreviewAddress.GAIN_LINEAR, PreviewAddress.MUTE, PreviewAddress.SOLO,
-    PreviewAddress.KARAOKE, PreviewAddress.RESET, PreviewAddress.SEEK, PreviewAddress.PLAY,
-    PreviewAddress.STOP, PreviewAddress.STATUS, PreviewAddress.AB})
 
 #: UDP port of the preview player's control socket on 127.0.0.1 (defined in settings).
 DEFAULT_PREVIEW_PORT = _settings.DEFAULT_PREVIEW_PORT
