@@ -1,6 +1,6 @@
 -- @description Master selected items (streaming)
 -- @author stembridge developers
--- @version 0.2.0
+-- @version 0.3.0
 -- @changelog
 --   Mastering and loudness analysis by the stembridge engine: each master is a new take, one undo point.
 -- @provides

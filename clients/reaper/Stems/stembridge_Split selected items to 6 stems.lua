@@ -1,6 +1,6 @@
 -- @description Split selected items to 6 stems
 -- @author stembridge developers
--- @version 0.2.0
+-- @version 0.3.0
 -- @changelog
 --   Progressive stems from the stembridge engine: tracks at once, regions as they are final, one undo point.
 -- @noindex
