@@ -38,15 +38,7 @@ def build() -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = build()
-    if "--check" in argv:
-        if not TARGET.exists() or TARGET.read_text(encoding="utf-8") != text:
-            print(f"{TARGET.relative_to(HERE.parents[1])} is out of date: run {COMMAND}",
-                  file=sys.stderr)
-            return 1
-        return 0
-    TARGET.write_text(text, encoding="utf-8")
-    return 0
+    return int(_reaper_generator().write_or_check(build(), TARGET, COMMAND, argv))
 
 
 if __name__ == "__main__":

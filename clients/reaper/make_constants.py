@@ -104,16 +104,21 @@ def build() -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
-    text = build()
+def write_or_check(text: str, target: Path, command: str, argv: list[str]) -> int:
+    """Write `text` to `target`; with ``--check`` in `argv`, only say (exit 1) whether
+    `target` is out of date, naming `command` to regenerate it."""
     if "--check" in argv:
-        if not TARGET.exists() or TARGET.read_text(encoding="utf-8") != text:
-            print(f"{TARGET.relative_to(HERE.parents[1])} is out of date: run {COMMAND}",
+        if not target.exists() or target.read_text(encoding="utf-8") != text:
+            print(f"{target.relative_to(HERE.parents[1])} is out of date: run {command}",
                   file=sys.stderr)
             return 1
         return 0
-    TARGET.write_text(text, encoding="utf-8")
+    target.write_text(text, encoding="utf-8")
     return 0
+
+
+def main(argv: list[str]) -> int:
+    return write_or_check(build(), TARGET, COMMAND, argv)
 
 
 if __name__ == "__main__":
