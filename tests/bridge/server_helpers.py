@@ -1,4 +1,4 @@
-"""Helpers shared by the server tests: a client of an in-process server, a song file."""
+"""Helpers shared by the server tests: an in-process server, a client of it, a song file."""
 
 from __future__ import annotations
 
@@ -9,6 +9,19 @@ import soundfile as sf
 
 from bridge.client import Client
 from tests.conftest import music_like
+
+
+def start_server(models_dir: Path, root: Path) -> Any:
+    """An in-process fp32 server on a free loopback port: jobs under `root`/jobs, cache
+    under `root`/cache, no discovery record. Stop it with `.stop()`."""
+    from bridge.server import ServerConfig, StembridgeServer
+    from engine.config import EngineConfig
+    from engine.separator import Engine
+
+    engine = Engine(EngineConfig(precision="fp32", models_dir=models_dir,
+                                 cache_dir=root / "cache"))
+    return StembridgeServer(ServerConfig(port=0, output_root=root / "jobs",
+                                         write_discovery=False), engine).start()
 
 
 def client_of(srv: Any, **kw: Any) -> Client:

@@ -11,9 +11,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from bridge.server import ServerConfig, StembridgeServer
-from engine.config import EngineConfig
-from engine.separator import Engine
+from bridge.server import StembridgeServer
 from protocol.messages import (
     Accepted,
     Address,
@@ -26,16 +24,12 @@ from protocol.messages import (
     Status,
     decode,
 )
-from tests.bridge.server_helpers import song
+from tests.bridge.server_helpers import song, start_server
 
 
 @pytest.fixture(scope="module")
 def server(test_models_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("master-server")
-    engine = Engine(EngineConfig(precision="fp32", models_dir=test_models_dir,
-                                 cache_dir=root / "cache"))
-    srv = StembridgeServer(ServerConfig(port=0, output_root=root / "jobs",
-                                        write_discovery=False), engine).start()
+    srv = start_server(test_models_dir, tmp_path_factory.mktemp("master-server"))
     yield srv
     srv.stop()
 
@@ -114,7 +108,12 @@ def test_master_cancel(server, tmp_path):
     peer.send(MasterRequest(source=str(src), request_id=9))
     accepted = Accepted.from_message(peer.until(Address.ACCEPTED)[-1])
     peer.send(Cancel(accepted.job))
+    # a job still queued is failed at once: its `error` (cancelled) push to the requester
+    # may come before the cancel's status reply
     msgs = peer.until(Address.STATUS_REPLY, timeout=30)
+    if msgs[-1].address == Address.ERROR:
+        assert ErrorMsg.from_message(msgs[-1]).code.value == "cancelled"
+        msgs += peer.until(Address.STATUS_REPLY, timeout=30)
     summaries = [JobSummary.from_message(m) for m in msgs if m.address == Address.STATUS_REPLY]
     assert summaries and summaries[-1].job == accepted.job
     # the job ends cancelled and writes no master

@@ -19,16 +19,12 @@ from bridge.server import ServerConfig, StembridgeServer
 from engine.config import EngineConfig
 from engine.separator import Engine
 from protocol.messages import Address, encode, pack
-from tests.bridge.server_helpers import client_of, song
+from tests.bridge.server_helpers import client_of, song, start_server
 
 
 @pytest.fixture(scope="module")
 def server(test_models_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("server")
-    engine = Engine(EngineConfig(precision="fp32", models_dir=test_models_dir,
-                                 cache_dir=root / "cache"))
-    srv = StembridgeServer(ServerConfig(port=0, output_root=root / "jobs",
-                                        write_discovery=False), engine).start()
+    srv = start_server(test_models_dir, tmp_path_factory.mktemp("server"))
     yield srv
     srv.stop()
 
