@@ -19,6 +19,8 @@ pytest.importorskip("lupa")
 sf = pytest.importorskip("soundfile")
 
 from protocol.errors import ErrorCode, hint  # noqa: E402
+from tests.clients.reaper_helpers import scripted_reaper  # noqa: E402
+from tests.clients.reaper_helpers import song as _song  # noqa: E402
 from tests.conftest import music_like  # noqa: E402
 from tests.reaper_sim.sim import ReaperSim  # noqa: E402
 
@@ -64,18 +66,7 @@ def engine(test_models_dir, tmp_path_factory):
 
 @pytest.fixture
 def reaper(engine, tmp_path):
-    sim = ReaperSim(resource_path=tmp_path / "res")
-    sim.ext_state[("stembridge", "engine")] = sys.executable
-    sim.ext_state[("stembridge", "output_dir")] = str(tmp_path / "out")
-    yield sim
-    sim.terminate()
-    for _argv, proc in sim.processes:
-        proc.wait(30)
-
-
-def _song(path: Path, seconds: float, seed: int = 0) -> Path:
-    sf.write(path, music_like(seconds, SR, seed=seed).T, SR, subtype="FLOAT")
-    return path
+    yield from scripted_reaper(tmp_path, wait_s=30)
 
 
 def _idle(sim: ReaperSim) -> bool:

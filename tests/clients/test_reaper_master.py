@@ -3,15 +3,14 @@ take per item (the original stays), one undo point, the analysis shown, cancel, 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-import soundfile as sf
 
 pytest.importorskip("lupa")
 
-from tests.conftest import music_like  # noqa: E402
+from tests.clients.reaper_helpers import scripted_reaper  # noqa: E402
+from tests.clients.reaper_helpers import song as _song  # noqa: E402
 from tests.reaper_sim.sim import ReaperSim  # noqa: E402
 
 STEMS_DIR = Path(__file__).resolve().parents[2] / "clients" / "reaper" / "Stems"
@@ -26,18 +25,7 @@ SR = 44100
 
 @pytest.fixture
 def reaper(tmp_path):
-    sim = ReaperSim(resource_path=tmp_path / "res")
-    sim.ext_state[("stembridge", "engine")] = sys.executable
-    sim.ext_state[("stembridge", "output_dir")] = str(tmp_path / "out")
-    yield sim
-    sim.terminate()
-    for _argv, proc in sim.processes:
-        proc.wait(60)
-
-
-def _song(path: Path, seconds: float, seed: int = 0) -> Path:
-    sf.write(path, music_like(seconds, SR, seed=seed).T, SR, subtype="FLOAT")
-    return path
+    yield from scripted_reaper(tmp_path, wait_s=60)
 
 
 def _idle(sim: ReaperSim) -> bool:

@@ -22,12 +22,7 @@ CPU = torch.device("cpu")
 N = 21000  # samples: > one tiny MDX window (15360), < one demucs window
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

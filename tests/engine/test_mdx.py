@@ -28,14 +28,7 @@ CPU = torch.device("cpu")
 TOL = 1e-4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Any:
-    """The tiny test model's tensors are small: one thread is faster than two (and far
-    faster on a busy machine, where two threads wait for each other)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -26,12 +26,7 @@ TOL = 1e-4
 NAMES = ("bs-roformer-viperx-1297", "mel-roformer-kim-vocals", "bs-roformer-sw")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
