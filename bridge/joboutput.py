@@ -55,12 +55,13 @@ def write_manifest(rec: JobRecord, **changes: Any) -> None:
 
 def fail(rec: JobRecord, code: ErrorCode, message: str, send: Send) -> None:
     """End the job as `failed` (or `cancelled`): manifest, then the `error` push."""
-    rec.state = "cancelled" if code is ErrorCode.CANCELLED else "failed"
+    end = "cancelled" if code is ErrorCode.CANCELLED else "failed"
     rec.error = JobError(code.value, message)
-    write_manifest(rec, state=rec.state, error=rec.error)
+    write_manifest(rec, state=end, error=rec.error)
     rec.finished = time.time()
     index_remove(rec)
     clean_failed(rec)
+    rec.state = end  # seen as ended only once its manifest and folder are final
     send(rec.reply_to, ErrorMsg(rec.id, rec.request.request_id, code, message))
 
 
@@ -291,10 +292,11 @@ class _Run:
             rec.shm.finish(True)
         assert self.job.result is not None
         meta = self.job.result.metadata
-        rec.state = "done"
         rec.regions_done = rec.regions_total = max(rec.regions_total, len(self.regions))
         rec.eta = 0.0
+        # The manifest is durable before anyone can see the job as done.
         write_manifest(rec, state="done", final=final, metadata=_jsonable(meta))
+        rec.state = "done"
         rec.finished = time.time()
         index_remove(rec)
         self.send(rec.reply_to, Done(
