@@ -37,7 +37,7 @@ def add_parser(sub: Any) -> None:
                    "glob patterns (quote them) or CSV/JSONL manifests with a 'path' column")
     b.add_argument("--out", type=Path, required=True, help="output folder; mirrors the "
                    "input tree and holds the batch record (stembridge-batch.jsonl)")
-    b.add_argument("--stems", type=int, choices=(2, 4, 6), default=None)
+    b.add_argument("--stems", type=int, choices=(2, 4, 5, 6), default=None)
     b.add_argument("--model", default=None, help="model name (as for split)")
     b.add_argument("--format", choices=("wav", "flac"), default="wav")
     b.add_argument("--pcm24", action="store_true", help="24-bit PCM WAV instead of float")
