@@ -151,6 +151,9 @@ def _build_parser() -> argparse.ArgumentParser:
     ml = msub.add_parser("list", help="known models, where they are installed, and which "
                          "files to copy by hand on a machine without internet")
     ml.add_argument("--json", action="store_true")
+    ml.add_argument("--out", type=Path, default=None, metavar="FILE", help="with --json: "
+                    "write the list to FILE (atomically) instead of printing it (for DAW "
+                    "scripts without pipes, e.g. REAPER's Settings)")
     ml.add_argument("--models-dir", type=Path, default=None)
     mf = msub.add_parser("fetch", help="download a model's weights (needs internet and the "
                          "'fetch' extra: pip install 'stembridge[fetch]')")

@@ -111,6 +111,6 @@ def _gain(peak: float, ceiling: float) -> float:
     if peak <= ceiling:
         return 1.0
     gain = np.float32(ceiling / peak)
-    while np.float32(peak) * gain > ceiling:
+    while float(np.float32(peak) * gain) > ceiling:  # the product as float32, compared exactly
         gain = np.nextafter(gain, np.float32(0.0))
     return float(gain)

@@ -222,6 +222,21 @@ def choose_model(model: str | None, stems: int | None) -> str:
     return DEFAULT_FOR_STEMS[stems]
 
 
+#: Families whose runtime ignores torch autocast: the precision they always run in.
+FIXED_PRECISION = {"mdx": "fp32"}  # the ONNX file's float32 graph in onnxruntime
+
+
+def run_precision(spec: ModelSpec, precision: str) -> str:
+    """The precision `spec` really runs in when the engine's is `precision` (``fp32``,
+    ``bf16``, ``fp16``): an MDX-Net ONNX model always ``fp32``; an ensemble ``fp32`` when
+    every member is fixed to it, else `precision` (its torch members use it)."""
+    if spec.family == "ensemble":
+        members = [get_spec(m) for m in spec.extra.get("members", ())]
+        fixed = {FIXED_PRECISION.get(m.family) for m in members}
+        return "fp32" if members and fixed == {"fp32"} else precision
+    return FIXED_PRECISION.get(spec.family, precision)
+
+
 def hub_url(spec: ModelSpec) -> str:
     """The web page of `spec`'s Hugging Face repository ("" when it has none)."""
     return f"https://huggingface.co/{spec.hub_repo}" if spec.hub_repo else ""
