@@ -69,7 +69,7 @@ log = logging.getLogger("stembridge.server")
 
 DEFAULT_PORT = settings.DEFAULT_PORT
 CAPABILITIES = ["split", "cancel", "status", "jobs", "files", "start_at", "section", "shm",
-                "release", "shutdown", "format"]
+                "release", "shutdown", "format", "output"]
 
 
 def default_output_root() -> Path:

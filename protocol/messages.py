@@ -228,7 +228,9 @@ class Welcome(Payload):
     precision: str = spec(str, "`fp32`, `bf16` or `fp16`", type="str")
     capabilities: list[str] = spec(list, "what this server can do: `split`, `cancel`, "
                                    "`status`, `jobs`, `files`, `start_at`, `section`, "
-                                   "`shm`, `release`, `shutdown`, `format`",
+                                   "`shm`, `release`, `shutdown`, `format`, `output` (the "
+                                   "split's `bit_depth`, `mp3_quality`, `sample_rate`, "
+                                   "`normalize`)",
                                    type="array of str", item=str)
     output_root: str = spec(str, "absolute path under which job folders are created",
                             type="str")
@@ -338,8 +340,8 @@ class Done(Payload):
     DIRECTION = "push"
 
     job: str = spec(str, "job id", type="str")
-    files: dict[str, str] = spec(dict, "stem name → absolute path of `<stem>.wav` (or "
-                                 "`.flac`), the whole length", type="map str → str",
+    files: dict[str, str] = spec(dict, "stem name → absolute path of `<stem>.<format>` "
+                                 "(`.wav`, `.flac` or `.mp3`), the whole length", type="map str → str",
                                  item=str)
     manifest: str = spec(str, "absolute path of the job's `manifest.json`", type="str")
     metadata: dict[str, Any] = spec(dict, "model, device, precision, timings, warnings, "
