@@ -130,7 +130,8 @@ class SplitRequest(Payload):
         return {key: out[key] for key in self.ORDER if key in out}
 
     def check(self) -> None:
-        """Ranges: stems, priority, format, finite non-negative times, reply_port."""
+        """Ranges: stems, priority, output options (format, bit_depth, mp3_quality,
+        sample_rate), finite non-negative times, overlap, reply_port."""
         bad = ErrorCode.INVALID_ARGUMENT
         if not str(self.source):
             raise ProtocolError("source must name a file", code=bad)
