@@ -27,7 +27,7 @@ import numpy as np
 from engine.errors import InvalidArgumentError, PackageMissingError
 
 __all__ = ["COMPOSITES", "METRICS", "bss_eval", "bss_eval_frames", "evaluation_sets",
-           "median", "museval_module"]
+           "median", "museval_module", "museval_version"]
 
 #: The figures, in museval's names.
 METRICS = ("SDR", "SIR", "SAR", "ISR")
@@ -45,6 +45,16 @@ def museval_module() -> Any:
             "not installed. It comes with stembridge's 'eval' extra: "
             "pip install 'stembridge[eval]'.") from exc
     return museval
+
+
+def museval_version() -> str:
+    """The installed museval's version (part of the score cache key and the report)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("museval")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def median(values: Iterable[float]) -> float:

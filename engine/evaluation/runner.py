@@ -34,6 +34,7 @@ from engine.evaluation.metrics import (
     evaluation_sets,
     median,
     museval_module,
+    museval_version,
 )
 from engine.evaluation.tracks import Track
 from protocol.files import make_temp, publish, write_json_atomic
@@ -183,12 +184,12 @@ def evaluate_models(models: Sequence[str], tracks: Iterable[Track], *,
     for name in models:  # an unknown model fails before any track is decoded
         check_request(_request(name, Path("mixture.wav")))
     engine = engine or Engine(EngineConfig(use_cache=False))
-    museval = museval_module()
+    museval_module()  # PACKAGE_MISSING before any separation
     store = _Store(cache_dir or default_cache_dir(), use_cache)
     clock = _Clock(len(models) * total if total else None, on_progress)
     result: dict[str, Any] = {
         "format": FORMAT, "window_s": window_s, "engine_version": ENGINE_VERSION,
-        "standard": f"BSS Eval v4 (museval {getattr(museval, '__version__', '0.4')}, images, "
+        "standard": f"BSS Eval v4 (museval {museval_version()}, images, "
                     f"window = hop = {window_s:g} s; track = median over frames, aggregate "
                     "= median over tracks, nan ignored)",
         "models": {}, "tracks": []}
@@ -301,7 +302,7 @@ def _evaluate_one(engine: Engine, name: str, track: Track, mix_hash: str, store:
     seconds = time.perf_counter() - t0
     ref_hash = _array_digest(track.references.items(), track.rate)
     score_key = _sha("scores-1", key, ref_hash, f"{window_s!r}",
-                     str(getattr(museval_module(), "__version__", "")))
+                     museval_version())
     stems = store.get_scores(score_key)
     if stems is None:
         clock.report(track.name, name, "scoring", 0.9)
