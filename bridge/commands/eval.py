@@ -169,14 +169,16 @@ def _write(result: dict[str, Any], out: Path) -> None:
         write_bytes_atomic(out / "eval.md", evalreport.markdown(result).encode("utf-8"))
     except OSError as exc:
         raise OutputError(f"Cannot write into '{out}': {exc.strerror or exc}.") from None
+    written = ["eval.json", "eval.md"]
     try:
         evalreport.plot(result, out / "eval.png")
+        written.append("eval.png")
     except ImportError:
         report.warning("no eval.png: the plot needs matplotlib, pip install "
                        "'stembridge[plot]'.")
     except OSError as exc:
         raise OutputError(f"Cannot write '{out / 'eval.png'}': {exc.strerror or exc}.") from None
-    print(f"stembridge: wrote {out / 'eval.json'}, eval.md, eval.png", file=sys.stderr)
+    print(f"stembridge: wrote {', '.join(written)} in {out}", file=sys.stderr)
 
 
 def _check(result: dict[str, Any], baseline: dict[str, Any], args: argparse.Namespace) -> int:

@@ -36,12 +36,15 @@ def to_json(value: Any) -> Any:
 
 
 def from_json(value: Any) -> float:
-    """A figure of the JSON back as a float (None -> nan, "inf" -> inf)."""
+    """A figure of the JSON back as a float (None -> nan, "inf" -> inf). Raises
+    ValueError for anything else."""
     if value is None:
         return math.nan
-    if isinstance(value, str):
-        return float(value)  # "inf", "-inf"
-    return float(value)
+    if value in ("inf", "-inf"):
+        return float(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise ValueError(f"{value!r} is not a figure (a number, null, \"inf\" or \"-inf\")")
 
 
 def _cell(value: float) -> str:
@@ -168,18 +171,29 @@ def read_baseline(path: Path) -> dict[str, Any]:
     if not isinstance(agg, dict) or not all(isinstance(v, dict) for v in agg.values()):
         raise ValueError("it has no \"aggregate\" table; give the eval.json of a "
                          "previous `stembridge eval` run")
-    return agg
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for model, stems in agg.items():
+        for stem, figures in stems.items():
+            if not isinstance(figures, dict):
+                raise ValueError(f"its figures of {model} {stem} are not a table")
+            try:
+                out.setdefault(model, {})[stem] = {
+                    m: from_json(figures[m]) for m in METRICS if m in figures}
+            except ValueError as exc:
+                raise ValueError(f"{model} {stem}: {exc}") from None
+    return out
 
 
 def compare(result: dict[str, Any], baseline: dict[str, Any], metric: str = "SDR"
             ) -> list[Change]:
-    """`metric` of every (model, stem) the run and the baseline aggregate both have."""
+    """`metric` of every (model, stem) the run and the baseline (`read_baseline`'s
+    floats) both have."""
     out = []
     for model, stems in result["aggregate"].items():
         for stem, fig in stems.items():
             old = baseline.get(model, {}).get(stem)
             if isinstance(old, dict) and metric in old:
-                out.append(Change(model, stem, metric, from_json(old[metric]), fig[metric]))
+                out.append(Change(model, stem, metric, old[metric], fig[metric]))
     return out
 
 

@@ -42,7 +42,8 @@ from protocol.files import make_temp, publish, write_json_atomic
 if TYPE_CHECKING:
     from engine.separator import Engine
 
-__all__ = ["FORMAT", "EvalProgress", "default_cache_dir", "evaluate_models"]
+__all__ = ["FORMAT", "EvalProgress", "aggregate", "default_cache_dir", "evaluate_models",
+           "score"]
 
 #: Version of the result layout (`evaluate_models`' dict, `stembridge eval`'s JSON).
 FORMAT = 1
@@ -103,6 +104,14 @@ class _Store:
     def __init__(self, root: Path, enabled: bool) -> None:
         self.root = root
         self.enabled = enabled
+
+    def remove_stale(self) -> None:
+        """Temporary files that a killed run left a day or more ago."""
+        from engine.audio import remove_stale_temp_files
+
+        for kind in ("work", "estimates", "scores"):
+            if (self.root / kind).is_dir():
+                remove_stale_temp_files(self.root / kind)
 
     def _path(self, kind: str, key: str, suffix: str) -> Path:
         return self.root / kind / f"{key}{suffix}"
@@ -186,6 +195,7 @@ def evaluate_models(models: Sequence[str], tracks: Iterable[Track], *,
     engine = engine or Engine(EngineConfig(use_cache=False))
     museval_module()  # PACKAGE_MISSING before any separation
     store = _Store(cache_dir or default_cache_dir(), use_cache)
+    store.remove_stale()
     clock = _Clock(len(models) * total if total else None, on_progress)
     result: dict[str, Any] = {
         "format": FORMAT, "window_s": window_s, "engine_version": ENGINE_VERSION,

@@ -147,6 +147,9 @@ def test_eval_errors(runs, data_set, tmp_path, capsys):
     bad.write_text('{"tracks": []}')
     assert main(["eval", "--model", "htdemucs", "--compare", str(bad), *common]) == 2
     assert 'no "aggregate" table' in capsys.readouterr().err
+    bad.write_text(json.dumps({"aggregate": {"htdemucs": {"vocals": {"SDR": "high"}}}}))
+    assert main(["eval", "--model", "htdemucs", "--compare", str(bad), *common]) == 2
+    assert "htdemucs vocals: 'high' is not a figure" in capsys.readouterr().err
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"aggregate": {"spleeter-2stems": {"vocals": {"SDR": 3.0}}}}))
     assert main(["eval", "--model", "htdemucs", "--out", str(tmp_path / "o"), "--compare",
@@ -162,3 +165,5 @@ def test_json_encoding_of_non_numbers():
     assert to_json({"a": [math.nan, math.inf, -math.inf, 1.234567]}) == {
         "a": [None, "inf", "-inf", 1.2346]}
     assert math.isnan(from_json(None)) and from_json("inf") == math.inf
+    with pytest.raises(ValueError, match="not a figure"):
+        from_json(True)
