@@ -207,3 +207,20 @@ def test_builtin_excerpt_mixture_is_the_sum_of_its_stems():
     assert track.mixture.shape == track.references["vocals"].shape
     assert track.mixture.shape[0] > 5 * 44100 and track.mixture.shape[1] == 2
     np.testing.assert_allclose(track.mixture, sum(track.references.values()), atol=1e-6)
+
+
+def test_an_instrumental_is_scored_against_the_sum_of_the_other_stems(sources):
+    """A 2-stem model's instrumental pairs with the vocals, its reference the sum of every
+    reference but the vocals (museval's MUSDB18 accompaniment): half of that sum scores
+    6.02 dB SDR, the exact vocals +inf."""
+    from engine.evaluation import Track, score
+
+    rng = np.random.default_rng(3)
+    refs = {"vocals": sources["vocals"], "drums": sources["drums"],
+            "bass": rng.standard_normal(sources["drums"].shape)}
+    track = Track("t", sum(refs.values()), refs, RATE)
+    got = score({"vocals": refs["vocals"], "instrumental": 0.5 * (refs["drums"] + refs["bass"])},
+                track)
+    assert set(got) == {"vocals", "instrumental"}
+    assert got["instrumental"]["SDR"] == pytest.approx(6.02, abs=0.01)
+    assert got["vocals"]["SDR"] == math.inf and len(got["vocals"]["frames"]["SDR"]) == 3
