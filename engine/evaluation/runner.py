@@ -37,6 +37,7 @@ from engine.evaluation.metrics import (
     museval_version,
 )
 from engine.evaluation.tracks import Track
+from engine.models.store import weights_id
 from protocol.files import make_temp, publish, write_json_atomic
 
 if TYPE_CHECKING:
@@ -80,21 +81,6 @@ def _array_digest(arrays: Iterable[tuple[str, np.ndarray]], rate: int) -> str:
         digest.update(f"|{name}:{a.shape}|".encode())
         digest.update(a.tobytes())
     return digest.hexdigest()
-
-
-def _weights_id(name: str, models_root: Path) -> str:
-    """The sha256 of each member's weights manifest (empty where there is none), so test
-    weights and released ones, or two fetches, never share estimates."""
-    from engine.models.store import model_folder
-
-    parts = []
-    for member in name.split("@")[0].split("+"):
-        manifest = model_folder(member, models_root) / "manifest.json"
-        try:
-            parts.append(hashlib.sha256(manifest.read_bytes()).hexdigest())
-        except OSError:
-            parts.append("")
-    return ",".join(parts)
 
 
 class _Store:
@@ -294,7 +280,7 @@ def _evaluate_one(engine: Engine, name: str, track: Track, mix_hash: str, store:
 
     def estimate_key() -> str:
         return _sha("estimates-1", mix_hash, spec.name, spec.version,
-                    _weights_id(spec.name, root), plan.config_id(), f"{overlap:.6f}",
+                    weights_id(spec.name, root), plan.config_id(), f"{overlap:.6f}",
                     engine.precision, ENGINE_VERSION)
 
     key = estimate_key()

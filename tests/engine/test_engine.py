@@ -89,6 +89,21 @@ def test_cache_miss_then_hit(test_models_dir, tmp_path):
     assert job4.cache_hit is False
 
 
+def test_other_weights_under_the_same_model_name_miss_the_cache(tmp_path):
+    from engine.models.testmodels import make_test_model
+
+    models = tmp_path / "models"
+    make_test_model("htdemucs", models, size="tiny", seed=0)
+    src = _write(tmp_path / "in.wav", 3.0, 44100, 2)
+    job1, reg1 = _engine(models, tmp_path / "cache").split(SplitRequest(src, stems=4))
+    assert job1.cache_hit is False
+    make_test_model("htdemucs", models, size="tiny", seed=1)  # e.g. the released weights
+    job2, reg2 = _engine(models, tmp_path / "cache").split(SplitRequest(src, stems=4))
+    assert job2.cache_hit is False, "a result of other weights was served"
+    a, b = _assemble(job1, reg1), _assemble(job2, reg2)
+    assert not np.allclose(a["vocals"], b["vocals"])
+
+
 def test_no_cache_writes_nothing(test_models_dir, tmp_path):
     src = _write(tmp_path / "in.wav", 5.0, 44100, 2)
     engine = _engine(test_models_dir, tmp_path / "cache", use_cache=False)
