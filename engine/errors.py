@@ -60,3 +60,9 @@ class CancelledError(StembridgeError):
 
 class OutputError(StembridgeError):
     code = ErrorCode.OUTPUT_FAILED
+
+
+class PackageMissingError(StembridgeError):
+    """An optional package a feature needs is not installed (the message names the extra)."""
+
+    code = ErrorCode.PACKAGE_MISSING

@@ -30,6 +30,7 @@ class ErrorCode(str, Enum):
     INPUT_SAMPLERATE = "input_samplerate"
     SOURCE_CHANGED = "source_changed"
     DECODER_MISSING = "decoder_missing"
+    PACKAGE_MISSING = "package_missing"
     # models
     MODEL_UNKNOWN = "model_unknown"
     MODEL_NOT_INSTALLED = "model_not_installed"
@@ -52,6 +53,8 @@ class ErrorCode(str, Enum):
     START_FAILED = "start_failed"
     # mastering
     REFERENCE_UNUSABLE = "reference_unusable"
+    # quality measurement (`stembridge eval`)
+    QUALITY_REGRESSION = "quality_regression"
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ class CodeInfo:
 EXIT_NO_SERVER = 11
 #: Exit status for a client command the server refused (a protocol-level error).
 EXIT_SERVER_ERROR = 12
+#: Exit status of `stembridge eval --compare` when a stem fell below its baseline.
+EXIT_REGRESSION = 13
 
 _REPORT = "This is a bug in stembridge; please report it with the server log."
 
@@ -109,6 +114,9 @@ CODES: dict[ErrorCode, CodeInfo] = {
     ErrorCode.DECODER_MISSING: CodeInfo(6, Hint(
         "Install ffmpeg (apt install ffmpeg / brew install ffmpeg / winget install ffmpeg).",
         "Install ffmpeg for the engine, or glue the item to WAV first.")),
+    ErrorCode.PACKAGE_MISSING: CodeInfo(6, Hint(
+        "Install the extra the message names, e.g. `pip install 'stembridge[eval]'`.",
+        "Install the package the message names into the engine's environment.")),
     ErrorCode.MODEL_UNKNOWN: CodeInfo(7, Hint(
         "`stembridge models list` shows the known models.",
         "Choose another model in stembridge: Settings (empty: the default).")),
@@ -156,6 +164,9 @@ CODES: dict[ErrorCode, CodeInfo] = {
     ErrorCode.REFERENCE_UNUSABLE: CodeInfo(5, Hint(
         "Choose a reference track with at least 3 s of music (`--reference FILE`).",
         "Select a reference item with at least 3 s of music as the first selected item.")),
+    ErrorCode.QUALITY_REGRESSION: CodeInfo(EXIT_REGRESSION, Hint(
+        "Find the change that cost quality; if the drop is intended, pass the new run's "
+        "eval.json as the baseline from then on.")),
 }
 
 #: CLI exit status per code (kept for callers that want only the number).
