@@ -255,6 +255,12 @@ def test_settings_offers_the_engines_models(tmp_path):
         proc.wait(30)
 
 
+def _select_only(sim, item):
+    for t in sim.tracks():
+        for it in t.items:
+            it.selected = it is item
+
+
 def test_five_stem_action_asks_the_engine_for_five_stems(tmp_path):
     import soundfile as sf
 
@@ -270,8 +276,31 @@ def test_five_stem_action_asks_the_engine_for_five_stems(tmp_path):
     sim.run_script(STEMS_DIR / "stembridge_Split selected items to 5 stems.lua")
     stems = [t.name for t in sim.tracks()][2:]
     assert len(stems) == 5 and all(n in name for n, name in zip(FIVE, stems, strict=True))
-    (request,) = (tmp_path / "res" / "Data" / "stembridge").glob("*.json")
+    spool = tmp_path / "res" / "Data" / "stembridge"
+    (request,) = spool.glob("*.json")
     assert json.loads(request.read_text())["stems"] == 5
+    assert "model" not in json.loads(request.read_text())  # none saved: the default
+
+    # A 4-stem model saved in Settings: a 5-stem split takes the engine's default for 5
+    # (the engine's model list says htdemucs has 4 stems); a 6-stem one it keeps.
+    from engine.models.registry import list_models
+
+    rows = [{"name": r["name"], "family": r["family"], "stems": r["stems"]}
+            for r in list_models(tmp_path / "models")]
+    (spool / "models.json").write_text(json.dumps(rows))
+    request.unlink()
+    sim.ext_state[("stembridge", "model")] = "htdemucs"
+    _select_only(sim, sim.new_item(track, song, position=2.0, length=1.0, name="Song 2"))
+    sim.run_script(STEMS_DIR / "stembridge_Split selected items to 5 stems.lua")
+    (request,) = [p for p in spool.glob("*.json") if p.name != "models.json"]
+    assert "model" not in json.loads(request.read_text())
+    assert "htdemucs gives 4 stems, not 5" in "".join(sim.console)
+    request.unlink()
+    sim.ext_state[("stembridge", "model")] = "htdemucs_6s"
+    _select_only(sim, sim.new_item(track, song, position=4.0, length=1.0, name="Song 3"))
+    sim.run_script(STEMS_DIR / "stembridge_Split selected items to 5 stems.lua")
+    (request,) = [p for p in spool.glob("*.json") if p.name != "models.json"]
+    assert json.loads(request.read_text())["model"] == "htdemucs_6s"
     sim.terminate()
     for _argv, proc in sim.processes:
         proc.wait(30)

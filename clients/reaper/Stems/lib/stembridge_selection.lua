@@ -3,10 +3,10 @@
 -- the selected audio items (file, geometry, properties), inserts a folder of stem tracks
 -- under each item's track with one "separating..." item per stem aligned with the source
 -- item (one undo point), and submits one job per item. Loaded by stembridge_core.lua
--- with the util, constants, tracks, placement, jobs, engine and monitor stages; returns
--- the table S.
+-- with the util, JSON, constants, tracks, placement, jobs, engine and monitor stages;
+-- returns the table S.
 
-local U, C, T, P, Jobs, E, Mon = ...
+local U, J, C, T, P, Jobs, E, Mon = ...
 
 local S = {}
 
@@ -109,6 +109,29 @@ end
 
 --- Split every selected item of the active project into `stems` stems (2, 4, 5 or 6).
 --- Returns the number of jobs started.
+--- The model for a split to `stems`: the one in Settings, unless the engine's last model
+--- list (U.MODELS_FILE, written by Settings) says it has fewer stems than asked (a 4-stem
+--- model for a 5- or 6-stem split): then "" (the engine's default for that count), said
+--- on the console. Without a list, the saved model as it is (the engine explains).
+function S.model_for(stems)
+  local model = U.get_setting("model")
+  if model == "" then return model end
+  local spool = E.spool_dir()
+  local text = spool and U.read_file(U.join(spool, U.MODELS_FILE))
+  local ok, rows = pcall(J.decode, text or "")
+  if not ok or type(rows) ~= "table" then return model end
+  for _, r in ipairs(rows) do
+    if type(r) == "table" and r.name == model and type(r.stems) == "table"
+        and #r.stems < stems then
+      U.console(string.format("the model %s gives %d stems, not %d: using the default "
+        .. "model for %d stems (change it in stembridge Settings)", model, #r.stems, stems,
+        stems))
+      return ""
+    end
+  end
+  return model
+end
+
 function S.split_selected(stems)
   local proj = reaper.EnumProjects(-1)
   local names = C.STEMS[stems]
@@ -130,6 +153,7 @@ function S.split_selected(stems)
     U.console("skipped " .. #skipped .. " item(s):\n  " .. table.concat(skipped, "\n  "))
   end
   local recs = {}
+  local model = S.model_for(stems)
   local next_index = {}  -- source track -> where its next folder goes
   reaper.Undo_BeginBlock2(proj)
   reaper.PreventUIRefresh(1)
@@ -139,7 +163,7 @@ function S.split_selected(stems)
     local at = number + (next_index[tr] or 0)
     local rec = { id = U.new_id(), file = info.file, stems = stems, names = names,
                   geom = info.geom, item = U.item_guid(info.item), name = info.name,
-                  model = U.get_setting("model"), state = "new" }
+                  model = model, state = "new" }
     local after
     rec.tracks, after = T.insert_tracks(proj, at, info.name, names)
     next_index[tr] = after - math.floor(reaper.GetMediaTrackInfo_Value(tr, "IP_TRACKNUMBER"))

@@ -13,7 +13,7 @@ local U, J, E = ...
 local Settings = {}
 
 Settings.MODELS_TIMEOUT = 15.0  -- seconds the action waits for the engine's model list
-Settings.MODELS_FILE = "models.json"  -- the list the engine gave last, in the spool folder
+Settings.MODELS_FILE = U.MODELS_FILE  -- the list the engine gave last, in the spool folder
 
 local FIELDS = {
   { key = "model", caption = "Model (empty: default for the stem count)" },

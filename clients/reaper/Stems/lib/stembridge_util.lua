@@ -6,6 +6,7 @@
 local U = {}
 
 U.EXT = "stembridge"              -- ExtState / ProjExtState section
+U.MODELS_FILE = "models.json"    -- the engine's model list (Settings writes it), in the spool folder
 
 U.DEFAULTS = {
   engine = "stembridge",          -- the stembridge command, or a python with stembridge
