@@ -61,11 +61,14 @@ class BatchItem:
         path: the input file, absolute.
         rel: its output folder relative to the batch's output folder (POSIX separators).
         options: per-row overrides of the batch options (`ROW_OPTIONS`, no ``out``).
+        reuse: set when a previous run finished its stems and only its master is to be
+            done: that run's ``{"cache_key", "outputs", "duration"}``.
     """
 
     path: Path
     rel: str
     options: dict[str, Any] = field(default_factory=dict)
+    reuse: dict[str, Any] | None = None
 
 
 @dataclass

@@ -8,6 +8,11 @@ files an earlier, killed attempt at the same input left in that folder are remov
 batch owns the folder; only one attempt runs at a time). The input's fingerprint is taken
 before decoding and checked again after writing: an input that changed meanwhile fails
 with ``source_changed`` (a resumed batch does it again).
+
+With a mastering preset (``--master``), the input (the mix) is then mastered into the same
+folder (`master_mix`: ``<name>.master.wav`` and ``<name>.master.json``, each written
+atomically). An input whose stems a previous run finished (`BatchItem.reuse`) is only
+mastered: its separation is not run again.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from typing import Any
 from bridge.batch.record import fingerprint
 from bridge.batch.sources import BatchItem
 from protocol.errors import ErrorCode
+
+#: The master's file format and PCM depth (`stembridge master`'s defaults).
+MASTER_FORMAT, MASTER_BITS = "wav", "24"
 
 
 @dataclass
@@ -42,6 +50,13 @@ class BatchOptions:
     use_cache: bool = True
     models_dir: Path | None = None
     threads: int = 0
+    master: str | None = None
+
+    def master_options(self) -> dict[str, Any] | None:
+        """What shapes each master (its config id), or None without ``--master``."""
+        if self.master is None:
+            return None
+        return {"preset": self.master, "format": MASTER_FORMAT, "bit_depth": MASTER_BITS}
 
     def output_options(self, item: BatchItem) -> dict[str, Any]:
         """The options that shape `item`'s output: the batch's, then its row's."""
@@ -61,7 +76,9 @@ class BatchOptions:
 @dataclass
 class Outcome:
     """What became of one input: ``done`` (cache key, output files, seconds of audio) or
-    ``failed`` (error code and message). `seconds`: wall time spent on it."""
+    ``failed`` (error code and message). `seconds`: wall time spent on it. `master`: the
+    master's section of the record (`master_mix`); a failed master keeps the stems'
+    cache key and outputs, so that a resumed batch only masters again."""
 
     state: str
     fingerprint: list[int] = field(default_factory=list)
@@ -71,6 +88,7 @@ class Outcome:
     error: dict[str, str] | None = None
     seconds: float = 0.0
     cache_hit: bool = False
+    master: dict[str, Any] | None = None
 
 
 @dataclass
@@ -111,6 +129,8 @@ def prepare(engine: Any, item: BatchItem, batch: BatchOptions) -> Prepared:
     except OSError as exc:
         return Prepared(item, [], failure=failed(ErrorCode.INPUT_UNREADABLE, str(exc)),
                         started=t0)
+    if item.reuse is not None:
+        return Prepared(item, fp, started=t0)  # its stems are done: only the master runs
     opts = batch.output_options(item)
     try:
         job = engine.prepare(SplitRequest(item.path, stems=opts["stems"], model=opts["model"],
@@ -136,10 +156,24 @@ def finish(engine: Any, prep: Prepared, out: Path, batch: BatchOptions) -> Outco
         remove_stale_temps(folder)  # left by a killed attempt at this input
     target = Target(item.path, item.path, folder)
     try:
-        # the key hashes the decoded bytes through the job's open source file, which the
-        # job lets go of when it ends: take it first
-        key = prep.job.cache_key()
-        meta = split_one(engine, target, split_args(batch.output_options(item)), job=prep.job)
+        if item.reuse is not None:
+            done = Outcome("done", prep.fingerprint, cache_key=str(item.reuse["cache_key"]),
+                           outputs=list(item.reuse["outputs"]),
+                           duration=float(item.reuse["duration"]))
+        else:
+            # the key hashes the decoded bytes through the job's open source file, which
+            # the job lets go of when it ends: take it first
+            key = prep.job.cache_key()
+            meta = split_one(engine, target, split_args(batch.output_options(item)),
+                             job=prep.job)
+            done = Outcome("done", prep.fingerprint, cache_key=key,
+                           outputs=sorted(meta["output"]["files"].values()) + ["stems.json"],
+                           duration=float(meta["input"]["duration"]),
+                           cache_hit=bool(meta["cache_hit"]))
+        if batch.master is not None:
+            done.master = _master_or_failure(item, folder, batch, done)
+            if done.state == "failed":
+                return _timed(done, prep)
         after = fingerprint(item.path)
     except StembridgeError as err:
         return _timed(failed(err.code, str(err), prep.fingerprint), prep)
@@ -157,10 +191,42 @@ def finish(engine: Any, prep: Prepared, out: Path, batch: BatchOptions) -> Outco
         return _timed(failed(ErrorCode.SOURCE_CHANGED, f"'{item.path}' changed while it was "
                              "being separated; it is done again when the batch resumes.",
                              prep.fingerprint), prep)
-    files = sorted(meta["output"]["files"].values()) + ["stems.json"]
-    return _timed(Outcome("done", prep.fingerprint, cache_key=key,
-                          outputs=files, duration=float(meta["input"]["duration"]),
-                          cache_hit=bool(meta["cache_hit"])), prep)
+    return _timed(done, prep)
+
+
+def master_mix(item: BatchItem, folder: Path, batch: BatchOptions) -> dict[str, Any]:
+    """Master `item`'s input with the batch's preset into `folder`; returns the record's
+    master section: ``{"config", "preset", "outputs": [audio, report], "before",
+    "after"}``, where before/after are ``{"lufs", "true_peak" (dBTP), "lra" (LU)}`` of
+    the input and of the master. Raises the engine's `StembridgeError`s."""
+    from bridge.batch.record import config_id
+    from bridge.commands.masterrequest import loudness_figures
+    from engine.mastering.job import MasterOptions, master_file
+
+    config = batch.master_options()
+    assert config is not None
+    result = master_file(item.path, MasterOptions(
+        preset=str(batch.master), format=MASTER_FORMAT, bit_depth=MASTER_BITS,
+        out_dir=folder, use_cache=batch.use_cache))
+    rep = result.report
+    return {"config": config_id(config), "preset": batch.master,
+            "outputs": [result.output.name, result.report_path.name],
+            "before": loudness_figures(rep["input_analysis"]),
+            "after": loudness_figures(rep["output_analysis"])}
+
+
+def _master_or_failure(item: BatchItem, folder: Path, batch: BatchOptions,
+                       done: Outcome) -> dict[str, Any] | None:
+    """`master_mix`, or None with `done` turned into a failure (its stems kept)."""
+    from engine.errors import StembridgeError
+
+    try:
+        return master_mix(item, folder, batch)
+    except StembridgeError as err:
+        done.state = "failed"
+        done.error = {"code": err.code.value, "message": f"The stems are written, but "
+                      f"mastering failed: {err}"}
+        return None
 
 
 def _timed(outcome: Outcome, prep: Prepared) -> Outcome:

@@ -15,6 +15,7 @@ removing the running input's partial files, keeping everything finished.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -50,6 +51,10 @@ def add_parser(sub: Any) -> None:
                    "(0: torch's default locally, the worker's CPU share on Ray)")
     b.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     b.add_argument("--models-dir", type=Path, default=None)
+    b.add_argument("--master", choices=("streaming", "loud"), default=None,
+                   metavar="PRESET", help="also master each input (the mix) into its "
+                   "folder: streaming (-14 LUFS, -1 dBTP) or loud (about -8 LUFS); "
+                   "<name>.master.wav (24-bit) and <name>.master.json")
     b.add_argument("--workers", type=int, default=0, help="Ray actors (default: one per "
                    "GPU, else one per --cpus-per-worker CPUs); the local executor has one")
     b.add_argument("--ray", nargs="?", const="auto", default=None, metavar="auto|ADDRESS",
@@ -72,7 +77,7 @@ def options_of(args: argparse.Namespace) -> BatchOptions:
                         pcm24=args.pcm24, overlap=args.overlap, device=args.device,
                         precision=args.precision, batch_size=args.batch_size,
                         use_cache=not args.no_cache, models_dir=args.models_dir,
-                        threads=args.threads)
+                        threads=args.threads, master=args.master)
 
 
 class BatchRun:
@@ -86,7 +91,9 @@ class BatchRun:
         self.max_attempts = max(1, max_attempts)
         self.record = rec.BatchRecord(out)
         self.quiet = quiet
-        self.tally = Tally(0)
+        self.tally = Tally(0, master=options.master)
+        master = options.master_options()
+        self.master_config = None if master is None else rec.config_id(master)
         self.progress = ProgressLine(self.tally, enabled=False)
         self.first_attempt: dict[str, int] = {}
         self.attempts: dict[str, int] = {}
@@ -102,12 +109,18 @@ class BatchRun:
         for item in items:
             prev = latest.get(item.rel)
             verdict, attempt = rec.decide(prev, item.path, self.config(item),
-                                          self.out / item.rel, self.max_attempts)
+                                          self.out / item.rel, self.max_attempts,
+                                          self.master_config)
             if verdict == "done":
                 self.tally.before += 1
             elif verdict == "failed" and prev is not None and prev.error:
                 self.tally.failed += 1
                 self.tally.failures.append(self._failure(item, prev.error, prev.attempt))
+            elif verdict == "master" and prev is not None:
+                self.first_attempt[item.rel] = attempt
+                todo.append(dataclasses.replace(item, reuse={
+                    "cache_key": prev.cache_key, "outputs": prev.outputs,
+                    "duration": prev.duration}))
             else:
                 self.first_attempt[item.rel] = attempt
                 todo.append(item)
@@ -131,10 +144,12 @@ class BatchRun:
             item.rel, str(item.path), outcome.state, fingerprint=outcome.fingerprint,
             config=self.config(item), attempt=attempt, cache_key=outcome.cache_key,
             outputs=outcome.outputs, duration=outcome.duration, error=outcome.error,
-            worker=worker))
+            worker=worker, master=outcome.master))
         if outcome.state == rec.DONE:
             self.tally.done += 1
             self.tally.audio_seconds += outcome.duration
+            if outcome.master is not None:
+                self.tally.add_master(outcome.master)
         else:
             assert outcome.error is not None
             self.tally.failed += 1
