@@ -60,3 +60,17 @@ class CancelledError(StembridgeError):
 
 class OutputError(StembridgeError):
     code = ErrorCode.OUTPUT_FAILED
+
+
+class ClusterError(StembridgeError):
+    """A batch's cluster cannot be used: Ray missing, unreachable, or workers that die
+    while starting."""
+
+    code = ErrorCode.CLUSTER_UNAVAILABLE
+
+
+class StorageError(StembridgeError):
+    """A batch's remote storage cannot be used: its fsspec package is missing, or it
+    cannot be reached."""
+
+    code = ErrorCode.STORAGE_UNAVAILABLE

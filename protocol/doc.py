@@ -64,6 +64,10 @@ MEANINGS: dict[ErrorCode, str] = {
     "than 3 s",
     ErrorCode.START_FAILED: "(client side, never sent) a server the client started exited "
     "or did not come up",
+    ErrorCode.CLUSTER_UNAVAILABLE: "(`batch --ray`, never sent) Ray is not installed, the "
+    "cluster cannot be reached, or its workers cannot start",
+    ErrorCode.STORAGE_UNAVAILABLE: "(`batch`, never sent) a remote input or output URL "
+    "needs an fsspec package that is not installed, or cannot be reached",
 }
 
 MESSAGE_TYPES: tuple[type[messages.Payload], ...] = (

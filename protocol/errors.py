@@ -52,6 +52,9 @@ class ErrorCode(str, Enum):
     START_FAILED = "start_failed"
     # mastering
     REFERENCE_UNUSABLE = "reference_unusable"
+    # `stembridge batch`: its executor and its storage
+    CLUSTER_UNAVAILABLE = "cluster_unavailable"
+    STORAGE_UNAVAILABLE = "storage_unavailable"
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,12 @@ class CodeInfo:
 EXIT_NO_SERVER = 11
 #: Exit status for a client command the server refused (a protocol-level error).
 EXIT_SERVER_ERROR = 12
+#: Exit status for a batch whose Ray cluster cannot be used (not installed, unreachable,
+#: workers that cannot start).
+EXIT_NO_CLUSTER = 13
+#: Exit status for a batch whose remote storage cannot be used (its fsspec package is not
+#: installed, or the location cannot be reached).
+EXIT_NO_STORAGE = 14
 
 _REPORT = "This is a bug in stembridge; please report it with the server log."
 
@@ -156,6 +165,12 @@ CODES: dict[ErrorCode, CodeInfo] = {
     ErrorCode.REFERENCE_UNUSABLE: CodeInfo(5, Hint(
         "Choose a reference track with at least 3 s of music (`--reference FILE`).",
         "Select a reference item with at least 3 s of music as the first selected item.")),
+    ErrorCode.CLUSTER_UNAVAILABLE: CodeInfo(EXIT_NO_CLUSTER, Hint(
+        "Install Ray (`pip install 'stembridge[ray]'`), check the cluster (`ray status`), "
+        "or run the batch without --ray.")),
+    ErrorCode.STORAGE_UNAVAILABLE: CodeInfo(EXIT_NO_STORAGE, Hint(
+        "Install the storage's fsspec package (e.g. `pip install s3fs` for s3://), check "
+        "its credentials and the URL, or use local paths.")),
 }
 
 #: CLI exit status per code (kept for callers that want only the number).

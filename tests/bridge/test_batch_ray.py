@@ -145,3 +145,26 @@ def test_manifest_with_per_row_options_on_ray(cluster, catalogue, test_models_di
     assert sorted(p.name for p in (out / "mono" / "c").iterdir()) == sorted(
         [*STEMS4, "stems.json"])
     assert sf.info(out / "mono" / "c" / "vocals.wav").channels == 1
+
+
+def test_workers_that_cannot_start_give_a_clear_error(cluster, tmp_path, monkeypatch):
+    from bridge.batch import cluster as cl
+    from bridge.batch.sources import BatchItem
+    from engine.errors import ClusterError
+
+    items = [BatchItem(tmp_path / "a.wav", "a")]
+
+    def never(*args):
+        raise AssertionError("no input may start without a worker")
+
+    # an actor whose constructor raises (here: torch refuses -1 threads) dies starting
+    broken = cl.RayExecutor(BatchOptions(threads=-1), tmp_path / "o", workers=1)
+    with pytest.raises(ClusterError, match="died while starting") as info:
+        broken.run(items, never, never)
+    assert "installed on every node" in str(info.value)
+    # an actor no node can hold (4 CPUs on a 2-CPU cluster) never starts
+    monkeypatch.setattr(cl, "ACTOR_START_TIMEOUT", 1.0)
+    big = cl.RayExecutor(BatchOptions(), tmp_path / "o", workers=1, cpus_per_worker=4)
+    with pytest.raises(ClusterError, match=r"resources one asks for \(cpus=4\)"):
+        big.run(items, never, never)
+    assert not (tmp_path / "o").exists()

@@ -41,6 +41,8 @@ C.ERRORS = {
   TIMEOUT = "timeout",
   START_FAILED = "start_failed",
   REFERENCE_UNUSABLE = "reference_unusable",
+  CLUSTER_UNAVAILABLE = "cluster_unavailable",
+  STORAGE_UNAVAILABLE = "storage_unavailable",
 }
 -- (a name that is not a code is a mistake in the scripts: say so at once)
 setmetatable(C.ERRORS, { __index = function(_, name)
@@ -78,6 +80,8 @@ C.EXIT = {
   timeout = 11,
   start_failed = 11,
   reference_unusable = 5,
+  cluster_unavailable = 13,
+  storage_unavailable = 14,
 }
 
 --- What a DAW user does about a code (codes without a hint are absent).
