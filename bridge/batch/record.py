@@ -83,8 +83,13 @@ class Entry:
         return entry if isinstance(entry.item, str) and isinstance(entry.state, str) else None
 
 
-def fingerprint(path: Path) -> list[int]:
-    """[size in bytes, modification time in ns] of `path`; raises `OSError`."""
+def fingerprint(path: Path | str) -> list[int]:
+    """[size in bytes, modification time in ns] of `path`, or a remote input's
+    fingerprint for a URL (`bridge.batch.storage.fingerprint`); raises `OSError`."""
+    if isinstance(path, str) and "://" in path:
+        from bridge.batch import storage
+
+        return storage.fingerprint(path)
     st = os.stat(path)
     return [int(st.st_size), int(st.st_mtime_ns)]
 
@@ -159,13 +164,14 @@ class BatchRecord:
             self._fh = None
 
 
-def decide(prev: Entry | None, path: Path, config: str, folder: Path,
+def decide(prev: Entry | None, path: Path | str, config: str, folder: Any,
            max_attempts: int, master: str | None = None) -> tuple[str, int]:
     """What a (resumed) batch does with an input whose last entry is `prev`: ``"done"``
     (skip: done with this fingerprint and config, its ``stems.json`` still there, and
     mastered with config `master` when that is given), ``"master"`` (its stems are done:
     master it only), ``"failed"`` (skip: failed `max_attempts` times as it is) or
-    ``"run"``; and the number of the attempt it would be."""
+    ``"run"``; and the number of the attempt it would be. `path` is the input's path or
+    URL; `folder` its output folder (a `Path`, or a `bridge.batch.storage.RemoteFolder`)."""
     try:
         fp = fingerprint(path)
     except OSError:
@@ -186,7 +192,7 @@ def decide(prev: Entry | None, path: Path, config: str, folder: Path,
     return "run", prev.attempt + 1  # running when the batch was interrupted or killed
 
 
-def _mastered(prev: Entry, folder: Path, master: str) -> bool:
+def _mastered(prev: Entry, folder: Any, master: str) -> bool:
     """Whether `prev` holds a master made with config `master` whose files are there."""
     m = prev.master
     if not isinstance(m, dict) or m.get("config") != master:

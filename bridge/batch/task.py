@@ -9,6 +9,10 @@ batch owns the folder; only one attempt runs at a time). The input's fingerprint
 before decoding and checked again after writing: an input that changed meanwhile fails
 with ``source_changed`` (a resumed batch does it again).
 
+A remote input (`BatchItem.url`) is staged to a local temporary copy first and that copy
+removed when the input is done; with a remote output (`BatchOptions.out_url`) the item's
+folder is written locally, then published to the store (`bridge.batch.storage`).
+
 With a mastering preset (``--master``), the input (the mix) is then mastered into the same
 folder (`master_mix`: ``<name>.master.wav`` and ``<name>.master.json``, each written
 atomically). An input whose stems a previous run finished (`BatchItem.reuse`) is only
@@ -51,6 +55,8 @@ class BatchOptions:
     models_dir: Path | None = None
     threads: int = 0
     master: str | None = None
+    #: A remote output folder (``s3://...``): each item's files are published there.
+    out_url: str | None = None
 
     def master_options(self) -> dict[str, Any] | None:
         """What shapes each master (its config id), or None without ``--master``."""
@@ -100,6 +106,15 @@ class Prepared:
     job: Any = None
     failure: Outcome | None = None
     started: float = 0.0
+    staged: Path | None = None  # the local folder holding a remote input's copy
+
+    def discard(self) -> None:
+        """Remove the staged copy of a remote input, if any."""
+        if self.staged is not None:
+            import shutil
+
+            shutil.rmtree(self.staged, ignore_errors=True)
+            self.staged = None
 
 
 def failed(code: ErrorCode | str, message: str, fp: list[int] | None = None) -> Outcome:
@@ -115,41 +130,94 @@ def split_args(options: dict[str, Any]) -> argparse.Namespace:
 
 
 def prepare(engine: Any, item: BatchItem, batch: BatchOptions) -> Prepared:
-    """Fingerprint and decode `item` (no model runs); never raises a `StembridgeError`."""
+    """Fingerprint and decode `item` (no model runs), staging a remote input first; never
+    raises a `StembridgeError`."""
     from bridge.commands.split import check_input
     from engine.errors import StembridgeError
     from engine.separator import SplitRequest
 
     t0 = time.perf_counter()
+    staged = None
+    if item.url is not None:
+        try:
+            item, staged = _stage(item)
+        except StembridgeError as err:
+            return Prepared(item, [], failure=failed(err.code, str(err)), started=t0)
     problem = check_input(item.path)
     if problem is not None:
+        _remove(staged)
         return Prepared(item, [], failure=failed(*problem), started=t0)
     try:
-        fp = fingerprint(item.path)
-    except OSError as exc:
-        return Prepared(item, [], failure=failed(ErrorCode.INPUT_UNREADABLE, str(exc)),
-                        started=t0)
-    if item.reuse is not None:
-        return Prepared(item, fp, started=t0)  # its stems are done: only the master runs
+        fp = _fingerprint(item)
+    except (OSError, StembridgeError) as exc:
+        _remove(staged)
+        code = exc.code if isinstance(exc, StembridgeError) else ErrorCode.INPUT_UNREADABLE
+        return Prepared(item, [], failure=failed(code, str(exc)), started=t0)
+    if item.reuse is not None:  # its stems are done: only the master runs
+        return Prepared(item, fp, started=t0, staged=staged)
     opts = batch.output_options(item)
     try:
         job = engine.prepare(SplitRequest(item.path, stems=opts["stems"], model=opts["model"],
                                           overlap=opts["overlap"]))
     except StembridgeError as err:
+        _remove(staged)
         return Prepared(item, fp, failure=failed(err.code, str(err), fp), started=t0)
-    return Prepared(item, fp, job=job, started=t0)
+    return Prepared(item, fp, job=job, started=t0, staged=staged)
+
+
+def _stage(item: BatchItem) -> tuple[BatchItem, Path]:
+    """`item` with `path` set to a local copy of its remote input, and the copy's folder."""
+    import dataclasses
+    import tempfile
+
+    from bridge.batch import storage
+    from engine.config import Limits
+
+    assert item.url is not None
+    folder = Path(tempfile.mkdtemp(prefix="stembridge-stage-"))
+    limits = Limits()
+    try:
+        local = storage.stage(item.url, folder, limits.max_source_bytes, limits.read_timeout)
+    except BaseException:
+        _remove(folder)
+        raise
+    return dataclasses.replace(item, path=local), folder
+
+
+def _remove(folder: Path | None) -> None:
+    if folder is not None:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _fingerprint(item: BatchItem) -> list[int]:
+    """The input's fingerprint: of the remote object for a remote input."""
+    if item.url is not None:
+        from bridge.batch import storage
+
+        return storage.fingerprint(item.url)
+    return fingerprint(item.path)
 
 
 def finish(engine: Any, prep: Prepared, out: Path, batch: BatchOptions) -> Outcome:
-    """Separate a prepared input and write its folder under `out`. Raises only
-    `KeyboardInterrupt` and the like (the folder then holds no temporary file)."""
+    """Separate a prepared input and write its folder under `out` (and publish it to
+    `batch.out_url`). Raises only `KeyboardInterrupt` and the like (the folder then holds
+    no temporary file)."""
+    if prep.failure is not None:
+        prep.failure.seconds = time.perf_counter() - prep.started
+        return prep.failure
+    try:
+        return _finish(engine, prep, out, batch)
+    finally:
+        prep.discard()
+
+
+def _finish(engine: Any, prep: Prepared, out: Path, batch: BatchOptions) -> Outcome:
     from bridge.commands.split import Target, split_one
     from engine.errors import StembridgeError
     from protocol.files import remove_stale_temps
 
-    if prep.failure is not None:
-        prep.failure.seconds = time.perf_counter() - prep.started
-        return prep.failure
     item = prep.item
     folder = out / item.rel
     if folder.is_dir():
@@ -172,13 +240,15 @@ def finish(engine: Any, prep: Prepared, out: Path, batch: BatchOptions) -> Outco
                            cache_hit=bool(meta["cache_hit"]))
         if batch.master is not None:
             done.master = _master_or_failure(item, folder, batch, done)
-            if done.state == "failed":
-                return _timed(done, prep)
-        after = fingerprint(item.path)
+        if batch.out_url is not None:
+            _publish(out, folder, batch.out_url, item, done)
+        if done.state == "failed":
+            return _timed(done, prep)
+        after = _fingerprint(item)
     except StembridgeError as err:
         return _timed(failed(err.code, str(err), prep.fingerprint), prep)
     except OSError as exc:
-        return _timed(failed(ErrorCode.INPUT_MISSING, f"'{item.path}' disappeared while it "
+        return _timed(failed(ErrorCode.INPUT_MISSING, f"'{item.source}' disappeared while it "
                              f"was being separated ({exc.strerror or exc}).",
                              prep.fingerprint), prep)
     except BaseException:
@@ -188,10 +258,28 @@ def finish(engine: Any, prep: Prepared, out: Path, batch: BatchOptions) -> Outco
             remove_stale_temps(folder)
         raise
     if after != prep.fingerprint:
-        return _timed(failed(ErrorCode.SOURCE_CHANGED, f"'{item.path}' changed while it was "
+        return _timed(failed(ErrorCode.SOURCE_CHANGED, f"'{item.source}' changed while it was "
                              "being separated; it is done again when the batch resumes.",
                              prep.fingerprint), prep)
     return _timed(done, prep)
+
+
+def _publish(out: Path, folder: Path, url: str, item: BatchItem, done: Outcome) -> None:
+    """Upload what this attempt wrote in `folder`: the stems (unless reused), the master,
+    ``stems.json`` last; then remove the local folder and its empty parents below `out`."""
+    from bridge.batch import storage
+
+    stems = [] if item.reuse is not None else [f for f in done.outputs if f != "stems.json"]
+    master = list(done.master["outputs"]) if done.master else []
+    last = [] if item.reuse is not None else ["stems.json"]
+    storage.publish(folder, storage.join(url, item.rel), stems + master + last)
+    parent = folder.parent
+    while parent != out and out in parent.parents:
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+        parent = parent.parent
 
 
 def master_mix(item: BatchItem, folder: Path, batch: BatchOptions) -> dict[str, Any]:
