@@ -8,6 +8,11 @@ counted on the driver (this process).
 * **Back-pressure**: at most `IN_FLIGHT_PER_WORKER` inputs are queued per actor; the
   driver submits the next input when one finishes, so memory stays bounded however long
   the catalogue (an input is a path and a few options until an actor decodes it).
+* **Overlap**: an actor runs its two calls in two threads (``max_concurrency``): each
+  call decodes (and stages) its input at once, then waits for the actor's one separation
+  lock, so the next input is decoded while the current one is separated, as in the local
+  executor; at most two decoded inputs per actor. ``prefetch=False`` runs the calls one
+  after the other (the benchmark's reference).
 * **Retries**: when an actor or its node dies (killed, out of memory, node lost), each
   input it held is given to a live actor again (a new actor replaces the dead one), up to
   `MAX_WORKER_DEATHS` times per input. A retried input cannot leave duplicate or corrupt
@@ -87,21 +92,27 @@ def _first_line(err: BaseException) -> str:
 
 
 class Worker:
-    """What each Ray actor runs: one warm engine, one input per call."""
+    """What each Ray actor runs: one warm engine, one input per call; calls may run in
+    two threads: decoding overlaps, separation is one at a time."""
 
     def __init__(self, batch: task.BatchOptions, out: str) -> None:
+        import threading
+
         from engine.separator import Engine
 
         self.batch = batch
         self.out = Path(out)
         self.engine = Engine(batch.engine_config())
+        self._separating = threading.Lock()
 
     def ident(self) -> tuple[str, int]:
         """(host:pid, pid) of the actor's process."""
         return task.worker_name(), os.getpid()
 
     def process(self, item: BatchItem) -> task.Outcome:
-        return task.run_one(self.engine, item, self.out, self.batch)
+        prep = task.prepare(self.engine, item, self.batch)
+        with self._separating:
+            return task.finish(self.engine, prep, self.out, self.batch)
 
 
 class _Slot:
@@ -123,17 +134,20 @@ class RayExecutor:
         address: ``"auto"`` (join the running cluster, else start one here) or an address.
         workers: number of actors (0: one per GPU, else one per `cpus_per_worker` CPUs).
         cpus_per_worker: CPUs each actor reserves where there is no GPU.
+        prefetch: decode an actor's next input while it separates the current one.
     """
 
     name = "ray"
 
     def __init__(self, batch: task.BatchOptions, out: Path, *, address: str = "auto",
-                 workers: int = 0, cpus_per_worker: float = 1.0) -> None:
+                 workers: int = 0, cpus_per_worker: float = 1.0,
+                 prefetch: bool = True) -> None:
         self.batch = batch
         self.out = out
         self.address = address
         self.workers = workers
         self.cpus_per_worker = max(0.01, cpus_per_worker)
+        self.prefetch = prefetch
         self.ray = import_ray()  # fail before anything starts when Ray is missing
         self.slots: list[_Slot] = []
         #: Called with each new actor's (name, pid): progress display, tests.
@@ -175,7 +189,9 @@ class RayExecutor:
         self.count = count
         self.actor_batch = batch
         self.actor_options = options
-        return self.ray.remote(max_restarts=0, max_task_retries=0, **options)(Worker)
+        concurrency = IN_FLIGHT_PER_WORKER if self.prefetch else 1
+        return self.ray.remote(max_restarts=0, max_task_retries=0,
+                               max_concurrency=concurrency, **options)(Worker)
 
     def _start_actors(self, cls: Any, n: int) -> list[_Slot]:
         """Start `n` actors and wait until each answers; raises `ClusterError` when one

@@ -322,11 +322,6 @@ def _timed(outcome: Outcome, prep: Prepared) -> Outcome:
     return outcome
 
 
-def run_one(engine: Any, item: BatchItem, out: Path, batch: BatchOptions) -> Outcome:
-    """`prepare` and `finish` in one call (the Ray actors' unit of work)."""
-    return finish(engine, prepare(engine, item, batch), out, batch)
-
-
 def worker_name() -> str:
     """Who runs this process's tasks: host name and process id."""
     return f"{os.uname().nodename}:{os.getpid()}" if hasattr(os, "uname") else str(os.getpid())
