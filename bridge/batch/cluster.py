@@ -23,8 +23,11 @@ counted on the driver (this process).
   plain TCP connection first: Ray itself would retry for minutes), and workers that die
   or never start (a broken install on a node, no node with the CPUs or GPU asked for)
   each raise `engine.errors.ClusterError` with what to do.
-* **Storage**: inputs and the output folder must be on a file system every node sees
-  (the same paths on every node, e.g. NFS); object storage is not supported yet.
+* **Storage**: local inputs and output folder must be on a file system every node sees
+  (the same paths on every node, e.g. NFS); URLs (``s3://...``, `bridge.batch.storage`)
+  are staged and published by the actors themselves, so every node needs the store's
+  fsspec package and credentials. (``memory://`` is per process: it cannot be shared
+  with actors.)
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`stembridge batch --ray` on a real local Ray cluster (2 CPUs, no dashboard) with tiny
 test models: the same outputs as the local executor, an actor killed mid-run, a manifest
-with per-row options. Skipped where Ray is not installed (CI installs it)."""
+with per-row options (and a master of each input), workers that cannot start. Skipped where Ray is not installed (CI installs it)."""
 
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ def test_manifest_with_per_row_options_on_ray(cluster, catalogue, test_models_di
     out = tmp_path / "out"
     status = main(["batch", str(manifest), "--out", str(out), "--ray", "--workers", "1",
                    "--stems", "4", "--models-dir", str(test_models_dir), "--precision",
-                   "fp32", "--no-cache", "--json"])
+                   "fp32", "--no-cache", "--json", "--master", "streaming"])
     summary = json.loads(capsys.readouterr().out)
     assert status == 3  # the missing file's exit status
     assert summary["executor"] == "ray"
@@ -139,11 +139,14 @@ def test_manifest_with_per_row_options_on_ray(cluster, catalogue, test_models_di
                                 "not_run": 0}
     assert [f["code"] for f in summary["failures"]] == ["input_missing"]
     assert sorted(p.name for p in (out / "a").iterdir()) == [
-        "instrumental.flac", "stems.json", "vocals.flac"]
+        "a.master.json", "a.master.wav", "instrumental.flac", "stems.json", "vocals.flac"]
+    assert summary["master"]["files"] == 2  # mastered by the actor, after the stems
+    assert rec.BatchRecord(out).load()["mono/c"].master["outputs"] == [
+        "c.master.wav", "c.master.json"]
     meta = json.loads((out / "a" / "stems.json").read_text())
     assert meta["model_name"] == "htdemucs" and meta["output"]["format"] == "flac"
     assert sorted(p.name for p in (out / "mono" / "c").iterdir()) == sorted(
-        [*STEMS4, "stems.json"])
+        [*STEMS4, "stems.json", "c.master.wav", "c.master.json"])
     assert sf.info(out / "mono" / "c" / "vocals.wav").channels == 1
 
 
