@@ -240,6 +240,8 @@ def _finish(engine: Any, prep: Prepared, out: Path, batch: BatchOptions) -> Outc
                            cache_hit=bool(meta["cache_hit"]))
         if batch.master is not None:
             done.master = _master_or_failure(item, folder, batch, done)
+        if item.url is not None or batch.out_url is not None:
+            _name_locations(folder, item, batch, done)
         if batch.out_url is not None:
             _publish(out, folder, batch.out_url, item, done)
         if done.state == "failed":
@@ -262,6 +264,31 @@ def _finish(engine: Any, prep: Prepared, out: Path, batch: BatchOptions) -> Outc
                              "being separated; it is done again when the batch resumes.",
                              prep.fingerprint), prep)
     return _timed(done, prep)
+
+
+def _name_locations(folder: Path, item: BatchItem, batch: BatchOptions,
+                    done: Outcome) -> None:
+    """Make this attempt's ``stems.json`` and master report name the input as the user
+    gave it (its URL, not the staged copy) and the outputs where they are published."""
+    import json
+
+    from bridge.batch import storage
+    from protocol.files import write_json_atomic
+
+    where = storage.join(batch.out_url, item.rel) if batch.out_url is not None else None
+    reports = [] if item.reuse is not None else [("stems.json", "")]
+    if done.master is not None:
+        audio, report = done.master["outputs"]
+        reports.append((report, audio))
+    for name, audio in reports:
+        path = folder / name
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data["input"]["path"] = item.source
+        if where is not None and audio:
+            data["output"]["path"] = f"{where}/{audio}"
+        elif where is not None:
+            data["output"]["folder"] = where
+        write_json_atomic(path, data)
 
 
 def _publish(out: Path, folder: Path, url: str, item: BatchItem, done: Outcome) -> None:

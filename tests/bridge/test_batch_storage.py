@@ -101,7 +101,16 @@ def test_batch_from_and_to_a_remote_store_equals_a_local_batch(
         [rec.RECORD_NAME, "stembridge-batch-summary.json"])
     assert _staged() == staged
     latest = rec.BatchRecord(work).load()
-    assert latest["a"].input == fs.unstrip_protocol(f"/{b}/cat/a.wav") and latest["a"].master
+    source = fs.unstrip_protocol(f"/{b}/cat/a.wav")
+    assert latest["a"].input == source and latest["a"].master
+    # the published metadata names the input and the outputs where they are, not the
+    # staged copy or the work folder
+    meta = json.loads(fs.cat(f"/{b}/out/a/stems.json"))
+    assert meta["input"]["path"] == source
+    assert meta["output"]["folder"] == f"memory://{b}/out/a"
+    report = json.loads(fs.cat(f"/{b}/out/a/a.master.json"))
+    assert report["input"]["path"] == source
+    assert report["output"]["path"] == f"memory://{b}/out/a/a.master.wav"
 
     # the same catalogue as file:// URL to a local folder: the same stems and master
     status, local_summary = _batch(test_models_dir, f"file://{local}/cat", "--out",
