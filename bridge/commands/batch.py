@@ -174,7 +174,7 @@ class BatchRun:
 def cmd_batch(args: argparse.Namespace) -> int:
     """Run the batch; exit status 0 when every input is done, 130 when interrupted, else
     that of the first failure's code."""
-    from engine.errors import InvalidArgumentError
+    from engine.errors import InvalidArgumentError, StembridgeError
 
     try:
         items, problems = discover(args.sources)
@@ -192,17 +192,24 @@ def cmd_batch(args: argparse.Namespace) -> int:
                                    "message": p.message, "attempts": 1})
     run.progress = ProgressLine(run.tally, enabled=not (args.quiet or args.json))
     run.progress.update()
+    stopped: StembridgeError | None = None
     try:
         if todo:
             executor.run(todo, run.on_start, run.on_outcome)
     except KeyboardInterrupt:
         run.tally.interrupted = True
+    except StembridgeError as err:  # the executor itself failed (e.g. the cluster)
+        stopped = err
     finally:
         run.record.close()
         run.progress.close()
     data = summary(run.tally, out_url or str(out), executor.name)
     _write_summary(out, data, out_url)
     print(json.dumps(data, indent=2) if args.json else table(data))
+    if stopped is not None:
+        report.error(stopped.code, f"The batch stopped: {stopped} What finished is kept; "
+                     "run the same command to resume.")
+        return stopped.exit_code
     if run.tally.interrupted:
         return exit_status(ErrorCode.CANCELLED.value)
     if run.tally.failures:
