@@ -72,7 +72,7 @@ demo: install  ## separate the real MUSDB18 excerpt that stempeg ships, offline
 	  "(or: source $(dir $(PY))activate)"
 
 test: install-test
-	$(PY) -m pytest -q -n auto --dist worksteal $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n auto --dist worksteal --durations=25 $(PYTEST_ARGS)
 
 lint: install-test
 	$(PY) -m ruff check engine bridge protocol tests bench tools clients

@@ -1,7 +1,8 @@
 """Cache of finished separations, keyed by what determines the result.
 
-Key = sha256 over (sha256 of the input file's bytes, model name, model version, stem
-config, overlap, precision, engine version). An entry is a folder
+Key = sha256 over (sha256 of the input file's bytes, model name, model version and the
+sha256 of its weights manifest (`engine.models.store.weights_id`), stem config, overlap,
+precision, engine version). An entry is a folder
 ``<root>/<key[:2]>/<key>/`` holding one float32 WAV per stem at the source rate and
 ``meta.json``; it is written under a temporary name and renamed into place, so a reader
 never sees a half-written entry and a crash leaves at most an ignored temporary folder

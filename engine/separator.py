@@ -284,8 +284,11 @@ class Job:
             section = ""
             if self.request.section_start or self.request.section_length is not None:
                 section = f"|section={self.request.section_start!r}:{self.request.section_length!r}"
-            self._key = cache_key(digest, self.spec.name,
-                                  self.spec.version, self.plan.config_id() + section,
+            from engine.models.store import weights_id
+
+            weights = weights_id(self.spec.name, self.engine.config.resolved_models_dir())
+            self._key = cache_key(digest, self.spec.name, f"{self.spec.version}|{weights}",
+                                  self.plan.config_id() + section,
                                   self.overlap, self.engine.precision)
         return self._key
 

@@ -38,6 +38,8 @@ MEANINGS: dict[ErrorCode, str] = {
     ErrorCode.INPUT_SAMPLERATE: "sample rate above the maximum (384 kHz) or not positive",
     ErrorCode.SOURCE_CHANGED: "the source file was modified while its job ran",
     ErrorCode.DECODER_MISSING: "a format needs ffmpeg, which is not installed",
+    ErrorCode.PACKAGE_MISSING: "an optional package a feature needs (e.g. museval for "
+    "`eval`) is not installed",
     ErrorCode.MODEL_UNKNOWN: "`model` is not a known name (checked before `job/accepted`)",
     ErrorCode.MODEL_NOT_INSTALLED: "the model's weights are not on this machine",
     ErrorCode.MODEL_CORRUPT: "the weights fail their checksum",
@@ -64,10 +66,12 @@ MEANINGS: dict[ErrorCode, str] = {
     "than 3 s",
     ErrorCode.START_FAILED: "(client side, never sent) a server the client started exited "
     "or did not come up",
-    ErrorCode.CLUSTER_UNAVAILABLE: "(`batch --ray`, never sent) Ray is not installed, the "
-    "cluster cannot be reached, or its workers cannot start",
+    ErrorCode.QUALITY_REGRESSION: "(`eval --compare`, never sent) a stem's figure fell "
+    "below its baseline by more than the tolerance",
+    ErrorCode.CLUSTER_UNAVAILABLE: "(`batch --ray`, never sent) the Ray cluster cannot be "
+    "reached, or its workers cannot start",
     ErrorCode.STORAGE_UNAVAILABLE: "(`batch`, never sent) a remote input or output URL "
-    "needs an fsspec package that is not installed, or cannot be reached",
+    "cannot be listed, read or written",
 }
 
 MESSAGE_TYPES: tuple[type[messages.Payload], ...] = (

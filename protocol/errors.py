@@ -30,6 +30,7 @@ class ErrorCode(str, Enum):
     INPUT_SAMPLERATE = "input_samplerate"
     SOURCE_CHANGED = "source_changed"
     DECODER_MISSING = "decoder_missing"
+    PACKAGE_MISSING = "package_missing"
     # models
     MODEL_UNKNOWN = "model_unknown"
     MODEL_NOT_INSTALLED = "model_not_installed"
@@ -52,6 +53,8 @@ class ErrorCode(str, Enum):
     START_FAILED = "start_failed"
     # mastering
     REFERENCE_UNUSABLE = "reference_unusable"
+    # quality measurement (`stembridge eval`)
+    QUALITY_REGRESSION = "quality_regression"
     # `stembridge batch`: its executor and its storage
     CLUSTER_UNAVAILABLE = "cluster_unavailable"
     STORAGE_UNAVAILABLE = "storage_unavailable"
@@ -78,12 +81,13 @@ class CodeInfo:
 EXIT_NO_SERVER = 11
 #: Exit status for a client command the server refused (a protocol-level error).
 EXIT_SERVER_ERROR = 12
-#: Exit status for a batch whose Ray cluster cannot be used (not installed, unreachable,
-#: workers that cannot start).
-EXIT_NO_CLUSTER = 13
-#: Exit status for a batch whose remote storage cannot be used (its fsspec package is not
-#: installed, or the location cannot be reached).
-EXIT_NO_STORAGE = 14
+#: Exit status of `stembridge eval --compare` when a stem fell below its baseline.
+EXIT_REGRESSION = 13
+#: Exit status for a batch whose Ray cluster cannot be used (unreachable, workers that
+#: cannot start).
+EXIT_NO_CLUSTER = 14
+#: Exit status for a batch whose remote storage cannot be reached or read.
+EXIT_NO_STORAGE = 15
 
 _REPORT = "This is a bug in stembridge; please report it with the server log."
 
@@ -118,6 +122,9 @@ CODES: dict[ErrorCode, CodeInfo] = {
     ErrorCode.DECODER_MISSING: CodeInfo(6, Hint(
         "Install ffmpeg (apt install ffmpeg / brew install ffmpeg / winget install ffmpeg).",
         "Install ffmpeg for the engine, or glue the item to WAV first.")),
+    ErrorCode.PACKAGE_MISSING: CodeInfo(6, Hint(
+        "Install the extra the message names, e.g. `pip install 'stembridge[eval]'`.",
+        "Install the package the message names into the engine's environment.")),
     ErrorCode.MODEL_UNKNOWN: CodeInfo(7, Hint(
         "`stembridge models list` shows the known models.",
         "Choose another model in stembridge: Settings (empty: the default).")),
@@ -165,12 +172,15 @@ CODES: dict[ErrorCode, CodeInfo] = {
     ErrorCode.REFERENCE_UNUSABLE: CodeInfo(5, Hint(
         "Choose a reference track with at least 3 s of music (`--reference FILE`).",
         "Select a reference item with at least 3 s of music as the first selected item.")),
+    ErrorCode.QUALITY_REGRESSION: CodeInfo(EXIT_REGRESSION, Hint(
+        "Find the change that cost quality; if the drop is intended, pass the new run's "
+        "eval.json as the baseline from then on.")),
     ErrorCode.CLUSTER_UNAVAILABLE: CodeInfo(EXIT_NO_CLUSTER, Hint(
-        "Install Ray (`pip install 'stembridge[ray]'`), check the cluster (`ray status`), "
-        "or run the batch without --ray.")),
+        "Check the cluster (`ray status` on its head node) and that stembridge is "
+        "installed on every node, or run the batch without --ray.")),
     ErrorCode.STORAGE_UNAVAILABLE: CodeInfo(EXIT_NO_STORAGE, Hint(
-        "Install the storage's fsspec package (e.g. `pip install s3fs` for s3://), check "
-        "its credentials and the URL, or use local paths.")),
+        "Check the URL and the store's credentials (e.g. AWS_PROFILE for s3://), or use "
+        "local paths.")),
 }
 
 #: CLI exit status per code (kept for callers that want only the number).

@@ -19,10 +19,11 @@ counted on the driver (this process).
   outputs: its folder is the same, every file in it is replaced atomically, and the
   retry first removes the temporary files the dead attempt left (`bridge.batch.task`).
   An exception inside the task itself (a bug) fails that input and is not retried.
-* **Errors**: Ray not installed, a cluster address nothing answers at (checked with a
-  plain TCP connection first: Ray itself would retry for minutes), and workers that die
-  or never start (a broken install on a node, no node with the CPUs or GPU asked for)
-  each raise `engine.errors.ClusterError` with what to do.
+* **Errors**: Ray not installed raises `engine.errors.PackageMissingError`; a cluster
+  address nothing answers at (checked with a plain TCP connection first: Ray itself
+  would retry for minutes) and workers that die or never start (a broken install on a
+  node, no node with the CPUs or GPU asked for) raise `engine.errors.ClusterError`; each
+  says what to do.
 * **Storage**: local inputs and output folder must be on a file system every node sees
   (the same paths on every node, e.g. NFS); URLs (``s3://...``, `bridge.batch.storage`)
   are staged and published by the actors themselves, so every node needs the store's
@@ -53,14 +54,14 @@ _DEFAULT_PORT = 6379  # `ray start --head`'s GCS port
 
 
 def import_ray() -> Any:
-    """The `ray` module; raises `ClusterError` saying how to install it."""
+    """The `ray` module; raises `PackageMissingError` saying how to install it."""
     try:
         import ray
     except ImportError:
-        from engine.errors import ClusterError
+        from engine.errors import PackageMissingError
 
-        raise ClusterError("The Ray executor needs Ray, which is not installed: "
-                           f"{INSTALL_RAY} (or run the batch without --ray).") from None
+        raise PackageMissingError("The Ray executor needs Ray, which is not installed: "
+                                  f"{INSTALL_RAY} (or run the batch without --ray).") from None
     return ray
 
 

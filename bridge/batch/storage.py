@@ -3,7 +3,7 @@
 
 * A SOURCE or ``--out`` given as ``file://...`` is a local path; any other ``proto://``
   URL is remote. fsspec is imported only when a batch has one, and a missing package is a
-  `StorageError` naming the package to install.
+  `PackageMissingError` naming the package to install.
 * **Inputs** are found with the file system's own listing (a file, a folder searched
   recursively, or a glob pattern; hidden names skipped, as for local folders), then
   *staged*: copied to a local temporary folder that the batch removes after the input is
@@ -57,25 +57,26 @@ def local_path(text: str) -> str:
 
 
 def filesystem(url: str) -> tuple[Any, str]:
-    """(fsspec file system, path inside it) of `url`; raises `StorageError` when fsspec or
-    the protocol's package is not installed."""
-    from engine.errors import StorageError
+    """(fsspec file system, path inside it) of `url`; raises `PackageMissingError` when
+    fsspec or the protocol's package is not installed, `StorageError` for a protocol
+    fsspec does not know."""
+    from engine.errors import PackageMissingError, StorageError
 
     protocol = url.split("://", 1)[0].lower()
     try:
         import fsspec
     except ImportError:
-        raise StorageError(f"Reading or writing '{url}' needs fsspec, which is not installed: "
-                           "pip install 'stembridge[cloud]'.") from None
+        raise PackageMissingError(f"Reading or writing '{url}' needs fsspec, which is not "
+                                  "installed: pip install 'stembridge[cloud]'.") from None
     try:
         fs, path = fsspec.core.url_to_fs(url)
     except ImportError:
         from fsspec.registry import known_implementations
 
         known = known_implementations.get(protocol, {})
-        raise StorageError(f"'{url}' needs the fsspec package for {protocol}://, which is not "
-                           f"installed. {known.get('err') or 'Install it.'} (For s3://: "
-                           "pip install s3fs.)") from None
+        raise PackageMissingError(
+            f"'{url}' needs the fsspec package for {protocol}://, which is not installed. "
+            f"{known.get('err') or 'Install it.'} (For s3://: pip install s3fs.)") from None
     except ValueError:
         raise StorageError(f"'{url}': fsspec knows no protocol '{protocol}://'. Use a local "
                            "path or a URL such as s3://bucket/folder.") from None

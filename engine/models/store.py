@@ -14,6 +14,7 @@ If the folder has neither, the Hugging Face cache is looked at (never the networ
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,23 @@ from protocol.errors import ErrorCode
 def model_folder(name: str, models_root: Path) -> Path:
     """``<models_root>/<name>``: where `name`'s files go."""
     return Path(models_root) / name
+
+
+def weights_id(name: str, models_root: Path) -> str:
+    """The sha256 of the weights manifest of `name` (of each member, for an ensemble),
+    empty where there is none yet: part of every results-cache key, so test weights and
+    released ones, or two fetches of a model, never share results."""
+    from engine.models import ensemble
+
+    members = ensemble.parse(name).members if ensemble.is_ensemble(name) else (name,)
+    parts = []
+    for member in members:
+        try:
+            data = (model_folder(member, models_root) / "manifest.json").read_bytes()
+        except OSError:
+            data = b""
+        parts.append(hashlib.sha256(data).hexdigest() if data else "")
+    return ",".join(parts)
 
 
 def _packaged_bag(name: str) -> Path | None:

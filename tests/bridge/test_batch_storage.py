@@ -147,12 +147,15 @@ def test_store_errors_say_what_to_install_and_inputs_are_bounded(
     if importlib.util.find_spec("s3fs") is None:
         status = main(["batch", "s3://bucket/music", "--out", str(tmp_path / "o")])
         err = capsys.readouterr().err
-        assert status == EXIT_CODES[ErrorCode.STORAGE_UNAVAILABLE] == 14
-        assert "[storage_unavailable]" in err and "s3fs" in err
+        assert status == EXIT_CODES[ErrorCode.PACKAGE_MISSING] == 6
+        assert "[package_missing]" in err and "s3fs" in err
         status = main(["batch", str(tmp_path), "--out", "s3://bucket/stems"])
-        assert status == 14 and "s3fs" in capsys.readouterr().err
+        assert status == 6 and "s3fs" in capsys.readouterr().err
     with pytest.raises(StorageError, match="knows no protocol 'nosuchstore://'"):
         storage.filesystem("nosuchstore://x/y")
+    status = main(["batch", "nosuchstore://x/y", "--out", str(tmp_path / "o")])
+    assert status == EXIT_CODES[ErrorCode.STORAGE_UNAVAILABLE] == 15
+    assert "[storage_unavailable]" in capsys.readouterr().err
     fs.pipe(f"/{b}/big.wav", _wav(1.0, 44100, 2, 1))
     with pytest.raises(InputError, match="largest source file") as info:
         storage.stage(f"memory://{b}/big.wav", tmp_path, max_bytes=1000, timeout=60)

@@ -156,12 +156,12 @@ def test_kill_9_mid_job_then_restart_resumes_and_equals_uninterrupted(test_model
                                                                       tmp_path):
     import signal
 
-    src = song(tmp_path / "crash.wav", 60.0)
+    src = song(tmp_path / "crash.wav", 40.0)
     out = tmp_path / "jobs"
     proc, addr = _start_server_process(tmp_path, test_models_dir, out)
     try:
         with Client(*addr, timeout=30) as c:
-            job = c.split(src, stems=4, model="htdemucs", start_at=20.0)
+            job = c.split(src, stems=4, model="htdemucs", start_at=14.0)
             seen = 0
             for kind, _ in c.events(job, timeout=120):
                 if kind == "region":

@@ -43,9 +43,10 @@ def test_equivalence_several_minutes_every_order(htdemucs):
     length = 44100 * 120 + 12345  # 2 minutes and an odd tail
     mix = torch.randn(2, length) * 0.2
     ref = _ref(htdemucs, mix)
-    for start_at, batch in ((None, 1), (length // 3, 3)):
-        out = separate(htdemucs, mix, overlap=0.25, start_at=start_at, batch_size=batch)
-        assert float((out - ref).abs().max()) <= 1e-4, (start_at, batch)
+    # from a cursor a third in, in batches of 3 (the front-to-back order with batch 1 is
+    # what the odd-length cases cover)
+    out = separate(htdemucs, mix, overlap=0.25, start_at=length // 3, batch_size=3)
+    assert float((out - ref).abs().max()) <= 1e-4
 
 
 @pytest.mark.parametrize("overlap", [0.0, 0.1, 0.5, 0.75])

@@ -58,17 +58,17 @@ def test_round_trip_rates_and_channels(test_models_dir, tmp_path, sr, channels):
 
 
 def test_start_at_gives_same_result_and_starts_at_cursor(test_models_dir, tmp_path):
-    src = _write(tmp_path / "in.wav", 30.0, 44100, 2)
+    src = _write(tmp_path / "in.wav", 20.0, 44100, 2)
     engine = _engine(test_models_dir, tmp_path / "cache", use_cache=False)
     job_a, reg_a = engine.split(SplitRequest(src, stems=4))
-    job_b, reg_b = engine.split(SplitRequest(src, stems=4, start_at=20.0))
+    job_b, reg_b = engine.split(SplitRequest(src, stems=4, start_at=13.0))
     a, b = _assemble(job_a, reg_a), _assemble(job_b, reg_b)
     for n in a:
         np.testing.assert_allclose(a[n], b[n], atol=1e-5)
     assert reg_a[0].start == 0
     # from the cursor: the first region ends after 20 s, and audio before it comes last
-    assert reg_b[0].end > 20.0 * 44100 - 8 * 44100
-    assert reg_b[-1].end <= 20.0 * 44100
+    assert reg_b[0].end > 13.0 * 44100 - 8 * 44100
+    assert reg_b[-1].end <= 13.0 * 44100
 
 
 def test_cache_miss_then_hit(test_models_dir, tmp_path):
@@ -87,6 +87,21 @@ def test_cache_miss_then_hit(test_models_dir, tmp_path):
     _write(src, 8.0, 44100, 2, seed=5)
     job4, _ = engine.split(SplitRequest(src, stems=4))
     assert job4.cache_hit is False
+
+
+def test_other_weights_under_the_same_model_name_miss_the_cache(tmp_path):
+    from engine.models.testmodels import make_test_model
+
+    models = tmp_path / "models"
+    make_test_model("htdemucs", models, size="tiny", seed=0)
+    src = _write(tmp_path / "in.wav", 3.0, 44100, 2)
+    job1, reg1 = _engine(models, tmp_path / "cache").split(SplitRequest(src, stems=4))
+    assert job1.cache_hit is False
+    make_test_model("htdemucs", models, size="tiny", seed=1)  # e.g. the released weights
+    job2, reg2 = _engine(models, tmp_path / "cache").split(SplitRequest(src, stems=4))
+    assert job2.cache_hit is False, "a result of other weights was served"
+    a, b = _assemble(job1, reg1), _assemble(job2, reg2)
+    assert not np.allclose(a["vocals"], b["vocals"])
 
 
 def test_no_cache_writes_nothing(test_models_dir, tmp_path):

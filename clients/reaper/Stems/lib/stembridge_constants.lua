@@ -24,6 +24,7 @@ C.ERRORS = {
   INPUT_SAMPLERATE = "input_samplerate",
   SOURCE_CHANGED = "source_changed",
   DECODER_MISSING = "decoder_missing",
+  PACKAGE_MISSING = "package_missing",
   MODEL_UNKNOWN = "model_unknown",
   MODEL_NOT_INSTALLED = "model_not_installed",
   MODEL_CORRUPT = "model_corrupt",
@@ -41,6 +42,7 @@ C.ERRORS = {
   TIMEOUT = "timeout",
   START_FAILED = "start_failed",
   REFERENCE_UNUSABLE = "reference_unusable",
+  QUALITY_REGRESSION = "quality_regression",
   CLUSTER_UNAVAILABLE = "cluster_unavailable",
   STORAGE_UNAVAILABLE = "storage_unavailable",
 }
@@ -63,6 +65,7 @@ C.EXIT = {
   input_samplerate = 5,
   source_changed = 4,
   decoder_missing = 6,
+  package_missing = 6,
   model_unknown = 7,
   model_not_installed = 8,
   model_corrupt = 8,
@@ -80,8 +83,9 @@ C.EXIT = {
   timeout = 11,
   start_failed = 11,
   reference_unusable = 5,
-  cluster_unavailable = 13,
-  storage_unavailable = 14,
+  quality_regression = 13,
+  cluster_unavailable = 14,
+  storage_unavailable = 15,
 }
 
 --- What a DAW user does about a code (codes without a hint are absent).
@@ -94,6 +98,7 @@ C.HINTS = {
   input_samplerate = "Set the item's file to a lower sample rate (e.g. 48 kHz) and glue it, then split that.",
   source_changed = "Split again once the file is no longer being written.",
   decoder_missing = "Install ffmpeg for the engine, or glue the item to WAV first.",
+  package_missing = "Install the package the message names into the engine's environment.",
   model_unknown = "Choose another model in stembridge: Settings (empty: the default).",
   model_not_installed = "Install the model: stembridge models fetch NAME (needs internet once), or choose another model in stembridge: Settings.",
   model_corrupt = "Fetch the model again (stembridge models fetch NAME).",
