@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="spleeter-2stems")
-    p.add_argument("--stems", type=int, choices=(2, 4, 6), default=2)
+    p.add_argument("--stems", type=int, choices=(2, 4, 5, 6), default=2)
     p.add_argument("--seconds", type=float, default=120.0)
     p.add_argument("--cursor", type=float, default=0.5, help="edit cursor, fraction of item")
     p.add_argument("--no-window", action="store_true", help="do not open the status window")

@@ -1,6 +1,8 @@
 """The `stembridge` command line.
 
-    stembridge split FILE... [--stems 2|4|6] [--model NAME] [--out DIR] [--format wav|flac]
+    stembridge split FILE... [--stems 2|4|5|6|NAMES] [--model NAME] [--out DIR]
+                             [--format wav|flac|mp3] [--bit-depth 16|24|32f]
+                             [--sample-rate 44100|48000] [--normalize]
                              [--start-at SEC] [--device auto|cpu|cuda|mps] [--no-cache]
     stembridge models list [--json]
     stembridge models fetch NAME
@@ -57,13 +59,15 @@ def _build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("split", help="separate audio files into stems")
     s.add_argument("files", nargs="+", type=Path, help="input audio files (never modified)")
     s.add_argument("--stems", type=_stems_arg, default=None,
-                   help="2 = vocals + instrumental, 4 = vocals/drums/bass/other, 6 = + "
-                   "guitar/piano; or a subset of the model's stems, e.g. vocals,drums")
+                   help="2 = vocals + instrumental, 4 = vocals/drums/bass/other, 5 = + "
+                   "piano (guitar in other), 6 = + guitar/piano; or a subset of the "
+                   "model's stems, e.g. vocals,drums")
     s.add_argument("--rest", choices=("keep", "drop"), default="keep",
                    help="with a subset: keep the other stems summed into other (default), "
                    "or drop them")
     s.add_argument("--model", default=None, help="model name (default: spleeter-2stems for 2 "
-                   "stems, htdemucs for 4, htdemucs_6s for 6); see `stembridge models list`. An "
+                   "stems, htdemucs for 4, htdemucs_6s for 5 and 6); see `stembridge models "
+                   "list`. An "
                    "ensemble joins names with '+', e.g. mdx-voc-ft+htdemucs, optionally "
                    "@avg_wave|median_wave|min_spec|max_spec|avg_fft (default avg_wave)")
     s.add_argument("--out", type=Path, default=Path("stems"),
@@ -75,6 +79,11 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="PCM depth of wav/flac (16 gets TPDF dither; 32f: float, wav only)")
     s.add_argument("--mp3-quality", choices=("cbr320", "v0"), default="cbr320",
                    help="mp3: 320 kbit/s CBR (default) or VBR V0")
+    s.add_argument("--sample-rate", type=int, choices=(44100, 48000), default=None,
+                   help="resample the stems to this rate (soxr; default: the input's)")
+    s.add_argument("--normalize", action="store_true", help="turn every stem down by one "
+                   "gain so that none peaks above -0.1 dBFS (sample peak; the gain is in "
+                   "stems.json)")
     s.add_argument("--start-at", type=float, default=0.0, metavar="SEC",
                    help="separate from this time first (e.g. the play cursor), then the rest")
     s.add_argument("--device", default=settings.device(),
@@ -118,9 +127,14 @@ def _build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--request", type=Path, default=None, metavar="JSON",
                     help="read the job from a JSON request file and answer in "
                     "<name>.reply.json (for clients without UDP, e.g. REAPER scripts)")
-    sb.add_argument("--stems", type=int, choices=(2, 4, 6), default=None)
+    sb.add_argument("--stems", type=int, choices=(2, 4, 5, 6), default=None)
     sb.add_argument("--model", default=None)
     sb.add_argument("--start-at", type=float, default=0.0)
+    sb.add_argument("--format", choices=("wav", "flac", "mp3"), default="wav",
+                    help="the job's consolidated stems (as for split)")
+    sb.add_argument("--bit-depth", choices=("16", "24", "32f"), default=None)
+    sb.add_argument("--sample-rate", type=int, choices=(44100, 48000), default=None)
+    sb.add_argument("--normalize", action="store_true")
     sb.add_argument("--wait", action="store_true", help="follow progress until done")
     st = sub.add_parser("status", help="server status, or one job's")
     st.add_argument("job", nargs="?", default="")
@@ -139,6 +153,9 @@ def _build_parser() -> argparse.ArgumentParser:
     ml = msub.add_parser("list", help="known models, where they are installed, and which "
                          "files to copy by hand on a machine without internet")
     ml.add_argument("--json", action="store_true")
+    ml.add_argument("--out", type=Path, default=None, metavar="FILE", help="with --json: "
+                    "write the list to FILE (atomically) instead of printing it (for DAW "
+                    "scripts without pipes, e.g. REAPER's Settings)")
     ml.add_argument("--models-dir", type=Path, default=None)
     mf = msub.add_parser("fetch", help="download a model's weights (needs internet and the "
                          "'fetch' extra: pip install 'stembridge[fetch]')")
@@ -162,10 +179,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _stems_arg(text: str) -> int | list[str]:
-    """``--stems``: a count (2, 4, 6) or comma-separated stem names."""
+    """``--stems``: a count (2, 4, 5, 6) or comma-separated stem names."""
     if text.strip().isdigit():
-        if int(text) not in (2, 4, 6):
-            raise argparse.ArgumentTypeError("a split gives 2, 4 or 6 stems")
+        if int(text) not in (2, 4, 5, 6):
+            raise argparse.ArgumentTypeError("a split gives 2, 4, 5 or 6 stems")
         return int(text)
     names = [n.strip().lower() for n in text.split(",") if n.strip()]
     if not names or len(set(names)) != len(names):

@@ -3,7 +3,10 @@
 `run_job` executes one job on the engine and writes, per finalized region, one WAV per
 stem under ``regions/<stem>/`` (never rewritten), the shared-memory blocks (with
 ``shm``), the manifest (atomically replaced) and the ``job/region`` push, in that order;
-at the end the consolidated ``<stem>.wav`` (or ``.flac``) files and ``job/done``.
+at the end the consolidated ``<stem>.<format>`` files (at the request's `sample_rate`,
+`normalize`d, in its `format` and `bit_depth`: `engine.audio.output`; regions stay at the
+source's rate, unscaled, as float WAV) and ``job/done``, whose metadata's ``output``
+states the files' rate, frames and gain.
 Layout: PROTOCOL.md, "Files". Everything runs on the worker thread, so a job's pushes
 are always in order.
 """
@@ -161,6 +164,7 @@ class _Run:
         self.writers: dict[str, Any] = {}
         self.regions: list[ManifestRegion] = []
         self.kept = 0  # regions a resumed job took over from its manifest
+        self.output: dict[str, Any] = {}  # what `commit` wrote: format, rate, gain
 
     def prepare(self) -> bool:
         """Check the source, prepare the engine job; False when the job failed."""
@@ -266,16 +270,17 @@ class _Run:
         if stat != rec.source_stat:
             raise StembridgeError(f"{source} changed while it was being separated; "
                                   "split it again.", code=ErrorCode.SOURCE_CHANGED)
-        flac = rec.request.format == "flac"
-        final = {}
-        for s, w in self.writers.items():
-            name = f"{s}.flac" if flac else f"{s}.wav"
-            if flac:
-                w.commit(rec.folder / name, fmt="flac", subtype="PCM_24")
-            else:
-                w.commit(rec.folder / name)
-            final[s] = name
-        return final
+        from engine.audio.output import OutputOptions, finish_stems, subtype_for
+
+        req = rec.request
+        options = OutputOptions(req.format, subtype_for(req.format, req.bit_depth,
+                                                        req.mp3_quality),
+                                req.sample_rate, req.normalize)
+        paths = {s: rec.folder / f"{s}.{req.format}" for s in self.writers}
+        written = finish_stems(self.writers, paths, options)
+        self.output = {"format": req.format, "subtype": options.subtype,
+                       **written.metadata()}
+        return {s: path.name for s, path in written.files.items()}
 
     def abort(self) -> None:
         for w in self.writers.values():
@@ -291,7 +296,7 @@ class _Run:
         if rec.shm is not None:
             rec.shm.finish(True)
         assert self.job.result is not None
-        meta = self.job.result.metadata
+        meta = dict(self.job.result.metadata, output=self.output)
         rec.regions_done = rec.regions_total = max(rec.regions_total, len(self.regions))
         rec.eta = 0.0
         # The manifest is durable before anyone can see the job as done.

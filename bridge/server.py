@@ -69,7 +69,7 @@ log = logging.getLogger("stembridge.server")
 
 DEFAULT_PORT = settings.DEFAULT_PORT
 CAPABILITIES = ["split", "cancel", "status", "jobs", "files", "start_at", "section", "shm",
-                "release", "shutdown", "format"]
+                "release", "shutdown", "format", "output"]
 
 
 def default_output_root() -> Path:
@@ -317,11 +317,11 @@ class StembridgeServer:
 
     def _on_hello(self, request: Hello, addr: Addr) -> None:
         from engine import __version__
-        from engine.models.registry import all_specs
+        from engine.models.registry import model_names
 
         self.send(addr, Welcome(
             engine_version=__version__, protocol_version=PROTOCOL_VERSION,
-            models_available=list(all_specs()), models_loaded=self.engine.loaded_models(),
+            models_available=model_names(), models_loaded=self.engine.loaded_models(),
             device=str(self.engine.device), precision=self.engine.precision,
             capabilities=list(CAPABILITIES), output_root=str(self.config.output_root)))
 

@@ -269,6 +269,14 @@ class Job:
     def channels(self) -> int:
         return self._channels
 
+    @property
+    def precision(self) -> str:
+        """The precision this job's model really runs in (an MDX-Net ONNX model: fp32,
+        whatever the engine's), as recorded in the metadata and the cache key."""
+        from engine.models.catalog import run_precision
+
+        return run_precision(self.spec, self.engine.precision)
+
     def cache_key(self, cancel: Any = None) -> str:
         """The results-cache key: the sha256 of the bytes that were decoded (read
         through the descriptor `prepare` opened, proven unchanged since), model, stems,
@@ -289,7 +297,7 @@ class Job:
             weights = weights_id(self.spec.name, self.engine.config.resolved_models_dir())
             self._key = cache_key(digest, self.spec.name, f"{self.spec.version}|{weights}",
                                   self.plan.config_id() + section,
-                                  self.overlap, self.engine.precision)
+                                  self.overlap, self.precision)
         return self._key
 
     def check_source(self) -> None:
@@ -311,7 +319,7 @@ class Job:
             "runtime": "torch",
             "runtime_seconds": round(runtime, 4),
             "device": str(self.engine.device),
-            "precision": self.engine.precision,
+            "precision": self.precision,
             "overlap": self.overlap,
             "stems": list(self.plan.names),
             "warnings": list(self.warnings),
@@ -453,7 +461,7 @@ class Job:
         already = self._resume if self.samplerate == sr_model else []
         for fr in iter_separate(model, mix, overlap=self.overlap, batch_size=batch,
                                 first_batch=1, start_at=start_at, already_final=already,
-                                autocast=autocast_factory(engine.device, engine.precision),
+                                autocast=autocast_factory(engine.device, self.precision),
                                 cancel=cancel, progress=chunk_progress, stats=stats):
             src = fr.audio
             if std != 1.0 or mean != 0.0:  # undo per model source, as demucs does

@@ -1,7 +1,9 @@
 """Which output stems a job produces from a model's sources.
 
 ``stems=None`` keeps the model's own sources. ``2`` gives vocals + instrumental (the sum
-of every other source); ``4`` from a 6-source model folds guitar and piano into other.
+of every other source); ``4`` from a 6-source model folds guitar and piano into other,
+``5`` (vocals, drums, bass, piano, other) folds guitar into other: the output stems
+always sum to the model's sources.
 Output order puts vocals first, as a DAW user expects them at the top.
 """
 
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from engine.errors import StembridgeError
 from engine.models.catalog import DEFAULT_FOR_STEMS, stem_counts
 from protocol.errors import ErrorCode
-from protocol.stems import FOUR, ORDER, TWO
+from protocol.stems import FIVE, FOUR, ORDER, TWO
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ def _sorted(names: list[str]) -> list[str]:
 
 def plan_stems(model_name: str, model_sources: tuple[str, ...], stems: int | None,
                only: Sequence[str] | None = None, rest: str = "keep") -> StemPlan:
-    """The `StemPlan` for `stems` (None, 2, 4 or 6) from a model with `model_sources`;
+    """The `StemPlan` for `stems` (None, 2, 4, 5 or 6) from a model with `model_sources`;
     with `only`, just those of its stems (in track order), and with ``rest="keep"`` the
     others summed into ``other`` (of vocals + instrumental, the one left out stays as it
     is), so the stems still sum to the mix; ``rest="drop"`` leaves them out."""
@@ -74,10 +76,11 @@ def _plan(model_name: str, model_sources: tuple[str, ...], stems: int | None) ->
     if stems == 2 and "vocals" in idx:
         rest = tuple(i for s, i in idx.items() if s != "vocals")
         return StemPlan(TWO, ((idx["vocals"],), rest))
-    if stems == 4 and set(FOUR) <= set(idx):
-        extra = tuple(i for s, i in idx.items() if s not in FOUR)
-        return StemPlan(FOUR, tuple((idx[s],) + (extra if s == "other" else ())
-                                    for s in FOUR))
+    subset = {4: FOUR, 5: FIVE}.get(stems or 0)
+    if subset is not None and set(subset) <= set(idx):
+        extra = tuple(i for s, i in idx.items() if s not in subset)
+        return StemPlan(subset, tuple((idx[s],) + (extra if s == "other" else ())
+                                      for s in subset))
     better = DEFAULT_FOR_STEMS.get(stems or 0)
     instead = f"; {better} can." if better else f"; a split gives {stem_counts()} stems."
     raise StembridgeError(

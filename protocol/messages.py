@@ -15,11 +15,8 @@ Requests (client -> server) may carry the server's access token: in the payload 
 from __future__ import annotations
 
 import contextlib
-import math
-import os
 from dataclasses import MISSING, dataclass
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from protocol import settings as _settings
 from protocol.bounds import (
@@ -30,7 +27,6 @@ from protocol.bounds import (
     MAX_TIME_S,
     TRUNCATED,
     bounded_text,
-    check_path_text,
 )
 from protocol.errors import ErrorCode
 from protocol.mastering import MasterDone, MasterRequest
@@ -47,12 +43,21 @@ from protocol.osc import (
 )
 from protocol.payload import Payload, spec
 from protocol.preview import PREVIEW_CONTROLS, PreviewAddress
+from protocol.split import (
+    OUTPUT_FORMATS,
+    PRIORITIES,
+    REST_MODES,
+    SAMPLE_RATES,
+    SPLIT_BIT_DEPTHS,
+    SplitRequest,
+)
 
 __all__ = ["MAX_DATAGRAM", "MAX_MESSAGE_CHARS", "MAX_NAME_BYTES", "MAX_OUTPUT_ROOT_BYTES",
            "MAX_PATH_BYTES", "MAX_TIME_S", "TRUNCATED", "MasterDone", "MasterRequest", "Message",
            "PREVIEW_CONTROLS", "PreviewAddress",
            "Payload", "ProtocolError", "decode", "encode", "field",
-           "pack", "payload", "spec", "unpack"]
+           "pack", "payload", "spec", "unpack", "OUTPUT_FORMATS", "PRIORITIES",
+           "REST_MODES", "SAMPLE_RATES", "SPLIT_BIT_DEPTHS", "SplitRequest"]
 
 PREFIX = "/stembridge"
 
@@ -62,7 +67,7 @@ class Address:
 
     HELLO = f"{PREFIX}/hello"
     PING = f"{PREFIX}/ping"
-    SPLIT = f"{PREFIX}/split"
+    SPLIT = SplitRequest.ADDRESS  # protocol.split
     CANCEL = f"{PREFIX}/cancel"
     STATUS = f"{PREFIX}/status"
     JOBS = f"{PREFIX}/jobs"
@@ -97,10 +102,6 @@ DEFAULT_PREVIEW_PORT = _settings.DEFAULT_PREVIEW_PORT
 
 #: Job states, in the order a job goes through them (PROTOCOL.md, "Files").
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
-PRIORITIES = ("interactive", "batch")
-#: What `SplitRequest.rest` may be.
-REST_MODES = ("keep", "drop")
-OUTPUT_FORMATS = ("wav", "flac")
 
 
 _TOKEN = "access token, when the server has one"
@@ -137,131 +138,6 @@ class Ping(Payload):
 
     nonce: int = spec(int, "any integer, echoed", type="int", default=0)
     token: str | None = _token()
-
-
-@dataclass
-class SplitRequest(Payload):
-    """What to separate and how: THE split request, used by the socket client, the
-    request file, the server and the engine (``Engine.prepare``).
-
-    Times are seconds; `start_at` counts from the start of the separated audio (the
-    section, if any): separation begins there (the DAW's play cursor), the rest follows.
-    A `source` given as a `Path` is kept as its string. Construct with keywords."""
-
-    ADDRESS = Address.SPLIT
-    DIRECTION = "request"
-    OMIT_DEFAULTS = True
-    #: Key order on the wire (kept from version 1's first servers: golden bytes).
-    ORDER: ClassVar[tuple[str, ...]] = (
-        "request_id", "source", "shm", "stems", "model", "start_at", "overlap",
-        "section_start", "section_length", "priority", "format", "output_root",
-        "reply_port", "only", "rest", "token")
-    WIRE_REQUIRED = ("request_id",)
-
-    source: str | os.PathLike[str] = spec(str, "**absolute** path of the audio file (UTF-8), as the server "
-                       "sees it", type="str")
-    stems: int | None = spec(int, "`2` (vocals + instrumental), `4` or `6`; absent: the "
-                             "model's own", type="int", default=None)
-    model: str | None = spec(str, "a name from `models_available`; absent: the default "
-                             "for `stems`", type="str", default=None)
-    start_at: float = spec(float, "seconds from the start of the separated audio; the "
-                           "regions around it are computed first (play-cursor order), the "
-                           "rest after, wrapping around", type="float", default=0.0)
-    overlap: float | None = spec(float, "window overlap fraction in [0, 1); absent: the "
-                                 "model's default", type="float", default=None)
-    section_start: float = spec(float, "seconds; separate only part of the file, starting "
-                                "here", type="float", default=0.0)
-    section_length: float | None = spec(float, "seconds, > 0; absent: to the end",
-                                        type="float", default=None)
-    priority: str = spec(str, "`interactive` jobs run before `batch` jobs; within a "
-                         "class, in arrival order", type="str", default="interactive")
-    format: str = spec(str, "the consolidated files: `wav` (32-bit float) or `flac` "
-                       "(24-bit); region files are always float WAV", type="str",
-                       default="wav")
-    shm: bool = spec(bool, "also publish the stems in shared memory (see [Shared memory]"
-                     "(#shared-memory)); costs RAM: frames × channels × stems × 4 bytes "
-                     "until `release`", type="bool", default=False)
-    output_root: str | None = spec(str, "where the job folder is created; absolute, or "
-                                   "relative to the server's root; must lie inside the "
-                                   "server's root", type="str", default=None)
-    reply_port: int | None = spec(int, "1..65535: UDP port on the sender's host for this "
-                                  "job's pushes; absent: the sender's port", type="int",
-                                  default=None)
-    only: list[str] | None = spec(list, "a subset of the stems that `stems` (or the "
-                                  "model) gives, e.g. `[\"vocals\", \"drums\"]`; absent: all",
-                                  type="array of str", item=str, default=None)
-    rest: str = spec(str, "with `only`: `keep` sums the other stems into `other` (of "
-                     "vocals + instrumental, the one left out stays), so the stems still "
-                     "sum to the mix; `drop` leaves them out", type="str", default="keep")
-    request_id: int = spec(int, "chosen by the client, echoed in `job/accepted` and in "
-                           "errors about this request", type="int", default=0)
-    token: str | None = _token()
-
-    def __post_init__(self) -> None:
-        if isinstance(self.source, os.PathLike):
-            self.source = os.fspath(self.source)
-
-    @property
-    def path(self) -> Path:
-        """`source` as a path."""
-        return Path(self.source)
-
-    def to_payload(self) -> dict[str, Any]:
-        out = super().to_payload()
-        return {key: out[key] for key in self.ORDER if key in out}
-
-    def check(self) -> None:
-        """Ranges: stems, priority, format, finite non-negative times, reply_port."""
-        bad = ErrorCode.INVALID_ARGUMENT
-        if not str(self.source):
-            raise ProtocolError("source must name a file", code=bad)
-        check_path_text("source", str(self.source), MAX_PATH_BYTES)
-        if self.output_root is not None:
-            check_path_text("output_root", self.output_root, MAX_OUTPUT_ROOT_BYTES)
-        if self.stems is not None and self.stems not in (2, 4, 6):
-            raise ProtocolError("stems must be 2, 4 or 6", code=bad)
-        if self.priority not in PRIORITIES:
-            raise ProtocolError("priority must be 'interactive' or 'batch'", code=bad)
-        if self.rest not in REST_MODES:
-            raise ProtocolError("rest must be 'keep' or 'drop'", code=bad)
-        if self.only is not None and (not self.only or len(set(self.only)) != len(self.only)
-                                      or len(self.only) > 8):
-            raise ProtocolError("only must name 1 to 8 different stems", code=bad)
-        if self.format not in OUTPUT_FORMATS:
-            raise ProtocolError("format must be 'wav' or 'flac'", code=bad)
-        times = [self.start_at, self.section_start] + (
-            [self.section_length] if self.section_length is not None else [])
-        if not all(math.isfinite(t) and t <= MAX_TIME_S for t in times) or (
-                self.start_at < 0) or self.section_start < 0 or (
-                self.section_length is not None and self.section_length <= 0):
-            raise ProtocolError(f"times must be seconds from 0 to {MAX_TIME_S:g} "
-                                "(section_length > 0)", code=bad)
-        if self.overlap is not None and not (math.isfinite(self.overlap)
-                                             and 0.0 <= self.overlap < 1.0):
-            raise ProtocolError("overlap must be in [0, 1)", code=bad)
-        if self.reply_port is not None and not 1 <= self.reply_port <= 65535:
-            raise ProtocolError("reply_port must be 1..65535", code=bad)
-
-    @staticmethod
-    def payload_from_args(args: tuple[Any, ...]) -> dict[str, Any]:
-        """The payload map of the plain-argument form of ``/stembridge/split``, for OSC
-        tools that cannot send blobs (liblo's oscsend, TouchOSC):
-        ``s source [i stems (0: default)] [f start_at] [i reply_port (0: sender's)]
-        [s token]``. Its ``request_id`` is 0."""
-        if not args or not isinstance(args[0], str):
-            raise ProtocolError("plain split needs the source path as first argument")
-        kinds: tuple[Any, ...] = (str, int, (int, float), int, str)
-        names = ("source", "stems", "start_at", "reply_port", "token")
-        if len(args) > len(names):
-            raise ProtocolError("plain split takes at most 5 arguments")
-        out: dict[str, Any] = {"request_id": 0}
-        for name, kind, value in zip(names, kinds, args, strict=False):
-            if not isinstance(value, kind) or isinstance(value, bool):
-                raise ProtocolError(f"plain split argument {name!r} has the wrong type")
-            if name in ("stems", "reply_port") and value == 0:
-                continue
-            out[name] = float(value) if name == "start_at" else value
-        return out
 
 
 #: The name version 1's first clients imported.
@@ -352,7 +228,9 @@ class Welcome(Payload):
     precision: str = spec(str, "`fp32`, `bf16` or `fp16`", type="str")
     capabilities: list[str] = spec(list, "what this server can do: `split`, `cancel`, "
                                    "`status`, `jobs`, `files`, `start_at`, `section`, "
-                                   "`shm`, `release`, `shutdown`, `format`",
+                                   "`shm`, `release`, `shutdown`, `format`, `output` (the "
+                                   "split's `bit_depth`, `mp3_quality`, `sample_rate`, "
+                                   "`normalize`)",
                                    type="array of str", item=str)
     output_root: str = spec(str, "absolute path under which job folders are created",
                             type="str")
@@ -406,7 +284,9 @@ class Started(Payload):
 
     job: str = spec(str, "job id", type="str")
     stems: list[str] = spec(list, "output stems, in order", type="array of str", item=str)
-    samplerate: int = spec(int, "Hz of every output (the source's)", type="int")
+    samplerate: int = spec(int, "Hz of the regions and the shared memory (the "
+                           "source's); the consolidated files follow the split's "
+                           "`sample_rate`", type="int")
     channels: int = spec(int, "channels of every output (the source's: 1 or 2)", type="int")
     frames: int = spec(int, "length of every output, frames", type="int")
     folder: str = spec(str, "the job folder", type="str")
@@ -460,8 +340,8 @@ class Done(Payload):
     DIRECTION = "push"
 
     job: str = spec(str, "job id", type="str")
-    files: dict[str, str] = spec(dict, "stem name → absolute path of `<stem>.wav` (or "
-                                 "`.flac`), the whole length", type="map str → str",
+    files: dict[str, str] = spec(dict, "stem name → absolute path of `<stem>.<format>` "
+                                 "(`.wav`, `.flac` or `.mp3`), the whole length", type="map str → str",
                                  item=str)
     manifest: str = spec(str, "absolute path of the job's `manifest.json`", type="str")
     metadata: dict[str, Any] = spec(dict, "model, device, precision, timings, warnings, "

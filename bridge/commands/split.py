@@ -232,16 +232,24 @@ def split_one(engine: Any, target: Target, args: argparse.Namespace,
 def _subtype(args: argparse.Namespace) -> str:
     """The writer subtype for the output options: mp3 CBR320/V0, else the PCM depth
     (`--bit-depth`, `--pcm24`, or the format's default: wav float, flac 24-bit)."""
-    if args.format == "mp3":
-        return "V0" if getattr(args, "mp3_quality", "cbr320") == "v0" else "CBR320"
-    depth = getattr(args, "bit_depth", None)
-    if depth is None:
-        return "PCM_24" if (args.pcm24 or args.format == "flac") else "FLOAT"
-    return {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}[depth]
+    from engine.audio.output import subtype_for
+
+    return subtype_for(args.format, getattr(args, "bit_depth", None),
+                       getattr(args, "mp3_quality", "cbr320"), bool(args.pcm24))
+
+
+def output_options(args: argparse.Namespace, subtype: str) -> Any:
+    """The `OutputOptions` of the command's ``--format``, ``--sample-rate`` and
+    ``--normalize`` (`subtype`: from `_subtype`)."""
+    from engine.audio.output import OutputOptions
+
+    return OutputOptions(args.format, subtype, getattr(args, "sample_rate", None),
+                         bool(getattr(args, "normalize", False)))
 
 
 def _write_stems(job: Any, target: Target, args: argparse.Namespace) -> dict[str, Any]:
     from engine.audio import StemFileWriter, remove_stale_temp_files
+    from engine.audio.output import finish_stems
     from protocol.files import write_json_atomic
 
     folder = target.folder
@@ -259,12 +267,10 @@ def _write_stems(job: Any, target: Target, args: argparse.Namespace) -> dict[str
         for region in job.run(on_progress=bar):
             for name, arr in region.stems.items():
                 writers[name].write(region.start, arr)
-        files = {}
-        for name, writer in writers.items():
-            path = folder / f"{name}.{ext}"
-            with _output_errors(path):
-                writer.commit(path, fmt=args.format, subtype=subtype)
-            files[name] = path.name
+        paths = {name: folder / f"{name}.{ext}" for name in writers}
+        with _output_errors(folder):
+            written = finish_stems(writers, paths, output_options(args, subtype))
+        files = {name: path.name for name, path in written.files.items()}
     except BaseException:
         for writer in writers.values():
             writer.abort()
@@ -274,7 +280,7 @@ def _write_stems(job: Any, target: Target, args: argparse.Namespace) -> dict[str
     assert job.result is not None
     meta = dict(job.result.metadata)
     meta["output"] = {"folder": str(folder.resolve()), "files": files, "format": args.format,
-                      "subtype": subtype}
+                      "subtype": subtype, **written.metadata()}
     with _output_errors(folder / STEMS_JSON):
         write_json_atomic(folder / STEMS_JSON, meta)
     _remove_stale(folder, previous, set(files.values()))

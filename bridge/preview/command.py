@@ -52,7 +52,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--master", type=Path, default=None, metavar="MASTER",
                    help="A/B instead of stems: play FILE and its master MASTER loudness "
                    "matched, switching with the a key or /stembridge/preview/ab (no server)")
-    p.add_argument("--stems", type=int, choices=(2, 4, 6), default=None)
+    p.add_argument("--stems", type=int, choices=(2, 4, 5, 6), default=None)
     p.add_argument("--model", default=None, help="model name (default: the server's)")
     p.add_argument("--start-at", type=float, default=0.0, metavar="SEC",
                    help="start playing (and separating) here")

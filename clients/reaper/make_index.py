@@ -19,7 +19,8 @@ from xml.sax.saxutils import escape, quoteattr
 
 HERE = Path(__file__).resolve().parent
 REPO_URL = "https://github.com/stembridge/stembridge"
-RELEASE_TIME = {"0.2.0": "2026-11-21T00:00:00Z", "0.3.0": "2026-12-01T00:00:00Z"}
+RELEASE_TIME = {"0.2.0": "2026-11-21T00:00:00Z", "0.3.0": "2026-12-01T00:00:00Z",
+                "0.4.0": "2026-12-01T17:00:00Z"}
 TAG = re.compile(r"^--\s*@(\w+)\s*(.*)$")
 
 

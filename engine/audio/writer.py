@@ -322,11 +322,67 @@ class StemFileWriter:
             except (OSError, RuntimeError) as exc:
                 raise _output_error(self.temp_path, exc) from None
 
+    def resample(self, samplerate: int) -> None:
+        """Resample everything written so far to `samplerate` Hz (soxr, very high
+        quality), block by block into a new temporary float WAV that replaces the current
+        one; `total_frames` becomes ``round(total_frames * samplerate / old rate)``."""
+        import soundfile as sf
+        import soxr
+
+        with self._lock:
+            self._require_open()
+            if int(samplerate) == self.samplerate:
+                return
+            frames = round(self.total_frames * int(samplerate) / self.samplerate)
+            self._check_space(self.directory, frames * self.channels * 4)
+            self._file.close()
+            try:
+                tmp = make_temp(self.directory, ".wav")
+                self._temps.append(tmp)
+                stream = soxr.ResampleStream(self.samplerate, int(samplerate), self.channels,
+                                             dtype="float32", quality="VHQ")
+                container = _container("wav", self.channels, frames, "FLOAT")
+                with (sf.SoundFile(str(self.temp_path), "r") as src,
+                      sf.SoundFile(str(tmp), "w", int(samplerate), self.channels, "FLOAT",
+                                   format=container) as dst):
+                    done, block = 0, max(1, _WRITE_BLOCK_SECONDS * self.samplerate)
+                    while True:
+                        chunk = src.read(block, dtype="float32", always_2d=True)
+                        out = stream.resample_chunk(chunk, last=chunk.shape[0] < block)
+                        out = out[: frames - done]
+                        dst.write(out)
+                        done += out.shape[0]
+                        if chunk.shape[0] < block:
+                            break
+                    if done < frames:  # soxr's length differs by a frame at most
+                        dst.write(np.zeros((frames - done, self.channels), np.float32))
+            except (OSError, RuntimeError) as exc:
+                self._state = "failed"
+                self._remove_temps()
+                raise _output_error(self.directory, exc) from None
+            _unlink(self._temps.pop(0))
+            self._temps.remove(tmp)
+            self._temps.insert(0, tmp)
+            self.total_frames, self.samplerate = frames, int(samplerate)
+            self._file = sf.SoundFile(str(tmp), "r+")
+
+    def peak(self) -> float:
+        """The largest absolute sample written so far (linear full scale; NaN counts 0)."""
+        with self._lock:
+            self._require_open()
+            self._file.seek(0)
+            top, block = 0.0, max(1, _WRITE_BLOCK_SECONDS * self.samplerate)
+            while (chunk := self._file.read(block, dtype="float32", always_2d=True)).shape[0]:
+                top = max(top, float(np.nanmax(np.abs(chunk))))
+            return top
+
     def commit(
-        self, final_path: str | os.PathLike[str], fmt: str = "wav", subtype: str | None = None
+        self, final_path: str | os.PathLike[str], fmt: str = "wav", subtype: str | None = None,
+        gain: float = 1.0,
     ) -> Path:
         """Publish the file at `final_path` atomically (see `write_audio` for `fmt` and
-        `subtype`; PCM output is clipped to [-1, 1 - 2**-23]). Returns `final_path`."""
+        `subtype`; PCM output is clipped to [-1, 1 - 2**-23]), every sample multiplied
+        by `gain` (linear) first. Returns `final_path`."""
         fmt, subtype = _output_format(fmt, subtype)
         target = Path(final_path)
         with self._lock:
@@ -334,12 +390,16 @@ class StemFileWriter:
             try:
                 self._file.close()
                 directory = _target_dir(target)
-                if fmt == "wav" and subtype == "FLOAT" and _same_dir(directory, self.directory):
+                if (fmt == "wav" and subtype == "FLOAT" and gain == 1.0
+                        and _same_dir(directory, self.directory)):
                     publish(self.temp_path, target)
                 elif fmt == "mp3":
-                    self._encode_mp3(target, directory, subtype)
+                    source = self.temp_path
+                    if gain != 1.0:
+                        source = self._copy(directory, "wav", "FLOAT", gain)
+                    self._encode_mp3(source, target, directory, subtype)
                 else:
-                    self._transcode(target, directory, fmt, subtype)
+                    publish(self._copy(directory, fmt, subtype, gain), target)
             except (OSError, RuntimeError) as exc:
                 self._state = "failed"
                 self._remove_temps()
@@ -352,8 +412,9 @@ class StemFileWriter:
             self._remove_temps()
         return target
 
-    def _transcode(self, target: Path, directory: Path, fmt: str, subtype: str) -> None:
-        """Copy the temp WAV block by block into a second temp file, then publish it."""
+    def _copy(self, directory: Path, fmt: str, subtype: str, gain: float) -> Path:
+        """Copy the temp WAV, times `gain`, block by block into a new temp file in
+        `directory` (`fmt`, `subtype`); returns its path."""
         import soundfile as sf
 
         out_tmp = make_temp(directory, "." + fmt)
@@ -368,11 +429,13 @@ class StemFileWriter:
         ):
             rng = np.random.default_rng(0)
             while (chunk := src.read(block, dtype="float32", always_2d=True)).shape[0]:
+                if gain != 1.0:
+                    chunk *= np.float32(gain)
                 dst.write(chunk if subtype == "FLOAT" else _pcm_block(chunk, subtype, rng))
-        publish(out_tmp, target)
+        return out_tmp
 
-    def _encode_mp3(self, target: Path, directory: Path, subtype: str) -> None:
-        """Encode the temp WAV with ffmpeg's LAME into a second temp file, then publish."""
+    def _encode_mp3(self, source: Path, target: Path, directory: Path, subtype: str) -> None:
+        """Encode the float WAV `source` with ffmpeg's LAME into a temp file, then publish."""
         import subprocess
 
         from engine.audio.ffmpeg import INSTALL_FFMPEG, ffmpeg_input, find_ffmpeg, last_line
@@ -385,7 +448,7 @@ class StemFileWriter:
         minutes = self.total_frames / max(1, self.samplerate) / 60
         limit = max(60.0, minutes * _MP3_SECONDS_PER_MINUTE)
         cmd = [tools[0], "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-               "-i", ffmpeg_input(self.temp_path), "-codec:a", "libmp3lame",
+               "-i", ffmpeg_input(source), "-codec:a", "libmp3lame",
                *_MP3_ARGS[subtype], "-f", "mp3", "file:" + str(out_tmp)]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)

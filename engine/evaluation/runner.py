@@ -273,6 +273,7 @@ class _MixtureFile:
 def _evaluate_one(engine: Engine, name: str, track: Track, mix_hash: str, store: _Store,
                   window_s: float, clock: _Clock, result: dict[str, Any],
                   work: _MixtureFile, cancel: Any) -> dict[str, Any]:
+    from engine.models.catalog import run_precision
     from engine.separator import check_request
 
     spec, plan, overlap = check_request(_request(name, Path("mixture.wav")))
@@ -281,7 +282,7 @@ def _evaluate_one(engine: Engine, name: str, track: Track, mix_hash: str, store:
     def estimate_key() -> str:
         return _sha("estimates-1", mix_hash, spec.name, spec.version,
                     weights_id(spec.name, root), plan.config_id(), f"{overlap:.6f}",
-                    engine.precision, ENGINE_VERSION)
+                    run_precision(spec, engine.precision), ENGINE_VERSION)
 
     key = estimate_key()
     result["models"].setdefault(name, {"version": spec.version, "stems": list(plan.names)})

@@ -161,7 +161,8 @@ SPECS: dict[str, ModelSpec] = {
 }
 
 #: The model a request for this many stems gets when it names none.
-DEFAULT_FOR_STEMS: dict[int, str] = {2: "spleeter-2stems", 4: "htdemucs", 6: "htdemucs_6s"}
+DEFAULT_FOR_STEMS: dict[int, str] = {2: "spleeter-2stems", 4: "htdemucs", 5: "htdemucs_6s",
+                                     6: "htdemucs_6s"}
 #: The model a request that names neither model nor stem count gets.
 DEFAULT_MODEL = DEFAULT_FOR_STEMS[2]
 
@@ -203,14 +204,14 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def stem_counts() -> str:
-    """The stem counts a split can give, in words: ``"2, 4 or 6"``."""
+    """The stem counts a split can give, in words: ``"2, 4, 5 or 6"``."""
     counts = [str(c) for c in sorted(STEM_SETS)]
     return f"{', '.join(counts[:-1])} or {counts[-1]}"
 
 
 def choose_model(model: str | None, stems: int | None) -> str:
-    """The model for a request: `model` if given, else the default for `stems` (2, 4, 6
-    or None). Raises STEMS_UNSUPPORTED for another stem count."""
+    """The model for a request: `model` if given, else the default for `stems` (2, 4, 5,
+    6 or None). Raises STEMS_UNSUPPORTED for another stem count."""
     if model:
         return model
     if stems is None:
@@ -219,6 +220,21 @@ def choose_model(model: str | None, stems: int | None) -> str:
         raise ModelError(f"A split gives {stem_counts()} stems, not {stems}.",
                          code=ErrorCode.STEMS_UNSUPPORTED)
     return DEFAULT_FOR_STEMS[stems]
+
+
+#: Families whose runtime ignores torch autocast: the precision they always run in.
+FIXED_PRECISION = {"mdx": "fp32"}  # the ONNX file's float32 graph in onnxruntime
+
+
+def run_precision(spec: ModelSpec, precision: str) -> str:
+    """The precision `spec` really runs in when the engine's is `precision` (``fp32``,
+    ``bf16``, ``fp16``): an MDX-Net ONNX model always ``fp32``; an ensemble ``fp32`` when
+    every member is fixed to it, else `precision` (its torch members use it)."""
+    if spec.family == "ensemble":
+        members = [get_spec(m) for m in spec.extra.get("members", ())]
+        fixed = {FIXED_PRECISION.get(m.family) for m in members}
+        return "fp32" if members and fixed == {"fp32"} else precision
+    return FIXED_PRECISION.get(spec.family, precision)
 
 
 def hub_url(spec: ModelSpec) -> str:

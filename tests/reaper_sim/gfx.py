@@ -4,7 +4,7 @@ REAPER's gfx API (api.txt, sections gfx and gfx_variables): `gfx.init` opens the
 window (and sets `gfx.w`, `gfx.h`); drawing (`drawstr`, `rect`, `line`, ...) happens at
 `gfx.x`/`gfx.y` in the colour of `gfx.r/g/b/a`; `gfx.update` shows what was drawn;
 `gfx.getchar` returns the next key (0 when none), -1 once the window is closed (by the user
-or `gfx.quit`); `gfx.mouse_x/mouse_y/mouse_cap` (1 = left button) tell the mouse. The
+or `gfx.quit`); `gfx.showmenu` records its menu and returns the test's next pick; `gfx.mouse_x/mouse_y/mouse_cap` (1 = left button) tell the mouse. The
 variables live in the script's `gfx` table, as in REAPER.
 
 The model, for tests: text is `texth // 2` pixels per character (at least 4) and `texth`
@@ -50,6 +50,8 @@ class GfxWindow:
     keys: deque[int] = field(default_factory=deque)
     mouse: deque[tuple[float, float, int]] = field(default_factory=deque)
     painted_over: bool = False                          # a full-window fill since update
+    menus: list[str] = field(default_factory=list)      # each gfx.showmenu's menu string
+    menu_answers: deque[int] = field(default_factory=deque)  # what the user picks (0: none)
 
     # ------------------------------------------------------------------ tests' controls
 
@@ -193,6 +195,19 @@ class GfxWindow:
         self._draw(Drawn("line", x, y, x2 - x, y2 - y))
         return 0
 
+    def _showmenu(self, menu_string: str) -> int:
+        """The popup menu at gfx.x/gfx.y: its fields are separated by ``|``; the user's
+        pick is the next of `menu_answers` (1 = the first field; 0, also when none is
+        queued, = the menu dismissed). Only menus without separators or submenus are
+        modelled (REAPER does not count those fields)."""
+        fields = menu_string.split("|")
+        if any(f == "" or f.startswith((">", "<")) for f in fields):
+            raise ValueError("the simulated gfx.showmenu models plain menus only: "
+                             f"{menu_string!r}")
+        self.menus.append(menu_string)
+        pick = self.menu_answers.popleft() if self.menu_answers else 0
+        return pick if 0 <= pick <= len(fields) else 0
+
     def functions(self) -> dict[str, Any]:
         """gfx function name (without "gfx.") -> its simulation, for the ones modelled."""
         return {name[1:]: getattr(self, name) for name in dir(type(self))
@@ -201,4 +216,4 @@ class GfxWindow:
 
 
 _MODELLED = {"init", "quit", "update", "getchar", "dock", "setfont", "set", "measurestr",
-             "drawstr", "rect", "roundrect", "line"}
+             "drawstr", "rect", "roundrect", "line", "showmenu"}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,8 @@ class ReaperSim(ProjectsMixin, TracksMixin, SourcesMixin, StateMixin, ProcessMix
     """One REAPER instance with open projects; `lua` runs scripts against it.
 
     Test controls: `projects` (the first is active), `mb_answer`, `user_inputs` (answers to
-    GetUserInputs, or None to cancel), `resource_path`, `processes` (what ExecProcess
+    GetUserInputs, or None to cancel), `menu_answers` (picks in gfx.showmenu menus, which
+    `menus` records), `resource_path`, `processes` (what ExecProcess
     launched), `step()` for the defer loop, `undo()`, `render()` for what a track plays.
     `strict_globals` (default True): every Lua state refuses undeclared globals.
     `windows`: each script's gfx window (`gfx.GfxWindow`, by script path).
@@ -153,6 +155,8 @@ class ReaperSim(ProjectsMixin, TracksMixin, SourcesMixin, StateMixin, ProcessMix
         self._lua54 = lua54
         self.strict_globals = strict_globals
         self.windows: dict[str, GfxWindow] = {}
+        self.menus: list[str] = []              # every gfx.showmenu's menu string, in order
+        self.menu_answers: deque[int] = deque()  # the picks the user makes in them
         self.lua = self._new_runtime()
 
     def _new_runtime(self) -> Any:
@@ -169,7 +173,7 @@ class ReaperSim(ProjectsMixin, TracksMixin, SourcesMixin, StateMixin, ProcessMix
         }
         table = lua.table()
         gfx = lua.table()
-        window = GfxWindow(self._current)
+        window = GfxWindow(self._current, menus=self.menus, menu_answers=self.menu_answers)
         window.bind(gfx)
         self.windows[self._current] = window
         drawing = window.functions()

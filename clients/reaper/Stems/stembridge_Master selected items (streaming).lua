@@ -1,8 +1,8 @@
 -- @description Master selected items (streaming)
 -- @author stembridge developers
--- @version 0.3.0
+-- @version 0.4.0
 -- @changelog
---   Mastering and loudness analysis by the stembridge engine: each master is a new take, one undo point.
+--   A 5-stem split action (vocals, drums, bass, piano, other); Settings offers the engine's own model list.
 -- @provides
 --   [main] stembridge_Master selected items (loud).lua
 --   [main] stembridge_Master selected items to match the first selected item (reference).lua

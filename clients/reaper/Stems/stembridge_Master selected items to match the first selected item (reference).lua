@@ -1,8 +1,8 @@
 -- @description Master selected items to match the first selected item (reference)
 -- @author stembridge developers
--- @version 0.3.0
+-- @version 0.4.0
 -- @changelog
---   Mastering and loudness analysis by the stembridge engine: each master is a new take, one undo point.
+--   A 5-stem split action (vocals, drums, bass, piano, other); Settings offers the engine's own model list.
 -- @noindex
 --   (installed with the package "stembridge_Master selected items (streaming).lua")
 -- @provides

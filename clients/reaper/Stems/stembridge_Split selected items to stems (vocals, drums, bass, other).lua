@@ -1,10 +1,11 @@
 -- @description Split selected items to stems (vocals, drums, bass, other)
 -- @author stembridge developers
--- @version 0.3.0
+-- @version 0.4.0
 -- @changelog
---   Progressive stems from the stembridge engine: tracks at once, regions as they are final, one undo point.
+--   A 5-stem split action (vocals, drums, bass, piano, other); Settings offers the engine's own model list.
 -- @provides
 --   [main] stembridge_Split selected items to vocals and instrumental.lua
+--   [main] stembridge_Split selected items to 5 stems.lua
 --   [main] stembridge_Split selected items to 6 stems.lua
 --   [main] stembridge_Cancel running splits.lua
 --   [main] stembridge_Settings.lua

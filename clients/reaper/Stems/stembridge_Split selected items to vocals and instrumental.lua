@@ -1,8 +1,8 @@
 -- @description Split selected items to vocals and instrumental
 -- @author stembridge developers
--- @version 0.3.0
+-- @version 0.4.0
 -- @changelog
---   Progressive stems from the stembridge engine: tracks at once, regions as they are final, one undo point.
+--   A 5-stem split action (vocals, drums, bass, piano, other); Settings offers the engine's own model list.
 -- @noindex
 --   (installed with the package "stembridge_Split selected items to stems (vocals, drums, bass, other).lua")
 -- @provides

@@ -120,6 +120,7 @@ C.HINTS = {
 C.STEMS = {
   [2] = { "vocals", "instrumental" },
   [4] = { "vocals", "drums", "bass", "other" },
+  [5] = { "vocals", "drums", "bass", "piano", "other" },
   [6] = { "vocals", "drums", "bass", "other", "guitar", "piano" },
 }
 

@@ -24,7 +24,8 @@
 -- undo or redo brings back is made live again or marked dead ("history").
 -- The monitor publishes the running jobs ("status"); the "Show split status" action's
 -- window ("window", gfx) lists them, with a Cancel button per job.
--- "util" holds files, paths and the settings; "settings" the Settings dialog;
+-- "util" holds files, paths and the settings; "settings" the Settings action (the
+-- engine's model list in a menu, then the dialog);
 -- stembridge_constants.lua (generated from protocol/) the error codes, their hints and
 -- the stem names; stembridge_json.lua the JSON codec.
 
@@ -52,7 +53,7 @@ local H = stage("stembridge_history", U, T, P, Jobs)
 local St = stage("stembridge_status", U, J, Jobs)
 local Mon = stage("stembridge_monitor", U, J, C, T, P, Jobs, E, H, St)
 local S = stage("stembridge_selection", U, C, T, P, Jobs, E, Mon)
-local Settings = stage("stembridge_settings", U)
+local Settings = stage("stembridge_settings", U, J, E)
 local W = stage("stembridge_window", U, St, Mon)
 local Master = stage("stembridge_master", U, J, C, E)  -- mastering and loudness actions
 
@@ -81,6 +82,7 @@ M.run_monitor = Mon.run_monitor
 M.cancel_action = Mon.cancel_action
 M.parse_settings = Settings.parse_settings
 M.settings_dialog = Settings.settings_dialog
+M.settings_action = Settings.settings_action
 M.status_window = W.show
 M.master_action = Master.action
 M.cancel_masters = Master.cancel_action

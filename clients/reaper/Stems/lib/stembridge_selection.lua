@@ -107,7 +107,7 @@ local function not_running(proj, items, stems)
   return out, followed
 end
 
---- Split every selected item of the active project into `stems` stems (2, 4 or 6).
+--- Split every selected item of the active project into `stems` stems (2, 4, 5 or 6).
 --- Returns the number of jobs started.
 function S.split_selected(stems)
   local proj = reaper.EnumProjects(-1)

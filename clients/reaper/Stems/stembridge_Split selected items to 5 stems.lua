@@ -1,0 +1,15 @@
+-- @description Split selected items to 5 stems
+-- @author stembridge developers
+-- @version 0.4.0
+-- @changelog
+--   A 5-stem split action (vocals, drums, bass, piano, other); Settings offers the engine's own model list.
+-- @noindex
+--   (installed with the package "stembridge_Split selected items to stems (vocals, drums, bass, other).lua")
+-- @provides
+--   [main] stembridge_Split selected items to 5 stems.lua
+-- @about
+--   Splits each selected audio item into vocals, drums, bass, piano and other (guitar summed into other, so the stems still add up to the item).
+
+local dir = select(2, reaper.get_action_context()):match("^(.*[/\\])") or ""
+local core = dofile(dir .. "lib/stembridge_core.lua")
+core.split_action(5)
