@@ -110,11 +110,8 @@ class Prepared:
 
     def discard(self) -> None:
         """Remove the staged copy of a remote input, if any."""
-        if self.staged is not None:
-            import shutil
-
-            shutil.rmtree(self.staged, ignore_errors=True)
-            self.staged = None
+        _remove(self.staged)
+        self.staged = None
 
 
 def failed(code: ErrorCode | str, message: str, fp: list[int] | None = None) -> Outcome:
@@ -139,20 +136,26 @@ def prepare(engine: Any, item: BatchItem, batch: BatchOptions) -> Prepared:
     t0 = time.perf_counter()
     staged = None
     if item.url is not None:
+        # the remote object's fingerprint first: one that changes while it is copied is
+        # caught by the check after writing
         try:
+            fp = _fingerprint(item)
             item, staged = _stage(item)
-        except StembridgeError as err:
-            return Prepared(item, [], failure=failed(err.code, str(err)), started=t0)
+        except FileNotFoundError:
+            return Prepared(item, [], failure=failed(
+                ErrorCode.INPUT_MISSING, f"No file at '{item.url}'. Check the URL; the "
+                "object may have been moved or deleted."), started=t0)
+        except (OSError, StembridgeError) as exc:
+            return Prepared(item, [], failure=_failure_of(exc), started=t0)
     problem = check_input(item.path)
     if problem is not None:
         _remove(staged)
         return Prepared(item, [], failure=failed(*problem), started=t0)
-    try:
-        fp = _fingerprint(item)
-    except (OSError, StembridgeError) as exc:
-        _remove(staged)
-        code = exc.code if isinstance(exc, StembridgeError) else ErrorCode.INPUT_UNREADABLE
-        return Prepared(item, [], failure=failed(code, str(exc)), started=t0)
+    if item.url is None:
+        try:
+            fp = fingerprint(item.path)
+        except OSError as exc:
+            return Prepared(item, [], failure=_failure_of(exc), started=t0)
     if item.reuse is not None:  # its stems are done: only the master runs
         return Prepared(item, fp, started=t0, staged=staged)
     opts = batch.output_options(item)
@@ -163,6 +166,14 @@ def prepare(engine: Any, item: BatchItem, batch: BatchOptions) -> Prepared:
         _remove(staged)
         return Prepared(item, fp, failure=failed(err.code, str(err), fp), started=t0)
     return Prepared(item, fp, job=job, started=t0, staged=staged)
+
+
+def _failure_of(exc: BaseException) -> Outcome:
+    from engine.errors import StembridgeError
+
+    if isinstance(exc, StembridgeError):
+        return failed(exc.code, str(exc))
+    return failed(ErrorCode.INPUT_UNREADABLE, str(exc))
 
 
 def _stage(item: BatchItem) -> tuple[BatchItem, Path]:

@@ -164,9 +164,17 @@ def test_store_errors_say_what_to_install_and_inputs_are_bounded(
     with pytest.raises(InputError) as info:
         storage.stage(f"memory://{b}/gone.wav", tmp_path, max_bytes=10**9, timeout=60)
     assert info.value.code is ErrorCode.INPUT_MISSING
+    # an object deleted after the batch found it fails as missing, with nothing staged
+    from bridge.batch import task
+    from bridge.batch.sources import BatchItem
+
+    staged = _staged()
+    gone = BatchItem(Path(f"{b}/gone.wav"), "gone", url=f"memory://{b}/gone.wav")
+    prep = task.prepare(None, gone, task.BatchOptions())
+    assert prep.failure is not None and prep.failure.error is not None
+    assert prep.failure.error["code"] == "input_missing" and _staged() == staged
     # through a batch: the limit is the engine's (STEMBRIDGE_MAX_SOURCE_MB)
     monkeypatch.setenv("STEMBRIDGE_MAX_SOURCE_MB", "0.01")
-    staged = _staged()
     status = main(["batch", f"memory://{b}/big.wav", "--out", str(tmp_path / "o"), "--json",
                    "-q"])
     summary = json.loads(capsys.readouterr().out)
