@@ -3,6 +3,7 @@
     python bench/bench_batch.py                               # 20 files of 8 s, tiny htdemucs
     python bench/bench_batch.py --size full --seconds 30      # released-size random weights
     python bench/bench_batch.py --no-ray                      # without the Ray run
+    python bench/bench_batch.py --ray-overlap --files 10      # Ray actors: overlap on/off
 
 Three runs over the same folder of `--files` inputs, each with the same model, precision
 (fp32 unless `--precision`), stem count, no cache and `--threads` torch threads (also
@@ -17,7 +18,13 @@ Three runs over the same folder of `--files` inputs, each with the same model, p
    divided by the files).
 
 Prints wall seconds and throughput (audio-hours per hour) of each, and each one's ratio to
-the shell loop (the goal for local: >= 3x). Models are random-weight models of the real
+the shell loop (the goal for local: >= 3x).
+
+``--ray-overlap`` instead measures, in this one process on one local Ray cluster, the Ray
+executor with one actor whose next input is decoded while it separates the current one
+(``prefetch``, the default) against the same executor running its calls one after the
+other (the reference), alternating `--repeats` times, same model, precision, threads and
+files (``--input-format`` wav, flac or mp3). Actor start is in both totals. Models are random-weight models of the real
 architecture (`stembridge models make-test`); the audio is the music-like test signal.
 """
 
@@ -36,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def _inputs(folder: Path, files: int, seconds: float) -> list[Path]:
+def _inputs(folder: Path, files: int, seconds: float, fmt: str = "wav") -> list[Path]:
     import soundfile as sf
 
     from tests.conftest import music_like
@@ -44,10 +51,50 @@ def _inputs(folder: Path, files: int, seconds: float) -> list[Path]:
     folder.mkdir(parents=True)
     paths = []
     for i in range(files):
-        path = folder / f"track{i:02d}.wav"
-        sf.write(path, music_like(seconds, seed=i).T, 44100, subtype="PCM_16")
+        path = folder / f"track{i:02d}.{fmt}"
+        kw = {"subtype": "PCM_16"} if fmt in ("wav", "flac") else {"format": "MP3"}
+        sf.write(path, music_like(seconds, seed=i).T, 44100, **kw)
         paths.append(path)
     return paths
+
+
+def _ray_overlap(args: argparse.Namespace, work: Path, models: Path) -> dict[str, object]:
+    """Wall seconds of the Ray executor with and without decode overlap, alternated."""
+    import ray
+
+    from bridge.batch.cluster import RayExecutor
+    from bridge.batch.sources import discover
+    from bridge.batch.task import BatchOptions
+    from bridge.commands.batch import BatchRun
+
+    os.environ["STEMBRIDGE_CACHE_DIR"] = str(work / "cache")
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    opts = BatchOptions(model=args.model, stems=args.stems, precision=args.precision,
+                        use_cache=False, models_dir=models, threads=args.threads)
+    items, _ = discover([str(work / "in")])
+    walls: dict[str, list[float]] = {"sequential (reference)": [], "overlapped": []}
+    ray.init(address="local", num_cpus=max(2, args.threads), include_dashboard=False,
+             log_to_driver=False)
+    try:
+        for rep in range(args.repeats):
+            for name, prefetch in (("sequential (reference)", False), ("overlapped", True)):
+                out = work / f"ray-{int(prefetch)}-{rep}"
+                run = BatchRun(out, opts)
+                executor = RayExecutor(opts, out, workers=1, cpus_per_worker=args.threads,
+                                       prefetch=prefetch)
+                t0 = time.perf_counter()
+                executor.run(run.plan(items, True), run.on_start, run.on_outcome)
+                walls[name].append(time.perf_counter() - t0)
+                run.record.close()
+                if run.tally.done != len(items):
+                    raise SystemExit(f"the Ray run into {out} did {run.tally.done} files")
+    finally:
+        ray.shutdown()
+    best = {name: min(w) for name, w in walls.items()}
+    return {"walls": {k: [round(x, 2) for x in v] for k, v in walls.items()},
+            "best": {k: round(v, 2) for k, v in best.items()},
+            "ratio_overlapped_vs_sequential": round(
+                best["sequential (reference)"] / best["overlapped"], 3)}
 
 
 def _timed(argv: list[str], env: dict[str, str]) -> float:
@@ -76,6 +123,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--precision", default="fp32")
     p.add_argument("--threads", type=int, default=1, help="torch threads of every run")
     p.add_argument("--no-ray", action="store_true")
+    p.add_argument("--ray-overlap", action="store_true",
+                   help="only the Ray executor, decode overlap on vs off (see above)")
+    p.add_argument("--repeats", type=int, default=2, help="--ray-overlap: runs of each")
+    p.add_argument("--input-format", choices=("wav", "flac", "mp3"), default="wav")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
@@ -85,7 +136,14 @@ def main(argv: list[str] | None = None) -> None:
         work = Path(tmp)
         models = work / "models"
         make_test_model(args.model, models, size=args.size, fmt="safetensors")
-        files = _inputs(work / "in", args.files, args.seconds)
+        files = _inputs(work / "in", args.files, args.seconds, args.input_format)
+        if args.ray_overlap:
+            result = {"model": args.model, "size": args.size, "precision": args.precision,
+                      "files": args.files, "seconds_per_file": args.seconds,
+                      "input_format": args.input_format, "threads": args.threads,
+                      **_ray_overlap(args, work, models)}
+            print(json.dumps(result, indent=2))
+            return
         env = {**os.environ, "STEMBRIDGE_CACHE_DIR": str(work / "cache"),
                "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
                "OMP_NUM_THREADS": str(args.threads)}

@@ -66,3 +66,17 @@ class PackageMissingError(StembridgeError):
     """An optional package a feature needs is not installed (the message names the extra)."""
 
     code = ErrorCode.PACKAGE_MISSING
+
+
+class ClusterError(StembridgeError):
+    """A batch's Ray cluster cannot be used: unreachable, or workers that die or never
+    start. (Ray not installed is a `PackageMissingError`.)"""
+
+    code = ErrorCode.CLUSTER_UNAVAILABLE
+
+
+class StorageError(StembridgeError):
+    """A batch's remote storage cannot be listed, read or written. (A missing fsspec
+    package is a `PackageMissingError`.)"""
+
+    code = ErrorCode.STORAGE_UNAVAILABLE

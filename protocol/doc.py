@@ -68,6 +68,10 @@ MEANINGS: dict[ErrorCode, str] = {
     "or did not come up",
     ErrorCode.QUALITY_REGRESSION: "(`eval --compare`, never sent) a stem's figure fell "
     "below its baseline by more than the tolerance",
+    ErrorCode.CLUSTER_UNAVAILABLE: "(`batch --ray`, never sent) the Ray cluster cannot be "
+    "reached, or its workers cannot start",
+    ErrorCode.STORAGE_UNAVAILABLE: "(`batch`, never sent) a remote input or output URL "
+    "cannot be listed, read or written",
 }
 
 MESSAGE_TYPES: tuple[type[messages.Payload], ...] = (

@@ -55,6 +55,9 @@ class ErrorCode(str, Enum):
     REFERENCE_UNUSABLE = "reference_unusable"
     # quality measurement (`stembridge eval`)
     QUALITY_REGRESSION = "quality_regression"
+    # `stembridge batch`: its executor and its storage
+    CLUSTER_UNAVAILABLE = "cluster_unavailable"
+    STORAGE_UNAVAILABLE = "storage_unavailable"
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,11 @@ EXIT_NO_SERVER = 11
 EXIT_SERVER_ERROR = 12
 #: Exit status of `stembridge eval --compare` when a stem fell below its baseline.
 EXIT_REGRESSION = 13
+#: Exit status for a batch whose Ray cluster cannot be used (unreachable, workers that
+#: cannot start).
+EXIT_NO_CLUSTER = 14
+#: Exit status for a batch whose remote storage cannot be reached or read.
+EXIT_NO_STORAGE = 15
 
 _REPORT = "This is a bug in stembridge; please report it with the server log."
 
@@ -167,6 +175,12 @@ CODES: dict[ErrorCode, CodeInfo] = {
     ErrorCode.QUALITY_REGRESSION: CodeInfo(EXIT_REGRESSION, Hint(
         "Find the change that cost quality; if the drop is intended, pass the new run's "
         "eval.json as the baseline from then on.")),
+    ErrorCode.CLUSTER_UNAVAILABLE: CodeInfo(EXIT_NO_CLUSTER, Hint(
+        "Check the cluster (`ray status` on its head node) and that stembridge is "
+        "installed on every node, or run the batch without --ray.")),
+    ErrorCode.STORAGE_UNAVAILABLE: CodeInfo(EXIT_NO_STORAGE, Hint(
+        "Check the URL and the store's credentials (e.g. AWS_PROFILE for s3://), or use "
+        "local paths.")),
 }
 
 #: CLI exit status per code (kept for callers that want only the number).

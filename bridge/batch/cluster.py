@@ -8,14 +8,27 @@ counted on the driver (this process).
 * **Back-pressure**: at most `IN_FLIGHT_PER_WORKER` inputs are queued per actor; the
   driver submits the next input when one finishes, so memory stays bounded however long
   the catalogue (an input is a path and a few options until an actor decodes it).
+* **Overlap**: an actor runs its two calls in two threads (``max_concurrency``): each
+  call decodes (and stages) its input at once, then waits for the actor's one separation
+  lock, so the next input is decoded while the current one is separated, as in the local
+  executor; at most two decoded inputs per actor. ``prefetch=False`` runs the calls one
+  after the other (the benchmark's reference).
 * **Retries**: when an actor or its node dies (killed, out of memory, node lost), each
   input it held is given to a live actor again (a new actor replaces the dead one), up to
   `MAX_WORKER_DEATHS` times per input. A retried input cannot leave duplicate or corrupt
   outputs: its folder is the same, every file in it is replaced atomically, and the
   retry first removes the temporary files the dead attempt left (`bridge.batch.task`).
   An exception inside the task itself (a bug) fails that input and is not retried.
-* **Storage**: inputs and the output folder must be on a file system every node sees
-  (the same paths on every node, e.g. NFS); object storage is not supported yet.
+* **Errors**: Ray not installed raises `engine.errors.PackageMissingError`; a cluster
+  address nothing answers at (checked with a plain TCP connection first: Ray itself
+  would retry for minutes) and workers that die or never start (a broken install on a
+  node, no node with the CPUs or GPU asked for) raise `engine.errors.ClusterError`; each
+  says what to do.
+* **Storage**: local inputs and output folder must be on a file system every node sees
+  (the same paths on every node, e.g. NFS); URLs (``s3://...``, `bridge.batch.storage`)
+  are staged and published by the actors themselves, so every node needs the store's
+  fsspec package and credentials. (``memory://`` is per process: it cannot be shared
+  with actors.)
 """
 
 from __future__ import annotations
@@ -33,36 +46,77 @@ from protocol.errors import ErrorCode
 IN_FLIGHT_PER_WORKER = 2
 MAX_WORKER_DEATHS = 3
 INSTALL_RAY = "pip install 'stembridge[ray]'"
+#: Seconds to wait for a TCP connection to a cluster address, and for new actors to start
+#: (a node may import torch and CUDA for the first time).
+CONNECT_TIMEOUT = 5.0
+ACTOR_START_TIMEOUT = 600.0
+_DEFAULT_PORT = 6379  # `ray start --head`'s GCS port
 
 
 def import_ray() -> Any:
-    """The `ray` module; raises `InvalidArgumentError` saying how to install it."""
+    """The `ray` module; raises `PackageMissingError` saying how to install it."""
     try:
         import ray
     except ImportError:
-        from engine.errors import InvalidArgumentError
+        from engine.errors import PackageMissingError
 
-        raise InvalidArgumentError("The Ray executor needs Ray, which is not installed: "
-                                   f"{INSTALL_RAY} (or run the batch without --ray).") from None
+        raise PackageMissingError("The Ray executor needs Ray, which is not installed: "
+                                  f"{INSTALL_RAY} (or run the batch without --ray).") from None
     return ray
 
 
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Raise `ClusterError` unless something accepts a TCP connection at `address`
+    (``host:port`` or ``ray://host:port``; the port defaults to 6379)."""
+    import socket
+
+    from engine.errors import ClusterError
+
+    hostport = address.split("://", 1)[1] if "://" in address else address
+    host, _, port = hostport.rpartition(":") if ":" in hostport else (hostport, "", "")
+    try:
+        number = int(port) if port else _DEFAULT_PORT
+    except ValueError:
+        raise ClusterError(f"'{address}' is not a Ray cluster address: give the head node's "
+                           "host:port (e.g. 10.0.0.5:6379), or 'auto'.") from None
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", number), timeout):
+            pass
+    except OSError as exc:
+        why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise ClusterError(
+            f"No Ray cluster answers at {address} ({why}). Start one there (`ray start "
+            "--head`), check the address and the firewall, or use 'auto' to start a "
+            "cluster on this machine.") from None
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [x.strip() for x in str(err).splitlines() if x.strip()]
+    return lines[-1] if lines else type(err).__name__
+
+
 class Worker:
-    """What each Ray actor runs: one warm engine, one input per call."""
+    """What each Ray actor runs: one warm engine, one input per call; calls may run in
+    two threads: decoding overlaps, separation is one at a time."""
 
     def __init__(self, batch: task.BatchOptions, out: str) -> None:
+        import threading
+
         from engine.separator import Engine
 
         self.batch = batch
         self.out = Path(out)
         self.engine = Engine(batch.engine_config())
+        self._separating = threading.Lock()
 
     def ident(self) -> tuple[str, int]:
         """(host:pid, pid) of the actor's process."""
         return task.worker_name(), os.getpid()
 
     def process(self, item: BatchItem) -> task.Outcome:
-        return task.run_one(self.engine, item, self.out, self.batch)
+        prep = task.prepare(self.engine, item, self.batch)
+        with self._separating:
+            return task.finish(self.engine, prep, self.out, self.batch)
 
 
 class _Slot:
@@ -84,17 +138,20 @@ class RayExecutor:
         address: ``"auto"`` (join the running cluster, else start one here) or an address.
         workers: number of actors (0: one per GPU, else one per `cpus_per_worker` CPUs).
         cpus_per_worker: CPUs each actor reserves where there is no GPU.
+        prefetch: decode an actor's next input while it separates the current one.
     """
 
     name = "ray"
 
     def __init__(self, batch: task.BatchOptions, out: Path, *, address: str = "auto",
-                 workers: int = 0, cpus_per_worker: float = 1.0) -> None:
+                 workers: int = 0, cpus_per_worker: float = 1.0,
+                 prefetch: bool = True) -> None:
         self.batch = batch
         self.out = out
         self.address = address
         self.workers = workers
         self.cpus_per_worker = max(0.01, cpus_per_worker)
+        self.prefetch = prefetch
         self.ray = import_ray()  # fail before anything starts when Ray is missing
         self.slots: list[_Slot] = []
         #: Called with each new actor's (name, pid): progress display, tests.
@@ -107,8 +164,17 @@ class RayExecutor:
         ray = self.ray
         if ray.is_initialized():
             return False
+        from engine.errors import ClusterError
+
         address = None if self.address == "auto" else self.address
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
+        if address is not None and address != "local":
+            check_reachable(address)
+        try:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise ClusterError(f"Could not join the Ray cluster at {self.address}: "
+                               f"{_first_line(err)}. Check it with `ray status` on its "
+                               "head node.") from None
         return True
 
     def _actor_class(self) -> Any:
@@ -126,16 +192,43 @@ class RayExecutor:
                                              "threads": max(1, int(self.cpus_per_worker))})
         self.count = count
         self.actor_batch = batch
-        return self.ray.remote(max_restarts=0, max_task_retries=0, **options)(Worker)
+        self.actor_options = options
+        concurrency = IN_FLIGHT_PER_WORKER if self.prefetch else 1
+        return self.ray.remote(max_restarts=0, max_task_retries=0,
+                               max_concurrency=concurrency, **options)(Worker)
 
     def _start_actors(self, cls: Any, n: int) -> list[_Slot]:
+        """Start `n` actors and wait until each answers; raises `ClusterError` when one
+        dies while starting or none starts within `ACTOR_START_TIMEOUT`."""
+        from engine.errors import ClusterError
+
         handles = [cls.remote(self.actor_batch, str(self.out)) for _ in range(n)]
-        idents = self.ray.get([h.ident.remote() for h in handles])
+        try:
+            idents = self.ray.get([h.ident.remote() for h in handles],
+                                  timeout=ACTOR_START_TIMEOUT)
+        except self.ray.exceptions.GetTimeoutError:
+            for h in handles:
+                self.ray.kill(h, no_restart=True)
+            raise ClusterError(
+                f"No Ray worker started within {ACTOR_START_TIMEOUT:.0f} s: no node has the "
+                f"resources one asks for ({self._asks()}). Lower the CPUs per worker, or add "
+                "nodes to the cluster.") from None
+        except self.ray.exceptions.RayError as err:
+            for h in handles:
+                self.ray.kill(h, no_restart=True)
+            raise ClusterError(
+                f"A Ray worker died while starting ({_first_line(err)}). Check that "
+                "stembridge, at this version, and its dependencies are installed on every "
+                "node, and read the worker logs (`ray logs`).") from None
         slots = [_Slot(h, name, pid) for h, (name, pid) in zip(handles, idents, strict=True)]
         for slot in slots:
             if self.on_worker is not None:
                 self.on_worker(slot.name, slot.pid)
         return slots
+
+    def _asks(self) -> str:
+        opts = getattr(self, "actor_options", {})
+        return ", ".join(f"{k[4:]}={v:g}" for k, v in opts.items() if k.startswith("num_"))
 
     # ------------------------------------------------------------------ the run
 

@@ -64,7 +64,9 @@ class LocalExecutor:
         finally:
             stop.set()
             with contextlib.suppress(queue.Empty):
-                ready.get_nowait()  # unblock a decoder waiting to hand over
+                left = ready.get_nowait()  # unblock a decoder waiting to hand over
+                if isinstance(left, task.Prepared):
+                    left.discard()  # a remote input's staged copy
             decoder.join(timeout=1.0)
 
     def _decode_all(self, engine: Any, items: list[BatchItem], ready: queue.Queue[Any],
@@ -79,6 +81,7 @@ class LocalExecutor:
                     ErrorCode.INTERNAL, f"decoding failed unexpectedly: {exc!r}"),
                     started=time.perf_counter())
             if not _put(ready, prep, stop):
+                prep.discard()
                 return
         _put(ready, _END, stop)
 

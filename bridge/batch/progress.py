@@ -7,7 +7,9 @@ remaining files take as long on average as this run's finished ones.
 
 Summary: a dict (``--json``; also written to ``<out>/stembridge-batch-summary.json``)
 and a readable table: files (total, done now, done before, failed), audio duration, wall
-time, throughput, and every failure with its code.
+time, throughput, and every failure with its code; with ``--master``, the loudness of the
+inputs and of their masters (median, lowest and highest integrated LUFS of this run's
+masters, highest true peak).
 """
 
 from __future__ import annotations
@@ -37,6 +39,15 @@ class Tally:
     started: float = field(default_factory=time.monotonic)
     failures: list[dict[str, Any]] = field(default_factory=list)
     interrupted: bool = False
+    master: str | None = None  # the mastering preset, if any
+    #: (input LUFS, master LUFS, master true peak in dBTP) of each master of this run
+    loudness: list[tuple[float | None, float | None, float | None]] = field(
+        default_factory=list)
+
+    def add_master(self, section: dict[str, Any]) -> None:
+        """Count one master (its record section, `bridge.batch.task.master_mix`)."""
+        before, after = section.get("before") or {}, section.get("after") or {}
+        self.loudness.append((before.get("lufs"), after.get("lufs"), after.get("true_peak")))
 
     @property
     def finished(self) -> int:
@@ -112,7 +123,45 @@ def summary(tally: Tally, out: str, executor: str) -> dict[str, Any]:
         "wall_seconds": round(wall, 3),
         "audio_hours_per_hour": round(tally.throughput(), 3),
         "failures": tally.failures,
+        **({"master": _master_summary(tally)} if tally.master is not None else {}),
     }
+
+
+def _spread(values: list[float | None]) -> dict[str, float] | None:
+    """Median, lowest and highest of the defined `values` (None when there are none)."""
+    found = sorted(v for v in values if v is not None)
+    if not found:
+        return None
+    n = len(found)
+    median = found[n // 2] if n % 2 else (found[n // 2 - 1] + found[n // 2]) / 2
+    return {"median": round(median, 2), "min": round(found[0], 2), "max": round(found[-1], 2)}
+
+
+def _master_summary(tally: Tally) -> dict[str, Any]:
+    """This run's masters: their number and the loudness (LUFS) before and after."""
+    peaks = [p for _, _, p in tally.loudness if p is not None]
+    return {"preset": tally.master, "files": len(tally.loudness),
+            "lufs_before": _spread([b for b, _, _ in tally.loudness]),
+            "lufs_after": _spread([a for _, a, _ in tally.loudness]),
+            "true_peak_after_max": round(max(peaks), 2) if peaks else None}
+
+
+def _master_row(m: dict[str, Any]) -> str:
+    """``3 files (streaming): -21.3 -> -14.0 LUFS median (...), true peak <= -1.0 dBTP``."""
+    if not m["files"]:
+        return f"no file mastered in this run ({m['preset']})"
+    b, a = m["lufs_before"], m["lufs_after"]
+
+    def span(s: dict[str, float] | None) -> str:
+        return "--" if s is None else f"{s['median']:.1f}"
+
+    def rng(s: dict[str, float] | None) -> str:
+        return "--" if s is None else f"{s['min']:.1f}..{s['max']:.1f}"
+
+    peak = m["true_peak_after_max"]
+    return (f"{m['files']} files ({m['preset']}): {span(b)} -> {span(a)} LUFS median "
+            f"(inputs {rng(b)}, masters {rng(a)}), true peak "
+            f"<= {'--' if peak is None else f'{peak:.1f}'} dBTP")
 
 
 def table(data: dict[str, Any]) -> str:
@@ -127,6 +176,8 @@ def table(data: dict[str, Any]) -> str:
         ("executor", data["executor"]),
         ("output", data["out"]),
     ]
+    if "master" in data:
+        rows.insert(4, ("master", _master_row(data["master"])))
     lines = [f"{k:12s} {v}" for k, v in rows]
     if data["interrupted"]:
         lines.append("interrupted: what finished is kept; run the same command to resume.")

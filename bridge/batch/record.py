@@ -6,8 +6,10 @@ and output files, ``failed`` with its error code and message), keyed by its outp
 (`BatchItem.rel`). The last line of an input wins. An input's *fingerprint* (size and
 modification time in ns) and the batch's *config id* (the options that change the output)
 are stored with it: a ``done`` input is skipped on resume only while both still match and
-its ``stems.json`` exists; a changed input is done again. A killed writer can leave a
-partial last line; reading skips it.
+its ``stems.json`` exists; a changed input is done again. With ``--master``, an entry
+also holds its master (`Entry.master`): an input whose stems are done but whose master
+is missing, failed or made with other settings is only mastered again. A killed writer
+can leave a partial last line; reading skips it.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class Entry:
         error: {"code", "message"} (``failed``).
         worker: who ran it (``local`` or a Ray actor id).
         time: Unix time of the change.
+        master: with ``--master``: ``{"config", "preset", "outputs", "before", "after"}``
+            (`bridge.batch.task.master_mix`), None when not mastered.
     """
 
     item: str
@@ -60,6 +64,7 @@ class Entry:
     error: dict[str, str] | None = None
     worker: str = ""
     time: float = 0.0
+    master: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         data = {"v": RECORD_VERSION, **asdict(self)}
@@ -78,8 +83,13 @@ class Entry:
         return entry if isinstance(entry.item, str) and isinstance(entry.state, str) else None
 
 
-def fingerprint(path: Path) -> list[int]:
-    """[size in bytes, modification time in ns] of `path`; raises `OSError`."""
+def fingerprint(path: Path | str) -> list[int]:
+    """[size in bytes, modification time in ns] of `path`, or a remote input's
+    fingerprint for a URL (`bridge.batch.storage.fingerprint`); raises `OSError`."""
+    if isinstance(path, str) and "://" in path:
+        from bridge.batch import storage
+
+        return storage.fingerprint(path)
     st = os.stat(path)
     return [int(st.st_size), int(st.st_mtime_ns)]
 
@@ -154,23 +164,39 @@ class BatchRecord:
             self._fh = None
 
 
-def decide(prev: Entry | None, path: Path, config: str, folder: Path,
-           max_attempts: int) -> tuple[str, int]:
+def decide(prev: Entry | None, path: Path | str, config: str, folder: Any,
+           max_attempts: int, master: str | None = None) -> tuple[str, int]:
     """What a (resumed) batch does with an input whose last entry is `prev`: ``"done"``
-    (skip: done with this fingerprint and config, its ``stems.json`` still there),
-    ``"failed"`` (skip: failed `max_attempts` times as it is) or ``"run"``; and the number
-    of the attempt it would be."""
+    (skip: done with this fingerprint and config, its ``stems.json`` still there, and
+    mastered with config `master` when that is given), ``"master"`` (its stems are done:
+    master it only), ``"failed"`` (skip: failed `max_attempts` times as it is) or
+    ``"run"``; and the number of the attempt it would be. `path` is the input's path or
+    URL; `folder` its output folder (a `Path`, or a `bridge.batch.storage.RemoteFolder`)."""
     try:
         fp = fingerprint(path)
     except OSError:
         return "run", 1
     if prev is None or prev.fingerprint != fp or prev.config != config:
         return "run", 1
+    stems_done = bool(prev.cache_key) and (folder / "stems.json").is_file()
     if prev.state == DONE:
-        if (folder / "stems.json").is_file():
-            return "done", prev.attempt
-        return "run", 1
+        if not (folder / "stems.json").is_file():
+            return "run", 1
+        if master is not None and not _mastered(prev, folder, master):
+            return "master", 1
+        return "done", prev.attempt
     if prev.state == FAILED:
-        return ("failed", prev.attempt) if prev.attempt >= max_attempts else \
-            ("run", prev.attempt + 1)
+        if prev.attempt >= max_attempts:
+            return "failed", prev.attempt
+        return ("master" if stems_done and master is not None else "run"), prev.attempt + 1
     return "run", prev.attempt + 1  # running when the batch was interrupted or killed
+
+
+def _mastered(prev: Entry, folder: Any, master: str) -> bool:
+    """Whether `prev` holds a master made with config `master` whose files are there."""
+    m = prev.master
+    if not isinstance(m, dict) or m.get("config") != master:
+        return False
+    outputs = m.get("outputs")
+    return isinstance(outputs, list) and all(
+        isinstance(f, str) and (folder / f).is_file() for f in outputs)

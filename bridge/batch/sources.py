@@ -11,6 +11,10 @@ the batch's output folder, that mirrors the input tree:
   pattern's fixed part), e.g. ``albums/a/01 song.flac`` -> ``a/01 song/``;
 * a manifest row: its ``out`` column if given, else its path below the manifest's folder.
 
+A SOURCE may also be a URL (``s3://bucket/catalogue/``, a file or a pattern in it;
+`bridge.batch.storage`): its inputs are found on that store and staged locally when they
+are separated. ``file://`` URLs are local paths.
+
 Names are made file-system safe the way `stembridge split` makes them (nothing can escape
 the output folder); two inputs that would share a folder get ``<name> (<extension>)``,
 then a number. The same command always plans the same folders (inputs are sorted), so a
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from bridge.batch import storage
 from bridge.commands.split import _clean, safe_name
 from protocol.errors import ErrorCode
 
@@ -61,11 +66,22 @@ class BatchItem:
         path: the input file, absolute.
         rel: its output folder relative to the batch's output folder (POSIX separators).
         options: per-row overrides of the batch options (`ROW_OPTIONS`, no ``out``).
+        reuse: set when a previous run finished its stems and only its master is to be
+            done: that run's ``{"cache_key", "outputs", "duration"}``.
+        url: a remote input's URL (then `path` is only its path on the store, until the
+            input is staged to a local copy).
     """
 
     path: Path
     rel: str
     options: dict[str, Any] = field(default_factory=dict)
+    reuse: dict[str, Any] | None = None
+    url: str | None = None
+
+    @property
+    def source(self) -> str:
+        """The input as the user named it: its URL, or its local path."""
+        return self.url or str(self.path)
 
 
 @dataclass
@@ -81,9 +97,10 @@ def discover(sources: Iterable[str]) -> tuple[list[BatchItem], list[Problem]]:
     """Every input the SOURCES name, each once (the first mention wins), with its output
     folder, and the SOURCES that named nothing. Raises `SourceError` for a manifest that
     cannot be read."""
-    found: list[tuple[Path, PurePosixPath, dict[str, Any]]] = []
+    found: list[tuple[Path | str, PurePosixPath, dict[str, Any]]] = []
     problems: list[Problem] = []
     for source in sources:
+        source = storage.local_path(source)
         before = len(found)
         problem = _expand(source, found)
         if problem is not None:
@@ -94,8 +111,11 @@ def discover(sources: Iterable[str]) -> tuple[list[BatchItem], list[Problem]]:
     return _assign_folders(found), problems
 
 
-def _expand(source: str, found: list[tuple[Path, PurePosixPath, dict[str, Any]]]
+def _expand(source: str, found: list[tuple[Path | str, PurePosixPath, dict[str, Any]]]
             ) -> Problem | None:
+    if storage.is_remote(source):
+        found.extend((url, rel, {}) for url, rel in storage.expand(source, AUDIO_EXTENSIONS))
+        return None
     path = Path(source).expanduser()
     if path.is_file() and path.suffix.lower() in MANIFEST_EXTENSIONS:
         found.extend(read_manifest(path))
@@ -238,14 +258,14 @@ def _row_options(path: Path, n: int, row: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------ output folders
 
 
-def _assign_folders(found: list[tuple[Path, PurePosixPath, dict[str, Any]]]
+def _assign_folders(found: list[tuple[Path | str, PurePosixPath, dict[str, Any]]]
                     ) -> list[BatchItem]:
     """One `BatchItem` per distinct input, with a distinct, safe output folder each."""
     seen: set[str] = set()
     taken: set[str] = set()
     items = []
     for path, rel, options in found:
-        key = os.path.realpath(path)
+        key = path if isinstance(path, str) else os.path.realpath(path)
         if key in seen:
             continue
         seen.add(key)
@@ -253,10 +273,15 @@ def _assign_folders(found: list[tuple[Path, PurePosixPath, dict[str, Any]]]
         name = safe_name(rel.name) if rel.suffix else _clean(rel.name)
         candidate = str(PurePosixPath(*parents, name))
         if candidate.casefold() in taken:
-            candidate = str(PurePosixPath(*parents, f"{name} ({_clean(path.suffix[1:])})"))
+            suffix = PurePosixPath(str(path)).suffix
+            candidate = str(PurePosixPath(*parents, f"{name} ({_clean(suffix[1:])})"))
         base, k = candidate, 2
         while candidate.casefold() in taken:
             candidate, k = f"{base} ({k})", k + 1
         taken.add(candidate.casefold())
-        items.append(BatchItem(path, candidate, options))
+        if isinstance(path, str):  # a remote input's URL
+            items.append(BatchItem(Path(path.split("://", 1)[1]), candidate, options,
+                                   url=path))
+        else:
+            items.append(BatchItem(path, candidate, options))
     return items

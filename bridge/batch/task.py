@@ -8,6 +8,15 @@ files an earlier, killed attempt at the same input left in that folder are remov
 batch owns the folder; only one attempt runs at a time). The input's fingerprint is taken
 before decoding and checked again after writing: an input that changed meanwhile fails
 with ``source_changed`` (a resumed batch does it again).
+
+A remote input (`BatchItem.url`) is staged to a local temporary copy first and that copy
+removed when the input is done; with a remote output (`BatchOptions.out_url`) the item's
+folder is written locally, then published to the store (`bridge.batch.storage`).
+
+With a mastering preset (``--master``), the input (the mix) is then mastered into the same
+folder (`master_mix`: ``<name>.master.wav`` and ``<name>.master.json``, each written
+atomically). An input whose stems a previous run finished (`BatchItem.reuse`) is only
+mastered: its separation is not run again.
 """
 
 from __future__ import annotations
@@ -22,6 +31,9 @@ from typing import Any
 from bridge.batch.record import fingerprint
 from bridge.batch.sources import BatchItem
 from protocol.errors import ErrorCode
+
+#: The master's file format and PCM depth (`stembridge master`'s defaults).
+MASTER_FORMAT, MASTER_BITS = "wav", "24"
 
 
 @dataclass
@@ -42,6 +54,15 @@ class BatchOptions:
     use_cache: bool = True
     models_dir: Path | None = None
     threads: int = 0
+    master: str | None = None
+    #: A remote output folder (``s3://...``): each item's files are published there.
+    out_url: str | None = None
+
+    def master_options(self) -> dict[str, Any] | None:
+        """What shapes each master (its config id), or None without ``--master``."""
+        if self.master is None:
+            return None
+        return {"preset": self.master, "format": MASTER_FORMAT, "bit_depth": MASTER_BITS}
 
     def output_options(self, item: BatchItem) -> dict[str, Any]:
         """The options that shape `item`'s output: the batch's, then its row's."""
@@ -61,7 +82,9 @@ class BatchOptions:
 @dataclass
 class Outcome:
     """What became of one input: ``done`` (cache key, output files, seconds of audio) or
-    ``failed`` (error code and message). `seconds`: wall time spent on it."""
+    ``failed`` (error code and message). `seconds`: wall time spent on it. `master`: the
+    master's section of the record (`master_mix`); a failed master keeps the stems'
+    cache key and outputs, so that a resumed batch only masters again."""
 
     state: str
     fingerprint: list[int] = field(default_factory=list)
@@ -71,6 +94,7 @@ class Outcome:
     error: dict[str, str] | None = None
     seconds: float = 0.0
     cache_hit: bool = False
+    master: dict[str, Any] | None = None
 
 
 @dataclass
@@ -82,6 +106,12 @@ class Prepared:
     job: Any = None
     failure: Outcome | None = None
     started: float = 0.0
+    staged: Path | None = None  # the local folder holding a remote input's copy
+
+    def discard(self) -> None:
+        """Remove the staged copy of a remote input, if any."""
+        _remove(self.staged)
+        self.staged = None
 
 
 def failed(code: ErrorCode | str, message: str, fp: list[int] | None = None) -> Outcome:
@@ -97,54 +127,141 @@ def split_args(options: dict[str, Any]) -> argparse.Namespace:
 
 
 def prepare(engine: Any, item: BatchItem, batch: BatchOptions) -> Prepared:
-    """Fingerprint and decode `item` (no model runs); never raises a `StembridgeError`."""
+    """Fingerprint and decode `item` (no model runs), staging a remote input first; never
+    raises a `StembridgeError`."""
     from bridge.commands.split import check_input
     from engine.errors import StembridgeError
     from engine.separator import SplitRequest
 
     t0 = time.perf_counter()
+    staged = None
+    if item.url is not None:
+        # the remote object's fingerprint first: one that changes while it is copied is
+        # caught by the check after writing
+        try:
+            fp = _fingerprint(item)
+            item, staged = _stage(item)
+        except FileNotFoundError:
+            return Prepared(item, [], failure=failed(
+                ErrorCode.INPUT_MISSING, f"No file at '{item.url}'. Check the URL; the "
+                "object may have been moved or deleted."), started=t0)
+        except (OSError, StembridgeError) as exc:
+            return Prepared(item, [], failure=_failure_of(exc), started=t0)
     problem = check_input(item.path)
     if problem is not None:
+        _remove(staged)
         return Prepared(item, [], failure=failed(*problem), started=t0)
-    try:
-        fp = fingerprint(item.path)
-    except OSError as exc:
-        return Prepared(item, [], failure=failed(ErrorCode.INPUT_UNREADABLE, str(exc)),
-                        started=t0)
+    if item.url is None:
+        try:
+            fp = fingerprint(item.path)
+        except OSError as exc:
+            return Prepared(item, [], failure=_failure_of(exc), started=t0)
+    if item.reuse is not None:  # its stems are done: only the master runs
+        return Prepared(item, fp, started=t0, staged=staged)
     opts = batch.output_options(item)
     try:
         job = engine.prepare(SplitRequest(item.path, stems=opts["stems"], model=opts["model"],
                                           overlap=opts["overlap"]))
     except StembridgeError as err:
+        _remove(staged)
         return Prepared(item, fp, failure=failed(err.code, str(err), fp), started=t0)
-    return Prepared(item, fp, job=job, started=t0)
+    return Prepared(item, fp, job=job, started=t0, staged=staged)
+
+
+def _failure_of(exc: BaseException) -> Outcome:
+    from engine.errors import StembridgeError
+
+    if isinstance(exc, StembridgeError):
+        return failed(exc.code, str(exc))
+    return failed(ErrorCode.INPUT_UNREADABLE, str(exc))
+
+
+def _stage(item: BatchItem) -> tuple[BatchItem, Path]:
+    """`item` with `path` set to a local copy of its remote input, and the copy's folder."""
+    import dataclasses
+    import tempfile
+
+    from bridge.batch import storage
+    from engine.config import Limits
+
+    assert item.url is not None
+    folder = Path(tempfile.mkdtemp(prefix="stembridge-stage-"))
+    limits = Limits()
+    try:
+        local = storage.stage(item.url, folder, limits.max_source_bytes, limits.read_timeout)
+    except BaseException:
+        _remove(folder)
+        raise
+    return dataclasses.replace(item, path=local), folder
+
+
+def _remove(folder: Path | None) -> None:
+    if folder is not None:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _fingerprint(item: BatchItem) -> list[int]:
+    """The input's fingerprint: of the remote object for a remote input."""
+    if item.url is not None:
+        from bridge.batch import storage
+
+        return storage.fingerprint(item.url)
+    return fingerprint(item.path)
 
 
 def finish(engine: Any, prep: Prepared, out: Path, batch: BatchOptions) -> Outcome:
-    """Separate a prepared input and write its folder under `out`. Raises only
-    `KeyboardInterrupt` and the like (the folder then holds no temporary file)."""
+    """Separate a prepared input and write its folder under `out` (and publish it to
+    `batch.out_url`). Raises only `KeyboardInterrupt` and the like (the folder then holds
+    no temporary file)."""
+    if prep.failure is not None:
+        prep.failure.seconds = time.perf_counter() - prep.started
+        return prep.failure
+    try:
+        return _finish(engine, prep, out, batch)
+    finally:
+        prep.discard()
+
+
+def _finish(engine: Any, prep: Prepared, out: Path, batch: BatchOptions) -> Outcome:
     from bridge.commands.split import Target, split_one
     from engine.errors import StembridgeError
     from protocol.files import remove_stale_temps
 
-    if prep.failure is not None:
-        prep.failure.seconds = time.perf_counter() - prep.started
-        return prep.failure
     item = prep.item
     folder = out / item.rel
     if folder.is_dir():
         remove_stale_temps(folder)  # left by a killed attempt at this input
     target = Target(item.path, item.path, folder)
     try:
-        # the key hashes the decoded bytes through the job's open source file, which the
-        # job lets go of when it ends: take it first
-        key = prep.job.cache_key()
-        meta = split_one(engine, target, split_args(batch.output_options(item)), job=prep.job)
-        after = fingerprint(item.path)
+        if item.reuse is not None:
+            done = Outcome("done", prep.fingerprint, cache_key=str(item.reuse["cache_key"]),
+                           outputs=list(item.reuse["outputs"]),
+                           duration=float(item.reuse["duration"]))
+        else:
+            # the key hashes the decoded bytes through the job's open source file, which
+            # the job lets go of when it ends: take it first
+            key = prep.job.cache_key()
+            meta = split_one(engine, target, split_args(batch.output_options(item)),
+                             job=prep.job)
+            done = Outcome("done", prep.fingerprint, cache_key=key,
+                           outputs=sorted(meta["output"]["files"].values()) + ["stems.json"],
+                           duration=float(meta["input"]["duration"]),
+                           cache_hit=bool(meta["cache_hit"]))
+        if batch.master is not None:
+            done.master = _master_or_failure(item, folder, batch, done)
+        if item.url is not None or batch.out_url is not None:
+            _name_locations(folder, item, batch, done)
+        if batch.out_url is not None:
+            _publish(out, folder, batch.out_url, item, done)
+        if done.state == "failed":
+            return _timed(done, prep)
+        after = _fingerprint(item)
     except StembridgeError as err:
         return _timed(failed(err.code, str(err), prep.fingerprint), prep)
     except OSError as exc:
-        return _timed(failed(ErrorCode.INPUT_MISSING, f"'{item.path}' disappeared while it "
+        return _timed(failed(ErrorCode.INPUT_MISSING, f"'{item.source}' disappeared while it "
                              f"was being separated ({exc.strerror or exc}).",
                              prep.fingerprint), prep)
     except BaseException:
@@ -154,23 +271,93 @@ def finish(engine: Any, prep: Prepared, out: Path, batch: BatchOptions) -> Outco
             remove_stale_temps(folder)
         raise
     if after != prep.fingerprint:
-        return _timed(failed(ErrorCode.SOURCE_CHANGED, f"'{item.path}' changed while it was "
+        return _timed(failed(ErrorCode.SOURCE_CHANGED, f"'{item.source}' changed while it was "
                              "being separated; it is done again when the batch resumes.",
                              prep.fingerprint), prep)
-    files = sorted(meta["output"]["files"].values()) + ["stems.json"]
-    return _timed(Outcome("done", prep.fingerprint, cache_key=key,
-                          outputs=files, duration=float(meta["input"]["duration"]),
-                          cache_hit=bool(meta["cache_hit"])), prep)
+    return _timed(done, prep)
+
+
+def _name_locations(folder: Path, item: BatchItem, batch: BatchOptions,
+                    done: Outcome) -> None:
+    """Make this attempt's ``stems.json`` and master report name the input as the user
+    gave it (its URL, not the staged copy) and the outputs where they are published."""
+    import json
+
+    from bridge.batch import storage
+    from protocol.files import write_json_atomic
+
+    where = storage.join(batch.out_url, item.rel) if batch.out_url is not None else None
+    reports = [] if item.reuse is not None else [("stems.json", "")]
+    if done.master is not None:
+        audio, report = done.master["outputs"]
+        reports.append((report, audio))
+    for name, audio in reports:
+        path = folder / name
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data["input"]["path"] = item.source
+        if where is not None and audio:
+            data["output"]["path"] = f"{where}/{audio}"
+        elif where is not None:
+            data["output"]["folder"] = where
+        write_json_atomic(path, data)
+
+
+def _publish(out: Path, folder: Path, url: str, item: BatchItem, done: Outcome) -> None:
+    """Upload what this attempt wrote in `folder`: the stems (unless reused), the master,
+    ``stems.json`` last; then remove the local folder and its empty parents below `out`."""
+    from bridge.batch import storage
+
+    stems = [] if item.reuse is not None else [f for f in done.outputs if f != "stems.json"]
+    master = list(done.master["outputs"]) if done.master else []
+    last = [] if item.reuse is not None else ["stems.json"]
+    storage.publish(folder, storage.join(url, item.rel), stems + master + last)
+    parent = folder.parent
+    while parent != out and out in parent.parents:
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+        parent = parent.parent
+
+
+def master_mix(item: BatchItem, folder: Path, batch: BatchOptions) -> dict[str, Any]:
+    """Master `item`'s input with the batch's preset into `folder`; returns the record's
+    master section: ``{"config", "preset", "outputs": [audio, report], "before",
+    "after"}``, where before/after are ``{"lufs", "true_peak" (dBTP), "lra" (LU)}`` of
+    the input and of the master. Raises the engine's `StembridgeError`s."""
+    from bridge.batch.record import config_id
+    from bridge.commands.masterrequest import loudness_figures
+    from engine.mastering.job import MasterOptions, master_file
+
+    config = batch.master_options()
+    assert config is not None
+    result = master_file(item.path, MasterOptions(
+        preset=str(batch.master), format=MASTER_FORMAT, bit_depth=MASTER_BITS,
+        out_dir=folder, use_cache=batch.use_cache))
+    rep = result.report
+    return {"config": config_id(config), "preset": batch.master,
+            "outputs": [result.output.name, result.report_path.name],
+            "before": loudness_figures(rep["input_analysis"]),
+            "after": loudness_figures(rep["output_analysis"])}
+
+
+def _master_or_failure(item: BatchItem, folder: Path, batch: BatchOptions,
+                       done: Outcome) -> dict[str, Any] | None:
+    """`master_mix`, or None with `done` turned into a failure (its stems kept)."""
+    from engine.errors import StembridgeError
+
+    try:
+        return master_mix(item, folder, batch)
+    except StembridgeError as err:
+        done.state = "failed"
+        done.error = {"code": err.code.value, "message": f"The stems are written, but "
+                      f"mastering failed: {err}"}
+        return None
 
 
 def _timed(outcome: Outcome, prep: Prepared) -> Outcome:
     outcome.seconds = time.perf_counter() - prep.started
     return outcome
-
-
-def run_one(engine: Any, item: BatchItem, out: Path, batch: BatchOptions) -> Outcome:
-    """`prepare` and `finish` in one call (the Ray actors' unit of work)."""
-    return finish(engine, prepare(engine, item, batch), out, batch)
 
 
 def worker_name() -> str:

@@ -15,6 +15,7 @@ removing the running input's partial files, keeping everything finished.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -35,8 +36,12 @@ def add_parser(sub: Any) -> None:
                        "manifests), resumably, here or on a Ray cluster")
     b.add_argument("sources", nargs="+", help="audio files, folders (searched recursively), "
                    "glob patterns (quote them) or CSV/JSONL manifests with a 'path' column")
-    b.add_argument("--out", type=Path, required=True, help="output folder; mirrors the "
-                   "input tree and holds the batch record (stembridge-batch.jsonl)")
+    b.add_argument("--out", required=True, help="output folder; mirrors the input tree "
+                   "and holds the batch record (stembridge-batch.jsonl); or a URL such as "
+                   "s3://bucket/stems (needs fsspec and the store's package, e.g. s3fs)")
+    b.add_argument("--work", type=Path, default=None, metavar="DIR",
+                   help="with a URL --out: the local folder for the record and the files "
+                   "being uploaded (default: one per URL in the cache folder)")
     b.add_argument("--stems", type=int, choices=(2, 4, 5, 6), default=None)
     b.add_argument("--model", default=None, help="model name (as for split)")
     b.add_argument("--format", choices=("wav", "flac"), default="wav")
@@ -50,6 +55,10 @@ def add_parser(sub: Any) -> None:
                    "(0: torch's default locally, the worker's CPU share on Ray)")
     b.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     b.add_argument("--models-dir", type=Path, default=None)
+    b.add_argument("--master", choices=("streaming", "loud"), default=None,
+                   metavar="PRESET", help="also master each input (the mix) into its "
+                   "folder: streaming (-14 LUFS, -1 dBTP) or loud (about -8 LUFS); "
+                   "<name>.master.wav (24-bit) and <name>.master.json")
     b.add_argument("--workers", type=int, default=0, help="Ray actors (default: one per "
                    "GPU, else one per --cpus-per-worker CPUs); the local executor has one")
     b.add_argument("--ray", nargs="?", const="auto", default=None, metavar="auto|ADDRESS",
@@ -67,12 +76,12 @@ def add_parser(sub: Any) -> None:
     b.add_argument("--quiet", "-q", action="store_true", help="no progress line")
 
 
-def options_of(args: argparse.Namespace) -> BatchOptions:
+def options_of(args: argparse.Namespace, out_url: str | None = None) -> BatchOptions:
     return BatchOptions(model=args.model, stems=args.stems, format=args.format,
                         pcm24=args.pcm24, overlap=args.overlap, device=args.device,
                         precision=args.precision, batch_size=args.batch_size,
                         use_cache=not args.no_cache, models_dir=args.models_dir,
-                        threads=args.threads)
+                        threads=args.threads, master=args.master, out_url=out_url)
 
 
 class BatchRun:
@@ -86,10 +95,20 @@ class BatchRun:
         self.max_attempts = max(1, max_attempts)
         self.record = rec.BatchRecord(out)
         self.quiet = quiet
-        self.tally = Tally(0)
+        self.tally = Tally(0, master=options.master)
+        master = options.master_options()
+        self.master_config = None if master is None else rec.config_id(master)
         self.progress = ProgressLine(self.tally, enabled=False)
         self.first_attempt: dict[str, int] = {}
         self.attempts: dict[str, int] = {}
+
+    def folder(self, item: BatchItem) -> Any:
+        """`item`'s output folder as `rec.decide` checks it: local, or on the store."""
+        if self.options.out_url is None:
+            return self.out / item.rel
+        from bridge.batch import storage
+
+        return storage.RemoteFolder(storage.join(self.options.out_url, item.rel))
 
     def config(self, item: BatchItem) -> str:
         opts = self.options.output_options(item)
@@ -101,61 +120,69 @@ class BatchRun:
         todo = []
         for item in items:
             prev = latest.get(item.rel)
-            verdict, attempt = rec.decide(prev, item.path, self.config(item),
-                                          self.out / item.rel, self.max_attempts)
+            verdict, attempt = rec.decide(prev, item.url or item.path, self.config(item),
+                                          self.folder(item), self.max_attempts,
+                                          self.master_config)
             if verdict == "done":
                 self.tally.before += 1
             elif verdict == "failed" and prev is not None and prev.error:
                 self.tally.failed += 1
                 self.tally.failures.append(self._failure(item, prev.error, prev.attempt))
+            elif verdict == "master" and prev is not None:
+                self.first_attempt[item.rel] = attempt
+                todo.append(dataclasses.replace(item, reuse={
+                    "cache_key": prev.cache_key, "outputs": prev.outputs,
+                    "duration": prev.duration}))
             else:
                 self.first_attempt[item.rel] = attempt
                 todo.append(item)
         return todo
 
     def _failure(self, item: BatchItem, error: dict[str, str], attempt: int) -> dict[str, Any]:
-        return {"input": str(item.path), "item": item.rel, "code": error["code"],
+        return {"input": item.source, "item": item.rel, "code": error["code"],
                 "message": error["message"], "attempts": attempt}
 
     def on_start(self, item: BatchItem, worker: str, retries: int = 0) -> None:
         """`item` starts on `worker`; `retries`: how often in this run a worker died
         holding it (each retry is one more attempt)."""
         self.attempts[item.rel] = self.first_attempt.get(item.rel, 1) + retries
-        self.record.append(rec.Entry(item.rel, str(item.path), rec.RUNNING,
+        self.record.append(rec.Entry(item.rel, item.source, rec.RUNNING,
                                      config=self.config(item), worker=worker,
                                      attempt=self.attempts.get(item.rel, 1)))
 
     def on_outcome(self, item: BatchItem, outcome: Outcome, worker: str) -> None:
         attempt = self.attempts.get(item.rel, 1)
         self.record.append(rec.Entry(
-            item.rel, str(item.path), outcome.state, fingerprint=outcome.fingerprint,
+            item.rel, item.source, outcome.state, fingerprint=outcome.fingerprint,
             config=self.config(item), attempt=attempt, cache_key=outcome.cache_key,
             outputs=outcome.outputs, duration=outcome.duration, error=outcome.error,
-            worker=worker))
+            worker=worker, master=outcome.master))
         if outcome.state == rec.DONE:
             self.tally.done += 1
             self.tally.audio_seconds += outcome.duration
+            if outcome.master is not None:
+                self.tally.add_master(outcome.master)
         else:
             assert outcome.error is not None
             self.tally.failed += 1
             self.tally.failures.append(self._failure(item, outcome.error, attempt))
             if not self.quiet:
-                report.error(outcome.error["code"], outcome.error["message"], str(item.path))
+                report.error(outcome.error["code"], outcome.error["message"], item.source)
         self.progress.update()
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
     """Run the batch; exit status 0 when every input is done, 130 when interrupted, else
     that of the first failure's code."""
-    from engine.errors import InvalidArgumentError
+    from engine.errors import InvalidArgumentError, StembridgeError
 
     try:
         items, problems = discover(args.sources)
     except SourceError as err:
         raise InvalidArgumentError(str(err)) from None
-    out = Path(os.path.abspath(args.out))
-    executor = _executor(args, out)
-    run = BatchRun(out, options_of(args), quiet=args.quiet or args.json,
+    out, out_url = _output(args)
+    executor = _executor(args, out, out_url)
+    run = BatchRun(out, options_of(args, out_url), quiet=args.quiet or args.json,
                    max_attempts=args.max_attempts)
     todo = run.plan(items, args.resume)
     run.tally.total = len(items) + len(problems)
@@ -165,17 +192,24 @@ def cmd_batch(args: argparse.Namespace) -> int:
                                    "message": p.message, "attempts": 1})
     run.progress = ProgressLine(run.tally, enabled=not (args.quiet or args.json))
     run.progress.update()
+    stopped: StembridgeError | None = None
     try:
         if todo:
             executor.run(todo, run.on_start, run.on_outcome)
     except KeyboardInterrupt:
         run.tally.interrupted = True
+    except StembridgeError as err:  # the executor itself failed (e.g. the cluster)
+        stopped = err
     finally:
         run.record.close()
         run.progress.close()
-    data = summary(run.tally, str(out), executor.name)
-    _write_summary(out, data)
+    data = summary(run.tally, out_url or str(out), executor.name)
+    _write_summary(out, data, out_url)
     print(json.dumps(data, indent=2) if args.json else table(data))
+    if stopped is not None:
+        report.error(stopped.code, f"The batch stopped: {stopped} What finished is kept; "
+                     "run the same command to resume.")
+        return stopped.exit_code
     if run.tally.interrupted:
         return exit_status(ErrorCode.CANCELLED.value)
     if run.tally.failures:
@@ -183,18 +217,35 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _executor(args: argparse.Namespace, out: Path) -> Any:
+def _output(args: argparse.Namespace) -> tuple[Path, str | None]:
+    """(local folder for the record and the files, remote output URL or None)."""
+    import hashlib
+
+    from bridge.batch import storage
+
+    given = storage.local_path(str(args.out))
+    if not storage.is_remote(given):
+        return Path(os.path.abspath(os.path.expanduser(given))), None
+    url = given.rstrip("/")
+    storage.filesystem(url)  # a missing fsspec package is reported before anything runs
+    if args.work is not None:
+        return Path(os.path.abspath(args.work)), url
+    key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return settings.cache_root() / "batch" / key, url
+
+
+def _executor(args: argparse.Namespace, out: Path, out_url: str | None) -> Any:
     if args.ray is None:
         from bridge.batch.local import LocalExecutor
 
-        return LocalExecutor(options_of(args), out)
+        return LocalExecutor(options_of(args, out_url), out)
     from bridge.batch.cluster import RayExecutor
 
-    return RayExecutor(options_of(args), out, address=args.ray, workers=args.workers,
-                       cpus_per_worker=args.cpus_per_worker)
+    return RayExecutor(options_of(args, out_url), out, address=args.ray,
+                       workers=args.workers, cpus_per_worker=args.cpus_per_worker)
 
 
-def _write_summary(out: Path, data: dict[str, Any]) -> None:
+def _write_summary(out: Path, data: dict[str, Any], out_url: str | None = None) -> None:
     from protocol.files import write_json_atomic
 
     try:
@@ -202,3 +253,12 @@ def _write_summary(out: Path, data: dict[str, Any]) -> None:
         write_json_atomic(out / SUMMARY_NAME, data)
     except OSError as exc:
         report.warning(f"could not write the summary into {out}: {exc.strerror or exc}.")
+        return
+    if out_url is not None:
+        from bridge.batch import storage
+        from engine.errors import StorageError
+
+        try:
+            storage.publish(out, out_url, [SUMMARY_NAME], keep_local=True)
+        except StorageError as err:
+            report.warning(f"could not upload the summary: {err}")

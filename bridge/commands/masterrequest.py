@@ -31,7 +31,9 @@ def _sibling(request: Path, suffix: str) -> Path:
     return request.with_name(name + suffix)
 
 
-def _figures(a: dict[str, Any]) -> dict[str, Any]:
+def loudness_figures(a: dict[str, Any]) -> dict[str, Any]:
+    """``{"lufs", "true_peak", "lra"}`` of a master report's analysis (the integrated
+    loudness, or the ungated one where gating leaves nothing: very short audio)."""
     lo = a["loudness"]
     return {"lufs": lo["integrated_lufs"] if lo["integrated_defined"] else lo["ungated_lufs"],
             "true_peak": a["peaks"]["true_peak_dbtp"], "lra": lo["lra_lu"]}
@@ -52,7 +54,7 @@ def _run(req: dict[str, Any], request: Path) -> dict[str, Any]:
 
         decoded, _ = audio.load(source, Limits())
         found = analyze(decoded.samples, decoded.samplerate, curves=False)
-        return {"state": "done", "analysis": found, "summary": {"before": _figures(found)}}
+        return {"state": "done", "analysis": found, "summary": {"before": loudness_figures(found)}}
     cancel = _sibling(request, ".cancel")
     progress = _sibling(request, ".progress.json")
 
@@ -75,8 +77,8 @@ def _run(req: dict[str, Any], request: Path) -> dict[str, Any]:
     rep = result.report
     return {"state": "done", "file": str(result.output), "report": str(result.report_path),
             "intent": rep["intent"]["name"], "warnings": rep["warnings"],
-            "summary": {"before": _figures(rep["input_analysis"]),
-                        "after": _figures(rep["output_analysis"])}}
+            "summary": {"before": loudness_figures(rep["input_analysis"]),
+                        "after": loudness_figures(rep["output_analysis"])}}
 
 
 def run_request(request: Path) -> int:

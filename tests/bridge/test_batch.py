@@ -265,6 +265,32 @@ def test_ray_option_without_ray_says_how_to_install_it(tmp_path, monkeypatch, ca
     sf.write(tmp_path / "a.wav", music_like(0.5).T, 44100)
     status = main(["batch", str(tmp_path / "a.wav"), "--out", str(tmp_path / "o"), "--ray"])
     err = capsys.readouterr().err
-    assert status == EXIT_CODES[ErrorCode.INVALID_ARGUMENT]
-    assert "pip install 'stembridge[ray]'" in err
+    assert status == EXIT_CODES[ErrorCode.PACKAGE_MISSING] == 6
+    assert "[package_missing]" in err and "pip install 'stembridge[ray]'" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_an_unreachable_ray_address_fails_at_once_saying_what_to_do(tmp_path, capsys):
+    import socket
+
+    from bridge.batch.cluster import check_reachable
+    from bridge.cli import main
+    from engine.errors import ClusterError
+
+    pytest.importorskip("ray")
+    with socket.socket() as s:  # a port nothing listens on once this socket is closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sf.write(tmp_path / "a.wav", music_like(0.5).T, 44100)
+    t0 = time.monotonic()
+    status = main(["batch", str(tmp_path / "a.wav"), "--out", str(tmp_path / "o"), "--ray",
+                   f"127.0.0.1:{port}"])
+    err = capsys.readouterr().err
+    assert time.monotonic() - t0 < 30, "Ray's own retries would take minutes"
+    assert status == EXIT_CODES[ErrorCode.CLUSTER_UNAVAILABLE] == 14
+    assert "[cluster_unavailable]" in err
+    assert f"No Ray cluster answers at 127.0.0.1:{port}" in err
+    assert "ray start --head" in err and "ray status" in err  # the message, then the hint
+    assert not (tmp_path / "o" / rec.RECORD_NAME).exists()
+    with pytest.raises(ClusterError, match="not a Ray cluster address"):
+        check_reachable("head:port")

@@ -1,6 +1,6 @@
 """`stembridge batch --ray` on a real local Ray cluster (2 CPUs, no dashboard) with tiny
 test models: the same outputs as the local executor, an actor killed mid-run, a manifest
-with per-row options. Skipped where Ray is not installed (CI installs it)."""
+with per-row options (and a master of each input), workers that cannot start. Skipped where Ray is not installed (CI installs it)."""
 
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ def test_manifest_with_per_row_options_on_ray(cluster, catalogue, test_models_di
     out = tmp_path / "out"
     status = main(["batch", str(manifest), "--out", str(out), "--ray", "--workers", "1",
                    "--stems", "4", "--models-dir", str(test_models_dir), "--precision",
-                   "fp32", "--no-cache", "--json"])
+                   "fp32", "--no-cache", "--json", "--master", "streaming"])
     summary = json.loads(capsys.readouterr().out)
     assert status == 3  # the missing file's exit status
     assert summary["executor"] == "ray"
@@ -139,9 +139,35 @@ def test_manifest_with_per_row_options_on_ray(cluster, catalogue, test_models_di
                                 "not_run": 0}
     assert [f["code"] for f in summary["failures"]] == ["input_missing"]
     assert sorted(p.name for p in (out / "a").iterdir()) == [
-        "instrumental.flac", "stems.json", "vocals.flac"]
+        "a.master.json", "a.master.wav", "instrumental.flac", "stems.json", "vocals.flac"]
+    assert summary["master"]["files"] == 2  # mastered by the actor, after the stems
+    assert rec.BatchRecord(out).load()["mono/c"].master["outputs"] == [
+        "c.master.wav", "c.master.json"]
     meta = json.loads((out / "a" / "stems.json").read_text())
     assert meta["model_name"] == "htdemucs" and meta["output"]["format"] == "flac"
     assert sorted(p.name for p in (out / "mono" / "c").iterdir()) == sorted(
-        [*STEMS4, "stems.json"])
+        [*STEMS4, "stems.json", "c.master.wav", "c.master.json"])
     assert sf.info(out / "mono" / "c" / "vocals.wav").channels == 1
+
+
+def test_workers_that_cannot_start_give_a_clear_error(cluster, tmp_path, monkeypatch):
+    from bridge.batch import cluster as cl
+    from bridge.batch.sources import BatchItem
+    from engine.errors import ClusterError
+
+    items = [BatchItem(tmp_path / "a.wav", "a")]
+
+    def never(*args):
+        raise AssertionError("no input may start without a worker")
+
+    # an actor whose constructor raises (here: torch refuses -1 threads) dies starting
+    broken = cl.RayExecutor(BatchOptions(threads=-1), tmp_path / "o", workers=1)
+    with pytest.raises(ClusterError, match="died while starting") as info:
+        broken.run(items, never, never)
+    assert "installed on every node" in str(info.value)
+    # an actor no node can hold (4 CPUs on a 2-CPU cluster) never starts
+    monkeypatch.setattr(cl, "ACTOR_START_TIMEOUT", 1.0)
+    big = cl.RayExecutor(BatchOptions(), tmp_path / "o", workers=1, cpus_per_worker=4)
+    with pytest.raises(ClusterError, match=r"resources one asks for \(cpus=4\)"):
+        big.run(items, never, never)
+    assert not (tmp_path / "o").exists()

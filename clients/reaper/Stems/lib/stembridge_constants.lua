@@ -43,6 +43,8 @@ C.ERRORS = {
   START_FAILED = "start_failed",
   REFERENCE_UNUSABLE = "reference_unusable",
   QUALITY_REGRESSION = "quality_regression",
+  CLUSTER_UNAVAILABLE = "cluster_unavailable",
+  STORAGE_UNAVAILABLE = "storage_unavailable",
 }
 -- (a name that is not a code is a mistake in the scripts: say so at once)
 setmetatable(C.ERRORS, { __index = function(_, name)
@@ -82,6 +84,8 @@ C.EXIT = {
   start_failed = 11,
   reference_unusable = 5,
   quality_regression = 13,
+  cluster_unavailable = 14,
+  storage_unavailable = 15,
 }
 
 --- What a DAW user does about a code (codes without a hint are absent).
