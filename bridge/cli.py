@@ -38,7 +38,7 @@ from bridge.commands import master as master_cmd
 from bridge.commands.client import add_address_options, cmd_client, cmd_stop
 from bridge.commands.models import cmd_models
 from bridge.commands.server import cmd_serve
-from bridge.commands.split import cmd_split
+from bridge.commands.split import add_output_arguments, cmd_split
 from protocol import settings
 
 EXAMPLES = """examples:
@@ -72,18 +72,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    "@avg_wave|median_wave|min_spec|max_spec|avg_fft (default avg_wave)")
     s.add_argument("--out", type=Path, default=Path("stems"),
                    help="output folder; each input gets a sub-folder (default: ./stems)")
-    s.add_argument("--format", choices=("wav", "flac", "mp3"), default="wav",
-                   help="wav = 32-bit float (default), flac = 24-bit, mp3 = LAME via ffmpeg")
-    s.add_argument("--pcm24", action="store_true", help="write 24-bit PCM WAV instead of float")
-    s.add_argument("--bit-depth", choices=("16", "24", "32f"), default=None,
-                   help="PCM depth of wav/flac (16 gets TPDF dither; 32f: float, wav only)")
-    s.add_argument("--mp3-quality", choices=("cbr320", "v0"), default="cbr320",
-                   help="mp3: 320 kbit/s CBR (default) or VBR V0")
-    s.add_argument("--sample-rate", type=int, choices=(44100, 48000), default=None,
-                   help="resample the stems to this rate (soxr; default: the input's)")
-    s.add_argument("--normalize", action="store_true", help="turn every stem down by one "
-                   "gain so that none peaks above -0.1 dBFS (sample peak; the gain is in "
-                   "stems.json)")
+    add_output_arguments(s)
     s.add_argument("--start-at", type=float, default=0.0, metavar="SEC",
                    help="separate from this time first (e.g. the play cursor), then the rest")
     s.add_argument("--device", default=settings.device(),

@@ -47,7 +47,7 @@ AUDIO_EXTENSIONS = frozenset({
 MANIFEST_EXTENSIONS = (".csv", ".jsonl")
 #: Per-row options of a manifest, with the type each is read as.
 ROW_OPTIONS: dict[str, type] = {"model": str, "stems": int, "format": str, "overlap": float,
-                                "out": str}
+                                "bit_depth": str, "sample_rate": int, "out": str}
 #: Bounds on reading a manifest (a user file): bytes and rows.
 MAX_MANIFEST_BYTES = 256 * 2**20
 MAX_ROWS = 2_000_000
@@ -250,8 +250,15 @@ def _row_options(path: Path, n: int, row: dict[str, Any]) -> dict[str, Any]:
         except (TypeError, ValueError):
             raise SourceError(f"The {key} of {where} is {row[key]!r}, not a "
                               f"{kind.__name__}.") from None
-    if options.get("format", "wav") not in ("wav", "flac"):
-        raise SourceError(f"The format of {where} is {options['format']!r}; use wav or flac.")
+    if options.get("format", "wav") not in ("wav", "flac", "mp3"):
+        raise SourceError(f"The format of {where} is {options['format']!r}; use wav, flac "
+                          "or mp3.")
+    if options.get("bit_depth", "24") not in ("16", "24", "32f"):
+        raise SourceError(f"The bit_depth of {where} is {options['bit_depth']!r}; use 16, 24 "
+                          "or 32f.")
+    if options.get("sample_rate", 44100) not in (44100, 48000):
+        raise SourceError(f"The sample_rate of {where} is {options['sample_rate']!r}; use "
+                          "44100 or 48000.")
     return options
 
 

@@ -47,6 +47,10 @@ class BatchOptions:
     stems: int | None = None
     format: str = "wav"
     pcm24: bool = False
+    bit_depth: str | None = None
+    mp3_quality: str = "cbr320"
+    sample_rate: int | None = None
+    normalize: bool = False
     overlap: float | None = None
     device: str = "auto"
     precision: str = "auto"
@@ -68,6 +72,11 @@ class BatchOptions:
         """The options that shape `item`'s output: the batch's, then its row's."""
         opts = {"model": self.model, "stems": self.stems, "format": self.format,
                 "pcm24": self.pcm24, "overlap": self.overlap}
+        # set only when asked, so that the outputs of earlier batches stay done
+        extra = {"bit_depth": self.bit_depth, "sample_rate": self.sample_rate,
+                 "mp3_quality": self.mp3_quality if self.format == "mp3" else None,
+                 "normalize": self.normalize or None}
+        opts.update({k: v for k, v in extra.items() if v is not None})
         opts.update(item.options)
         return opts
 
@@ -123,7 +132,10 @@ def split_args(options: dict[str, Any]) -> argparse.Namespace:
     """The `split_one` arguments of one input's output options."""
     return argparse.Namespace(stems=options["stems"], model=options["model"], start_at=0.0,
                               overlap=options["overlap"], format=options["format"],
-                              pcm24=options["pcm24"], quiet=True)
+                              pcm24=options["pcm24"], bit_depth=options.get("bit_depth"),
+                              mp3_quality=options.get("mp3_quality", "cbr320"),
+                              sample_rate=options.get("sample_rate"),
+                              normalize=bool(options.get("normalize")), quiet=True)
 
 
 def prepare(engine: Any, item: BatchItem, batch: BatchOptions) -> Prepared:

@@ -26,6 +26,7 @@ from bridge.batch.progress import SUMMARY_NAME, ProgressLine, Tally, summary, ta
 from bridge.batch.sources import BatchItem, SourceError, discover
 from bridge.batch.task import BatchOptions, Outcome
 from bridge.commands import report
+from bridge.commands.split import add_output_arguments, output_arguments_problem
 from protocol import settings
 from protocol.errors import ErrorCode, exit_status
 
@@ -44,8 +45,7 @@ def add_parser(sub: Any) -> None:
                    "being uploaded (default: one per URL in the cache folder)")
     b.add_argument("--stems", type=int, choices=(2, 4, 5, 6), default=None)
     b.add_argument("--model", default=None, help="model name (as for split)")
-    b.add_argument("--format", choices=("wav", "flac"), default="wav")
-    b.add_argument("--pcm24", action="store_true", help="24-bit PCM WAV instead of float")
+    add_output_arguments(b)
     b.add_argument("--overlap", type=float, default=None, help="window overlap fraction")
     b.add_argument("--device", default=settings.device(), help="auto, cpu, cuda, mps")
     b.add_argument("--precision", default=settings.precision(),
@@ -78,7 +78,9 @@ def add_parser(sub: Any) -> None:
 
 def options_of(args: argparse.Namespace, out_url: str | None = None) -> BatchOptions:
     return BatchOptions(model=args.model, stems=args.stems, format=args.format,
-                        pcm24=args.pcm24, overlap=args.overlap, device=args.device,
+                        pcm24=args.pcm24, bit_depth=args.bit_depth,
+                        mp3_quality=args.mp3_quality, sample_rate=args.sample_rate,
+                        normalize=args.normalize, overlap=args.overlap, device=args.device,
                         precision=args.precision, batch_size=args.batch_size,
                         use_cache=not args.no_cache, models_dir=args.models_dir,
                         threads=args.threads, master=args.master, out_url=out_url)
@@ -176,6 +178,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
     that of the first failure's code."""
     from engine.errors import InvalidArgumentError, StembridgeError
 
+    problem = output_arguments_problem(args)
+    if problem:
+        raise InvalidArgumentError(problem)
     try:
         items, problems = discover(args.sources)
     except SourceError as err:

@@ -73,6 +73,22 @@ class ProgressBar:
 # ---------------------------------------------------------------------- folders
 
 
+def add_output_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that shape the stem files, shared by `split` and `batch`."""
+    p.add_argument("--format", choices=("wav", "flac", "mp3"), default="wav",
+                   help="wav = 32-bit float (default), flac = 24-bit, mp3 = LAME via ffmpeg")
+    p.add_argument("--pcm24", action="store_true", help="write 24-bit PCM WAV instead of float")
+    p.add_argument("--bit-depth", choices=("16", "24", "32f"), default=None,
+                   help="PCM depth of wav/flac (16 gets TPDF dither; 32f: float, wav only)")
+    p.add_argument("--mp3-quality", choices=("cbr320", "v0"), default="cbr320",
+                   help="mp3: 320 kbit/s CBR (default) or VBR V0")
+    p.add_argument("--sample-rate", type=int, choices=(44100, 48000), default=None,
+                   help="resample the stems to this rate (soxr; default: the input's)")
+    p.add_argument("--normalize", action="store_true", help="turn every stem down by one "
+                   "gain so that none peaks above -0.1 dBFS (sample peak; the gain is in "
+                   "stems.json)")
+
+
 def _clean(name: str) -> str:
     """`name` without path separators or leading/trailing dots and spaces (so it cannot
     escape the output folder), at most 120 characters."""
@@ -307,12 +323,20 @@ def _failure(target: Target, code: str, message: str) -> dict[str, Any]:
     return {"input": str(target.path), "error": {"code": code, "message": message}}
 
 
+def output_arguments_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with a combination of the output options, or None."""
+    if args.format == "flac" and getattr(args, "bit_depth", None) == "32f":
+        return ("FLAC holds 16 or 24 bits; use --bit-depth 16 or 24, or --format wav for "
+                "32-bit float.")
+    return None
+
+
 def cmd_split(args: argparse.Namespace) -> int:
     """Split every input; returns the exit status of the first input that failed (in the
     order given), 0 if none did. ``--json`` prints a list with one entry per input."""
-    if args.format == "flac" and getattr(args, "bit_depth", None) == "32f":
-        print("stembridge: error: FLAC holds 16 or 24 bits; use --bit-depth 16 or 24, or "
-              "--format wav for 32-bit float.", file=sys.stderr)
+    wrong = output_arguments_problem(args)
+    if wrong:
+        print(f"stembridge: error: {wrong}", file=sys.stderr)
         return 2
     targets, repeated = plan_targets(list(args.files), args.out)
     for typed in repeated:

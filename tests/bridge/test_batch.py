@@ -223,7 +223,9 @@ def test_manifest_rows_options_and_errors(tmp_path):
     for text, expected in (("file,stems\na.wav,2\n", "a 'path' column"),
                            ("path,speed\na.wav,2\n", "Unknown column(s) speed in line 2"),
                            ("path,stems\na.wav,two\n", "not a int"),
-                           ("path,format\na.wav,mp3\n", "use wav or flac")):
+                           ("path,format\na.wav,ogg\n", "use wav, flac or mp3"),
+                           ("path,bit_depth\na.wav,8\n", "use 16, 24 or 32f"),
+                           ("path,sample_rate\na.wav,96000\n", "use 44100 or 48000")):
         (tmp_path / "bad.csv").write_text(text)
         with pytest.raises(SourceError, match=expected.replace("(", r"\(").replace(")", r"\)")):
             discover([str(tmp_path / "bad.csv")])

@@ -18,16 +18,6 @@ from tests.conftest import music_like
 STEMS = ("vocals.wav", "drums.wav", "bass.wav", "other.wav", "stems.json")
 
 
-@pytest.fixture
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _batch(src: Path, out: Path, models: Path, *extra: str) -> tuple[int, dict]:
     import contextlib
     import io
@@ -47,7 +37,7 @@ def _mtimes(folder: Path) -> dict[str, int]:
 
 
 def test_batch_masters_each_mix_resumes_and_remasters_only(
-        test_models_dir, tmp_path, one_thread):
+        test_models_dir, tmp_path, one_torch_thread):
     from bridge.commands.masterrequest import loudness_figures
     from engine.mastering.job import MasterOptions, master_file
 
@@ -153,3 +143,30 @@ def _item(src: Path):
     from bridge.batch.sources import BatchItem
 
     return BatchItem(src, "a")
+
+
+def test_batch_writes_the_output_options_split_has(test_models_dir, tmp_path,
+                                                   one_torch_thread):
+    src = tmp_path / "in"
+    src.mkdir()
+    sf.write(src / "a.wav", 0.9 * music_like(1.0, 44100, 2, seed=3).T, 44100)
+    out = tmp_path / "out"
+    status, summary = _batch(src, out, test_models_dir, "--format", "flac", "--bit-depth",
+                             "16", "--sample-rate", "48000", "--normalize")
+    assert status == 0 and summary["files"]["done"] == 1
+    meta = json.loads((out / "a" / "stems.json").read_text())
+    peak = meta["output"]["peak_before_gain"]  # measured: --normalize reached the writer
+    assert meta["output"]["gain"] == pytest.approx(min(1.0, 10 ** (-0.1 / 20) / peak))
+    assert meta["output"]["samplerate"] == 48000
+    for stem in ("vocals", "drums", "bass", "other"):
+        info = sf.info(out / "a" / f"{stem}.flac")
+        assert (info.samplerate, info.subtype) == (48000, "PCM_16")
+        assert info.frames == round(44100 * 1.0 * 48000 / 44100)
+    # the same output options again: done, nothing redone; other options: done again
+    before = (out / "a" / "stems.json").stat().st_mtime_ns
+    status, summary = _batch(src, out, test_models_dir, "--format", "flac", "--bit-depth",
+                             "16", "--sample-rate", "48000", "--normalize")
+    assert status == 0 and (out / "a" / "stems.json").stat().st_mtime_ns == before
+    status, summary = _batch(src, out, test_models_dir, "--format", "mp3")
+    assert status == 0 and (out / "a" / "vocals.mp3").is_file()
+    assert not (out / "a" / "vocals.flac").exists()
