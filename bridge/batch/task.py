@@ -197,7 +197,8 @@ def _stage(item: BatchItem) -> tuple[BatchItem, Path]:
     from engine.config import Limits
 
     assert item.url is not None
-    folder = Path(tempfile.mkdtemp(prefix="stembridge-stage-"))
+    sweep_stale_stages(Path(tempfile.gettempdir()))
+    folder = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-"))
     limits = Limits()
     try:
         local = storage.stage(item.url, folder, limits.max_source_bytes, limits.read_timeout)
@@ -205,6 +206,34 @@ def _stage(item: BatchItem) -> tuple[BatchItem, Path]:
         _remove(folder)
         raise
     return dataclasses.replace(item, path=local), folder
+
+
+#: Staged copies live in ``<temp>/stembridge-stage-<pid>-<random>/``.
+STAGE_PREFIX = "stembridge-stage-"
+_swept: set[Path] = set()
+
+
+def sweep_stale_stages(temp: Path) -> list[Path]:
+    """Remove (once per process and folder) the staged copies left in `temp` by a batch
+    process that no longer runs (killed, or its Ray actor died); returns them."""
+    if temp in _swept:
+        return []
+    _swept.add(temp)
+    removed = []
+    for folder in temp.glob(STAGE_PREFIX + "*"):
+        pid_text = folder.name[len(STAGE_PREFIX):].split("-", 1)[0]
+        if not pid_text.isdigit() or not folder.is_dir():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+            continue  # its process still runs (or it is another user's)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        _remove(folder)
+        removed.append(folder)
+    return removed
 
 
 def _remove(folder: Path | None) -> None:

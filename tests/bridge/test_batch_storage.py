@@ -9,6 +9,7 @@ import contextlib
 import importlib.util
 import io
 import json
+import os
 import tempfile
 import uuid
 from pathlib import Path
@@ -181,3 +182,23 @@ def test_store_errors_say_what_to_install_and_inputs_are_bounded(
     assert status == EXIT_CODES[ErrorCode.INPUT_TOO_LONG]
     assert [f["code"] for f in summary["failures"]] == ["input_too_long"]
     assert _staged() == staged
+
+
+def test_staged_copies_of_a_dead_batch_process_are_swept(tmp_path):
+    import subprocess
+    import sys
+
+    from bridge.batch.task import STAGE_PREFIX, sweep_stale_stages
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    left = tmp_path / f"{STAGE_PREFIX}{int(dead.stdout)}-abc"  # a killed batch's copy
+    (left / "x").mkdir(parents=True)
+    (left / "x" / "song.wav").write_bytes(b"RIFF")
+    mine = tmp_path / f"{STAGE_PREFIX}{os.getpid()}-def"  # a running process's: kept
+    mine.mkdir()
+    other = tmp_path / "stembridge-stage-notapid"
+    other.mkdir()
+    assert sweep_stale_stages(tmp_path) == [left]
+    assert not left.exists() and mine.is_dir() and other.is_dir()
+    assert sweep_stale_stages(tmp_path) == []  # once per process
