@@ -11,6 +11,7 @@
     stembridge cache info | prune [--max-mb MB]
     stembridge master FILE... [--preset streaming|loud|reference] [--platform NAME] ...
     stembridge analyze FILE... [--json] [--plot OUT.png]
+    stembridge ensemble train --members A,B --musdb PATH --out DIR [--epochs N] [--seed S]
 
 This module holds the parser and `main`; the commands live in `bridge.commands` (split,
 server, client). Exit status: 0 success; otherwise the code of the first error (see
@@ -30,6 +31,7 @@ from bridge import preview
 from bridge.commands import analyze as analyze_cmd
 from bridge.commands import batch, install_daw
 from bridge.commands import cache as cache_command
+from bridge.commands import ensemble as ensemble_cmd
 from bridge.commands import master as master_cmd
 from bridge.commands.client import add_address_options, cmd_client, cmd_stop
 from bridge.commands.models import cmd_models
@@ -155,6 +157,7 @@ def _build_parser() -> argparse.ArgumentParser:
     cache_command.add_parser(sub)
     master_cmd.add_parser(sub)
     analyze_cmd.add_parser(sub)
+    ensemble_cmd.add_parser(sub)
     return p
 
 
@@ -202,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
             return analyze_cmd.cmd_analyze(args)
         if args.command in ("submit", "status", "cancel", "ping"):
             return cmd_client(args)
+        if args.command == "ensemble":
+            return ensemble_cmd.cmd_ensemble(args)
         if args.command == "cache":
             return cache_command.cmd_cache(args)
         return cmd_models(args)

@@ -309,7 +309,7 @@ def read_config(folder: Path) -> dict[str, Any]:
 
 def load_folder(folder: Path) -> Trained:
     """Read and verify a mixer folder: the weights' sha256 must equal the recorded one."""
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.torch import load as st_load
 
     doc = read_config(folder)
@@ -323,7 +323,7 @@ def load_folder(folder: Path) -> Trained:
     nets = build(config)
     try:
         nets.load_state_dict(st_load(blob), strict=True)
-    except (SafetensorsError, RuntimeError) as exc:
+    except (SafetensorError, RuntimeError) as exc:
         raise ModelError(f"The mixer weights in {folder} do not fit its config ({exc}): "
                          "train the mixer again.", code=ErrorCode.MODEL_CORRUPT) from exc
     nets.eval()

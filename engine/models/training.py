@@ -208,7 +208,7 @@ def train(config: sm.MixerConfig, tracks: Sequence[TrackData], settings: TrainSe
                                   for i, s in picks[k:k + settings.batch_size]])
                 loss = batch_loss(nets, config, torch.from_numpy(crops).to(device))
                 opt.zero_grad()
-                loss.backward()  # type: ignore[no-untyped-call]
+                loss.backward()
                 opt.step()
                 losses.append(float(loss.detach()))
             val = validation_loss(nets, config, val_set, length, device)
