@@ -65,7 +65,8 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default=None, help="model name (default: spleeter-2stems for 2 "
                    "stems, htdemucs for 4, htdemucs_6s for 6); see `stembridge models list`. An "
                    "ensemble joins names with '+', e.g. mdx-voc-ft+htdemucs, optionally "
-                   "@avg_wave|median_wave|min_spec|max_spec|avg_fft (default avg_wave)")
+                   "@avg_wave|median_wave|min_spec|max_spec|avg_fft (default avg_wave); a trained "
+                   "StemMixer is ensemble:DIR (stembridge ensemble train)")
     s.add_argument("--out", type=Path, default=Path("stems"),
                    help="output folder; each input gets a sub-folder (default: ./stems)")
     s.add_argument("--format", choices=("wav", "flac", "mp3"), default="wav",
