@@ -101,7 +101,7 @@ def cost(args: argparse.Namespace) -> None:
     import torch
 
     from engine.chunking import ChunkStats, iter_separate, separate
-    from engine.models import registry, testmodels
+    from engine.models import testmodels
     from engine.models import stemmixer as sm
     from tests.conftest import music_like
 
@@ -116,7 +116,7 @@ def cost(args: argparse.Namespace) -> None:
         torch.manual_seed(0)
         sm.save(root / "mixer", cfg, sm.build(cfg).eval(), {})
         mix = torch.from_numpy(music_like(args.cost_seconds, seed=1))
-        model = registry.load(f"ensemble:{root / 'mixer'}", cpu, root)
+        model = sm.load(f"ensemble:{root / 'mixer'}", cpu, root)
         with torch.no_grad():
             separate(model, mix[:, : 44100 * 2])  # warm-up
             t0 = time.perf_counter()
