@@ -101,8 +101,8 @@ def cost(args: argparse.Namespace) -> None:
     import torch
 
     from engine.chunking import ChunkStats, iter_separate, separate
-    from engine.models import testmodels
     from engine.models import stemmixer as sm
+    from engine.models import testmodels
     from tests.conftest import music_like
 
     torch.set_num_threads(args.threads)
