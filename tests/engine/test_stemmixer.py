@@ -63,7 +63,11 @@ def test_shapes_and_alpha_range() -> None:
         assert al.shape == (3, 2, 129, spec.shape[-1] - 2 * (ctx // 2))
         assert float(al.min()) >= 0.0 and float(al.max()) <= 1.0
         est = torch.randn(4, 2, 3001)
-        assert sm.mix_track(nets, cfg, est, est.flip(-1)).shape == (4, 2, 3001)
+        got = sm.mix_track(nets, cfg, est, est.flip(-1))
+        assert got.shape == (4, 2, 3001)
+        # served with BatchNorm folded into the convolutions: the same function
+        assert torch.allclose(sm.mix_track(sm.fuse(nets), cfg, est, est.flip(-1)), got,
+                              atol=1e-5)
     with pytest.raises(InvalidArgumentError, match="odd"):
         _small(context=2)
     with pytest.raises(InvalidArgumentError, match="phase"):
