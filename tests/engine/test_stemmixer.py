@@ -21,7 +21,7 @@ from engine.models import catalog, registry, testmodels  # noqa: E402
 from engine.models import stemmixer as sm  # noqa: E402
 from engine.models import synthetic as syn  # noqa: E402
 from engine.models import training as tr  # noqa: E402
-from protocol.errors import ErrorCode  # noqa: E402
+from protocol.errors import ErrorCode, exit_status  # noqa: E402
 from protocol.stems import TWO  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -225,6 +225,8 @@ def test_train_command_writes_a_servable_mixer(root: Path, tmp_path: Path,
     assert [p.stat().st_mtime_ns for p in cached] == stamps
     assert catalog.get_spec(f"ensemble:{out}").sources == TWO
     assert main([*args[:3], "htdemucs", *args[4:]]) == 2  # one member only
+    missing = [*args[:5], str(tmp_path / "nothing"), *args[6:]]
+    assert main(missing) == exit_status(ErrorCode.INPUT_MISSING)
 
 
 def test_framewise_sdr_is_museval_v4_sdr() -> None:
