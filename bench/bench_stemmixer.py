@@ -14,7 +14,8 @@ per-frequency choice; it says nothing about real music.
 
 Cost (`--cost`): random-weight test models of htdemucs and mdx-voc-ft (`--size full`: the
 released sizes), served as ``ensemble:DIR`` with an untrained mixer of the default
-settings (2048/512, context 3: the mixer's cost does not depend on its weights). In one
+settings (2048/512, frequency channel, context 1: its cost does not depend on its
+weights). In one
 process, fp32, on one torch thread count: the members alone (their whole-file passes),
 the mixer's pass over their outputs, the ratio mixer / members, and the served
 ensemble's time to first region. Machines are noisy: compare the ratios, not times across
@@ -38,9 +39,9 @@ sys.path.insert(0, str(ROOT))
 VARIANTS = (  # label, phase, freq feature, context
     ("paper (complex blend)", "complex", False, 1),
     ("paper, A's phase", "member_a", False, 1),
-    ("+ frequency", "complex", True, 1),
+    ("+ frequency (default)", "complex", True, 1),
     ("+ frequency, A's phase", "member_a", True, 1),
-    ("+ frequency + context 3 (default)", "complex", True, 3),
+    ("+ frequency + context 3", "complex", True, 3),
 )
 
 

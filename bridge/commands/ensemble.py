@@ -2,7 +2,7 @@
 
     stembridge ensemble train --members A,B --musdb PATH --out DIR [--epochs 100]
                               [--segment 7] [--seed 0] [--batch-size 8] [--device cpu]
-                              [--phase complex|member_a] [--context 3] [--no-freq-feature]
+                              [--phase complex|member_a] [--context 1] [--no-freq-feature]
                               [--n-fft 2048] [--hop 512] [--cache DIR]
 
 PATH is a folder of ``<track>/mixture.wav`` + ``<stem>.wav`` (MUSDB18-HQ's layout). Both
@@ -39,7 +39,8 @@ def add_parser(sub: Any) -> None:
     t.add_argument("--val-fraction", type=float, default=0.2)
     t.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (members and mixer)")
     t.add_argument("--phase", choices=("complex", "member_a"), default="complex")
-    t.add_argument("--context", type=int, default=3, help="frames the first layer sees (odd)")
+    t.add_argument("--context", type=int, default=1,
+                   help="frames the first layer sees (odd; 1: the paper's 1x1)")
     t.add_argument("--no-freq-feature", action="store_true",
                    help="the paper's 4 input channels only (no frequency channel)")
     t.add_argument("--n-fft", type=int, default=2048)

@@ -84,7 +84,7 @@ class MixerConfig:
     hop: int = 512
     phase: str = "complex"
     freq_feature: bool = True
-    context: int = 3
+    context: int = 1
     hidden: tuple[int, int] = (32, 16)
 
     def __post_init__(self) -> None:

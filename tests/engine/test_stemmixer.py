@@ -159,7 +159,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_served_mixer_streams_like_a_whole_file_pass(root: Path, tmp_path: Path) -> None:
     """``ensemble:DIR`` through the chunk loop: from a cursor, resumed, whole file."""
-    cfg = sm.MixerConfig(MEMBERS, TWO, 44100, n_fft=1024, hop=256)
+    cfg = sm.MixerConfig(MEMBERS, TWO, 44100, n_fft=1024, hop=256, context=3)
     nets = _randomised(sm.build(cfg))
     sm.save(tmp_path / "mixer", cfg, nets, {})
     name = f"ensemble:{tmp_path / 'mixer'}"
@@ -248,7 +248,7 @@ def test_controlled_experiment_learned_beats_members_and_fixed_rules() -> None:
     train = _tiny_tracks(5, 2.0)
     test = [(s, *syn.members(s, RATE)) for s in (syn.song(100 + i, 2.0, RATE)
                                                   for i in range(3))]
-    cfg = _small()
+    cfg = _small(context=3)  # in so short a training, context 3 converges sooner
     result = tr.train(cfg, train, tr.TrainSettings(epochs=6, segment=0.25, batch_size=1))
 
     def score(make: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
