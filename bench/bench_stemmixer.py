@@ -127,7 +127,7 @@ def cost(args: argparse.Namespace) -> None:
             ests = [torch.stack([o[g].sum(0) for g in mp]) for o, mp in zip(outs, maps,
                                                                           strict=True)]
             t0 = time.perf_counter()
-            sm.mix_track(model.trained.nets, cfg, ests[0], ests[1])
+            sm.mix_track(model.mixer, cfg, ests[0], ests[1])  # as served (fused)
             mixer_s = time.perf_counter() - t0
             stats = ChunkStats()
             t0 = time.perf_counter()
