@@ -14,6 +14,7 @@
     stembridge master FILE... [--preset streaming|loud|reference] [--platform NAME] ...
     stembridge analyze FILE... [--json] [--plot OUT.png]
     stembridge eval --model NAME[,NAME...] --musdb PATH|builtin [--compare BASELINE.json]
+    stembridge ensemble train --members A,B --musdb PATH --out DIR [--epochs N] [--seed S]
 
 This module holds the parser and `main`; the commands live in `bridge.commands` (split,
 server, client). Exit status: 0 success; otherwise the code of the first error (see
@@ -33,6 +34,7 @@ from bridge import preview
 from bridge.commands import analyze as analyze_cmd
 from bridge.commands import batch, install_daw
 from bridge.commands import cache as cache_command
+from bridge.commands import ensemble as ensemble_cmd
 from bridge.commands import eval as eval_cmd
 from bridge.commands import master as master_cmd
 from bridge.commands.client import add_address_options, cmd_client, cmd_stop
@@ -69,7 +71,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    "stems, htdemucs for 4, htdemucs_6s for 5 and 6); see `stembridge models "
                    "list`. An "
                    "ensemble joins names with '+', e.g. mdx-voc-ft+htdemucs, optionally "
-                   "@avg_wave|median_wave|min_spec|max_spec|avg_fft (default avg_wave)")
+                   "@avg_wave|median_wave|min_spec|max_spec|avg_fft (default avg_wave); a trained "
+                   "StemMixer is ensemble:DIR (stembridge ensemble train)")
     s.add_argument("--out", type=Path, default=Path("stems"),
                    help="output folder; each input gets a sub-folder (default: ./stems)")
     add_output_arguments(s)
@@ -164,6 +167,7 @@ def _build_parser() -> argparse.ArgumentParser:
     master_cmd.add_parser(sub)
     analyze_cmd.add_parser(sub)
     eval_cmd.add_parser(sub)
+    ensemble_cmd.add_parser(sub)
     return p
 
 
@@ -213,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             return eval_cmd.cmd_eval(args)
         if args.command in ("submit", "status", "cancel", "ping"):
             return cmd_client(args)
+        if args.command == "ensemble":
+            return ensemble_cmd.cmd_ensemble(args)
         if args.command == "cache":
             return cache_command.cmd_cache(args)
         return cmd_models(args)

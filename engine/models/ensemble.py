@@ -99,7 +99,9 @@ def normalise_stem(name: str) -> str:
 
 
 def is_ensemble(name: str) -> bool:
-    return "+" in name or name.split("@")[0] in ENSEMBLES
+    """Whether `name` is a fixed ensemble (``A+B``, a named one) or a trained StemMixer
+    (``ensemble:NAME``, `engine.models.stemmixer`)."""
+    return "+" in name or name.split("@")[0] in ENSEMBLES or name.startswith("ensemble:")
 
 
 def parse(name: str) -> EnsembleEntry:
@@ -158,6 +160,10 @@ def spec_for(name: str) -> ModelSpec:
     version, the algorithm and the weights (so the results cache tells ensembles apart)."""
     from engine.models import catalog
 
+    if name.startswith("ensemble:"):
+        from engine.models import stemmixer
+
+        return stemmixer.spec_for(name)
     entry = parse(name)
     members = [catalog.get_spec(m) for m in entry.members]
     rates = {s.samplerate for s in members}
@@ -205,6 +211,8 @@ class EnsembleModel:
         self.maps = [stem_map(m.spec.sources, spec.sources) for m in self.members]
         self.segment_length = max(m.segment_length for m in self.members)
         self.nets = [n for m in self.members for n in _nets(m)]
+        #: How far (samples) an output sample reaches into the member audio.
+        self.margin = MARGIN if self.algorithm in SPECTRAL else 0
 
     @property
     def device(self) -> torch.device:
@@ -247,7 +255,7 @@ class EnsembleModel:
         member_stats = [ChunkStats() for _ in self.members]
         latest: dict[int, ChunkProgress] = {}
         t0 = time.perf_counter()
-        margin = MARGIN if self.algorithm in SPECTRAL else 0
+        margin = self.margin
         # A spectral output sample needs member audio within `margin`: members recompute
         # that much inside each range finished earlier (not at the track's ends).
         member_done = [(a if a <= 0 else a + margin, b if b >= total else b - margin)
@@ -379,29 +387,34 @@ def spectral(algorithm: str, xs: Sequence[torch.Tensor], w: torch.Tensor, a: int
         pick = mag.argmin(0) if algorithm == "min_spec" else mag.argmax(0)
         comb = torch.take_along_dim(spec, pick[None], 0)[0]
     back = torch.fft.irfft(comb, n=N_FFT, dim=-1) * win  # (ch, K, n_fft)
-    out = _overlap_add(back)
-    norm = _overlap_add((win**2).expand(back.shape[-2], N_FFT)[None])[0]
+    out = overlap_add(back)
+    norm = overlap_add((win**2).expand(back.shape[-2], N_FFT)[None])[0]
     res = out / norm
     return res[..., a - s0:b - s0]
 
 
-def _overlap_add(frames: torch.Tensor) -> torch.Tensor:
-    """(..., K, N_FFT) frames HOP apart -> (..., (K - 1)·HOP + N_FFT) summed."""
+def overlap_add(frames: torch.Tensor, n_fft: int = N_FFT, hop: int = HOP) -> torch.Tensor:
+    """(..., K, n_fft) frames `hop` apart (n_fft a multiple of hop) -> (...,
+    (K - 1)·hop + n_fft) summed."""
     import torch
 
-    q = N_FFT // HOP
+    q = n_fft // hop
     k = frames.shape[-2]
-    parts = frames.reshape(*frames.shape[:-1], q, HOP)
-    out = torch.zeros(*frames.shape[:-2], k + q - 1, HOP, dtype=frames.dtype)
+    parts = frames.reshape(*frames.shape[:-1], q, hop)
+    out = torch.zeros(*frames.shape[:-2], k + q - 1, hop, dtype=frames.dtype)
     for i in range(q):
         out[..., i:i + k, :] += parts[..., i, :]
-    return out.reshape(*frames.shape[:-2], (k + q - 1) * HOP)
+    return out.reshape(*frames.shape[:-2], (k + q - 1) * hop)
 
 
 def load(name: str, device: torch.device, models_root: Path) -> EnsembleModel:
     """Load every member of ensemble `name` onto `device`."""
     from engine.models import registry
 
+    if name.startswith("ensemble:"):
+        from engine.models import stemmixer
+
+        return stemmixer.load(name, device, models_root)
     spec = spec_for(name)
     entry = parse(name)
     members = [registry.load(m, device, models_root) for m in entry.members]

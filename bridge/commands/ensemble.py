@@ -1,0 +1,144 @@
+"""`stembridge ensemble train`: train a StemMixer (a learned blend of two models).
+
+    stembridge ensemble train --members A,B --musdb PATH --out DIR [--epochs 100]
+                              [--segment 7] [--seed 0] [--batch-size 8] [--device cpu]
+                              [--phase complex|member_a] [--context 1] [--no-freq-feature]
+                              [--n-fft 2048] [--hop 512] [--cache DIR]
+
+PATH is a folder of ``<track>/mixture.wav`` + ``<stem>.wav`` (MUSDB18-HQ's layout). Both
+members' estimates are computed once and cached (``DIR/estimates`` unless --cache), the
+mixer is trained and written to DIR (``stemmixer.safetensors``, ``stemmixer.json``,
+``loss.png`` when matplotlib is installed). Use it as the model ``ensemble:DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bridge.commands import report
+
+
+def add_parser(sub: Any) -> None:
+    e = sub.add_parser("ensemble", help="train a learned ensemble (StemMixer) of two models")
+    esub = e.add_subparsers(dest="ensemble_command", required=True)
+    t = esub.add_parser("train", help="train a StemMixer on a folder of multitrack songs")
+    t.add_argument("--members", required=True, help="two model names, e.g. htdemucs,mdx-voc-ft"
+                   " (the first gives the phase with --phase member_a)")
+    t.add_argument("--musdb", required=True, type=Path, metavar="PATH",
+                   help="folder of <track>/mixture.wav + <stem>.wav (MUSDB18-HQ layout)")
+    t.add_argument("--out", required=True, type=Path, metavar="DIR", help="the mixer's folder")
+    t.add_argument("--epochs", type=int, default=100)
+    t.add_argument("--segment", type=float, default=7.0, help="training crop, seconds")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--patience", type=int, default=10, help="early stopping, epochs")
+    t.add_argument("--val-fraction", type=float, default=0.2)
+    t.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (members and mixer)")
+    t.add_argument("--phase", choices=("complex", "member_a"), default="complex")
+    t.add_argument("--context", type=int, default=1,
+                   help="frames the first layer sees (odd; 1: the paper's 1x1)")
+    t.add_argument("--no-freq-feature", action="store_true",
+                   help="the paper's 4 input channels only (no frequency channel)")
+    t.add_argument("--n-fft", type=int, default=2048)
+    t.add_argument("--hop", type=int, default=512)
+    t.add_argument("--cache", type=Path, default=None,
+                   help="where the members' estimates are cached (default DIR/estimates)")
+    t.add_argument("--quiet", "-q", action="store_true", help="no progress line")
+
+
+def _line(quiet: bool, text: str, end: bool = False) -> None:
+    if not quiet:
+        sys.stderr.write("\r" + text.ljust(78) + ("\n" if end else ""))
+        sys.stderr.flush()
+
+
+def plot(history: list[dict[str, float]], out: Path) -> Path | None:
+    """The training and validation loss per epoch into `out` (None without matplotlib)."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from protocol.files import make_temp, publish
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    epochs = [h["epoch"] for h in history]
+    ax.plot(epochs, [h["train_loss"] for h in history], label="training")
+    ax.plot(epochs, [h["val_loss"] for h in history], label="validation")
+    ax.set(xlabel="epoch", ylabel="L1 spectrogram loss", title="StemMixer training",
+           yscale="log")
+    ax.legend()
+    tmp = make_temp(out.parent, ".png")
+    try:
+        fig.savefig(str(tmp), format="png", dpi=100)
+        publish(tmp, out)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from engine import __version__
+    from engine.config import Limits
+    from engine.device import select_device
+    from engine.errors import InvalidArgumentError
+    from engine.models import catalog, stemmixer, trackset, training
+    from protocol import settings
+
+    members = [m.strip() for m in args.members.split(",") if m.strip()]
+    if len(members) != 2:
+        raise InvalidArgumentError(f"--members names two models, e.g. htdemucs,mdx-voc-ft, "
+                                   f"not {args.members!r}.")
+    if args.musdb.resolve() in (args.out.resolve(), *args.out.resolve().parents):
+        raise InvalidArgumentError("--out must not lie inside the --musdb folder (the "
+                                   "training data is only read).")
+    device = select_device(args.device)
+    out: Path = args.out
+    cache = args.cache or out / "estimates"
+    t0 = time.perf_counter()
+    stems, rate, tracks = trackset.prepare(
+        members, args.musdb, cache, settings.models_dir(), device, Limits(),
+        progress=lambda i, n, name: _line(args.quiet, f"estimates {i}/{n} {name}", i == n))
+    config = stemmixer.MixerConfig(
+        (members[0], members[1]), stems, rate, args.n_fft, args.hop, args.phase,
+        not args.no_freq_feature, args.context)
+    opts = training.TrainSettings(args.epochs, args.segment, args.batch_size, 1e-3, args.seed,
+                                  args.patience, 5, args.val_fraction, str(device))
+
+    def on_epoch(p: training.Progress) -> None:
+        eta = p.elapsed / p.epoch * (p.epochs - p.epoch)
+        _line(args.quiet, f"epoch {p.epoch}/{p.epochs} train {p.train_loss:.5f} val "
+              f"{p.val_loss:.5f} lr {p.lr:.0e} ETA {eta:.0f} s (at most)")
+
+    result = training.train(config, tracks, opts, on_epoch)
+    _line(args.quiet, f"best epoch {result.best_epoch}: validation loss "
+          f"{result.best_val_loss:.5f}", True)
+    facts: dict[str, Any] = {
+        "members": [{"name": m, "version": catalog.get_spec(m).version} for m in members],
+        "engine_version": __version__,
+        "training": {"data": str(args.musdb.resolve()), "layout": "<track>/mixture.wav + "
+                     "<stem>.wav", "tracks": len(tracks), "train_tracks": result.train_tracks,
+                     "val_tracks": result.val_tracks, "epochs_run": len(result.history),
+                     "loss": "L1 on the complex spectrogram", "seed": args.seed,
+                     "settings": {k: getattr(opts, k) for k in opts.__dataclass_fields__},
+                     "seconds": round(time.perf_counter() - t0, 1),
+                     "history": result.history},
+        "validation": training.validation_figures(result, config, tracks),
+    }
+    digest = stemmixer.save(out, config, result.nets, facts)
+    png = plot(result.history, out / "loss.png")
+    print(f"StemMixer written to {out} (sha256 {digest[:12]}...); "
+          f"split with --model ensemble:{out.resolve()}")
+    for stem, row in facts["validation"]["sdr_global"].items():
+        print(f"  {stem:<12} mixer {row['mixer']:6.2f} dB   {members[0]} {row['member_a']:6.2f}"
+              f" dB   {members[1]} {row['member_b']:6.2f} dB   (validation, global SDR)")
+    if png is None:
+        report.warning("matplotlib is not installed: no loss curve was drawn.")
+    return 0
