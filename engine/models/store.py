@@ -36,7 +36,9 @@ def weights_id(name: str, models_root: Path) -> str:
     released ones, or two fetches of a model, never share results."""
     from engine.models import ensemble
 
-    members = ensemble.parse(name).members if ensemble.is_ensemble(name) else (name,)
+    members: tuple[str, ...] = (name,)
+    if ensemble.is_ensemble(name):  # named, A+B, or a trained mixer (ensemble:NAME)
+        members = tuple(catalog.get_spec(name).extra.get("members", ()))
     parts = []
     for member in members:
         try:

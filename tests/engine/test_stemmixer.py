@@ -189,6 +189,29 @@ def test_served_mixer_streams_like_a_whole_file_pass(root: Path, tmp_path: Path)
     assert catalog.get_spec(name).version != version
 
 
+def test_engine_splits_with_a_mixer_and_caches_by_its_weights(root: Path,
+                                                             tmp_path: Path) -> None:
+    import soundfile as sf
+
+    from engine.config import EngineConfig
+    from engine.separator import Engine, SplitRequest
+
+    cfg = sm.MixerConfig(MEMBERS, TWO, 44100, n_fft=1024, hop=256)
+    sm.save(tmp_path / "mixer", cfg, _randomised(sm.build(cfg)), {})
+    src = tmp_path / "song.wav"
+    rng = np.random.default_rng(3)
+    sf.write(src, (0.2 * rng.standard_normal((N, 2))).astype(np.float32), 44100)
+    engine = Engine(EngineConfig(device="cpu", precision="fp32", models_dir=root,
+                                 cache_dir=tmp_path / "cache"))
+    request = SplitRequest(src, stems=2, model=f"ensemble:{tmp_path / 'mixer'}")
+    first, _ = engine.split(request)
+    again, _ = engine.split(request)
+    assert (first.cache_hit, again.cache_hit) == (False, True)
+    sm.save(tmp_path / "mixer", cfg, _randomised(sm.build(cfg), seed=2), {})  # retrained
+    retrained, _ = engine.split(request)
+    assert retrained.cache_hit is False
+
+
 def test_train_command_writes_a_servable_mixer(root: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     import soundfile as sf
