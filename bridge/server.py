@@ -321,7 +321,8 @@ class StembridgeServer:
 
         self.send(addr, Welcome(
             engine_version=__version__, protocol_version=PROTOCOL_VERSION,
-            models_available=model_names(), models_loaded=self.engine.loaded_models(),
+            models_available=model_names(self.engine.config.resolved_models_dir()),
+            models_loaded=self.engine.loaded_models(),
             device=str(self.engine.device), precision=self.engine.precision,
             capabilities=list(CAPABILITIES), output_root=str(self.config.output_root)))
 

@@ -59,7 +59,9 @@ def cmd_models(args: argparse.Namespace) -> int:
               "into the model's folder here:")
         for r in rows:
             if r["family"] == "ensemble":
-                print(f"  {r['name']}: the files of each member ({', '.join(r['members'])})")
+                mixer = f" and its folder {r['folder']}" if r["algorithm"] == "stemmixer" else ""
+                print(f"  {r['name']}: the files of each member ({', '.join(r['members'])})"
+                      f"{mixer}")
                 continue
             if r["embedded"]:
                 print(f"  {r['name']}: nothing to copy; its weights come with "

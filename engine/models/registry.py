@@ -31,12 +31,29 @@ def all_specs() -> dict[str, ModelSpec]:
     return dict(catalog.SPECS)
 
 
-def model_names() -> list[str]:
+def model_names(models_root: Path | None = None) -> list[str]:
     """Every name a request may give as its model (the embedded default first), then the
-    named ensembles (`engine.models.ensemble.ENSEMBLES`): the server's `models_available`."""
+    named ensembles (`engine.models.ensemble.ENSEMBLES`), then the trained mixers under
+    `models_root` (`trained_mixers`): the server's `models_available`."""
     from engine.models import ensemble
 
-    return list(catalog.SPECS) + list(ensemble.ENSEMBLES)
+    mixers = trained_mixers(models_root) if models_root is not None else []
+    return list(catalog.SPECS) + list(ensemble.ENSEMBLES) + mixers
+
+
+def trained_mixers(models_root: Path) -> list[str]:
+    """The names of the trained StemMixers in `models_root` (folders holding
+    ``stemmixer.json``): ``ensemble:NAME`` when `models_root` is the models directory
+    that such names resolve in, else ``ensemble:/absolute/folder``."""
+    from engine.models import stemmixer
+    from protocol import settings
+
+    try:
+        folders = sorted(p.parent for p in Path(models_root).glob(f"*/{stemmixer.CONFIG_NAME}"))
+    except OSError:
+        return []
+    local = Path(models_root).resolve() == settings.models_dir().resolve()
+    return [f"{stemmixer.PREFIX}{f.name if local else f.resolve()}" for f in folders]
 
 
 def list_models(models_root: Path) -> list[dict[str, Any]]:
@@ -58,7 +75,36 @@ def list_models(models_root: Path) -> list[dict[str, Any]]:
             "license": spec.license,
             "scores": [{"benchmark": b, "stem": s, "sdr": v} for b, s, v in spec.scores],
         })
-    return rows + _ensemble_rows(models_root)
+    return rows + _ensemble_rows(models_root) + _mixer_rows(models_root)
+
+
+def _mixer_rows(models_root: Path) -> list[dict[str, Any]]:
+    """The trained mixers as `list_models` rows (family ``ensemble``, algorithm
+    ``stemmixer``); a damaged one is listed with what is wrong instead of its facts."""
+    from engine.errors import StembridgeError
+
+    rows = []
+    for name in trained_mixers(models_root):
+        try:
+            spec = catalog.get_spec(name)
+        except StembridgeError as err:
+            rows.append({"name": name, "version": "", "family": "ensemble", "stems": [],
+                         "samplerate": 0, "size_mb": 0.0, "embedded": False,
+                         "installed": None, "description": f"Unusable: {err}",
+                         "members": [], "algorithm": "stemmixer", "folder": "",
+                         "files": "", "source": "trained here", "license": "",
+                         "scores": []})
+            continue
+        rows.append({
+            "name": name, "version": spec.version, "family": "ensemble",
+            "stems": list(spec.sources), "samplerate": spec.samplerate,
+            "size_mb": spec.size_mb, "embedded": False,
+            "installed": spec.extra["folder"], "description": spec.description,
+            "members": list(spec.extra["members"]), "algorithm": "stemmixer",
+            "folder": spec.extra["folder"], "files": "", "source": "trained here",
+            "license": spec.license, "scores": [],
+        })
+    return rows
 
 
 def _ensemble_rows(models_root: Path) -> list[dict[str, Any]]:

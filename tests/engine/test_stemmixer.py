@@ -212,6 +212,26 @@ def test_engine_splits_with_a_mixer_and_caches_by_its_weights(root: Path,
     assert retrained.cache_hit is False
 
 
+def test_trained_mixers_are_listed_and_offered(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    models = tmp_path / "models"
+    cfg = sm.MixerConfig(MEMBERS, TWO, 44100, n_fft=1024, hop=256)
+    sm.save(models / "mine", cfg, _randomised(sm.build(cfg)), {})
+    (models / "broken").mkdir()
+    (models / "broken" / sm.CONFIG_NAME).write_text("{not json")
+    monkeypatch.setenv("STEMBRIDGE_MODELS_DIR", str(models))
+    assert registry.model_names(models)[-2:] == ["ensemble:broken", "ensemble:mine"]
+    rows = {r["name"]: r for r in registry.list_models(models)}
+    mine = rows["ensemble:mine"]
+    assert (mine["algorithm"], mine["members"], mine["stems"]) == (
+        "stemmixer", list(MEMBERS), list(TWO))
+    assert mine["version"] == catalog.get_spec("ensemble:mine").version
+    assert rows["ensemble:broken"]["description"].startswith("Unusable: ")
+    other = tmp_path / "elsewhere"  # not the models directory: absolute names
+    sm.save(other / "x", cfg, _randomised(sm.build(cfg)), {})
+    assert registry.trained_mixers(other) == [f"ensemble:{(other / 'x').resolve()}"]
+
+
 def test_train_command_writes_a_servable_mixer(root: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     import soundfile as sf
