@@ -179,6 +179,25 @@ class Engine:
                     torch.cuda.empty_cache()
             return model
 
+    def accelerate(self, name: str, *, wait: bool = False) -> list[Any]:
+        """Start compiling model `name`'s forward for this engine's precision and batch
+        size in the background (`engine.acceleration`; its code is cached under
+        ``<models dir>/.compiled``); jobs run eagerly until it is ready. `wait`: return
+        when every build has finished (benchmarks). Returns the `FastForward`s (their
+        `status` says what happened); [] for a model without a compiled path."""
+        model = self.model(name)
+        hook = getattr(model, "accelerate", None)
+        if hook is None:
+            return []
+        from engine.artifacts import ArtifactCache
+
+        cache = ArtifactCache(self.config.resolved_models_dir() / ".compiled")
+        fasts = list(hook(cache, self.precision, self.config.batch_size or 1))
+        if wait:
+            for fast in fasts:
+                fast.join()
+        return fasts
+
     def memory_budget(self) -> int:
         """Bytes the warm models' weights may take (see `EngineConfig.model_memory_mb`)."""
         if self.config.model_memory_mb:

@@ -23,6 +23,7 @@ flags override these; these override the built-in defaults below. PROTOCOL.md
 | ``STEMBRIDGE_MODEL_MEMORY_MB`` | budget for warm models, MB (0: automatic) | 0 |
 | ``STEMBRIDGE_OFFLINE`` (or ``HF_HUB_OFFLINE``) | never try to download | off |
 | ``STEMBRIDGE_MODELS_MIRROR`` | base URL serving ``<model>/<file>`` instead of each file's origin | none |
+| ``STEMBRIDGE_COMPILE`` | ``off``: never compile a model's forward (always eager) | auto |
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ VARIABLES: dict[str, str] = {
     "STEMBRIDGE_MODEL_MEMORY_MB": "budget for warm models, MB (0: automatic)",
     "STEMBRIDGE_OFFLINE": "1: never try to download",
     "STEMBRIDGE_MODELS_MIRROR": "base URL serving <model>/<file> instead of each file's origin",
+    "STEMBRIDGE_COMPILE": "off: never compile a model's forward (always eager)",
 }
 
 
@@ -99,6 +101,12 @@ def get_int(name: str, default: int) -> int:
 def get_flag(*names: str) -> bool:
     """True when any of the variables is set to 1/true/yes/on."""
     return any((get(n) or "").strip().lower() in ("1", "true", "yes", "on") for n in names)
+
+
+def compile_enabled() -> bool:
+    """False when ``STEMBRIDGE_COMPILE`` is off/0/no/false (compiled forwards unused)."""
+    return (get("STEMBRIDGE_COMPILE") or "auto").strip().lower() not in (
+        "off", "0", "no", "false")
 
 
 def cache_root() -> Path:
