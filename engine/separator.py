@@ -169,6 +169,8 @@ class Engine:
 
             model = registry.load(name, self.device, self.config.resolved_models_dir())
             self._models[name] = model
+            if self.config.compile:
+                self._accelerate(model)
             budget = self.memory_budget()
             while len(self._models) > 1 and sum(map(_model_bytes, self._models.values())) > budget:
                 oldest = next(iter(self._models))
@@ -185,18 +187,20 @@ class Engine:
         ``<models dir>/.compiled``); jobs run eagerly until it is ready. `wait`: return
         when every build has finished (benchmarks). Returns the `FastForward`s (their
         `status` says what happened); [] for a model without a compiled path."""
-        model = self.model(name)
+        fasts = self._accelerate(self.model(name))
+        if wait:
+            for fast in fasts:
+                fast.join()
+        return fasts
+
+    def _accelerate(self, model: Any) -> list[Any]:
         hook = getattr(model, "accelerate", None)
         if hook is None:
             return []
         from engine.artifacts import ArtifactCache
 
         cache = ArtifactCache(self.config.resolved_models_dir() / ".compiled")
-        fasts = list(hook(cache, self.precision, self.config.batch_size or 1))
-        if wait:
-            for fast in fasts:
-                fast.join()
-        return fasts
+        return list(hook(cache, self.precision, self.config.batch_size or 1))
 
     def memory_budget(self) -> int:
         """Bytes the warm models' weights may take (see `EngineConfig.model_memory_mb`)."""

@@ -82,3 +82,29 @@ def test_the_engine_starts_no_build_without_a_compiled_path(tmp_path):
     engine = Engine(EngineConfig(models_dir=Path(tmp_path)))
     engine._models["plain"] = Plain()  # type: ignore[assignment]
     assert engine.accelerate("plain") == []
+
+
+def test_thread_settings_are_set_before_torch_and_respect_the_user(tmp_path):
+    """`configure_threads` sets libgomp's spin count in a process that has not imported
+    torch yet, never over the user's own wait policy, and reports when it is too late."""
+    import os
+    import subprocess
+    import sys
+
+    from engine.device import GOMP_SPINCOUNT, configure_threads
+
+    code = ("import os, sys; from engine.device import configure_threads; "
+            "print(configure_threads(), 'torch' in sys.modules, "
+            "os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))")
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    root = str(Path(__file__).resolve().parents[2])
+    for extra, want in (({}, f"True False {GOMP_SPINCOUNT} None"),
+                        ({"OMP_WAIT_POLICY": "ACTIVE"}, "True False None ACTIVE"),
+                        ({"GOMP_SPINCOUNT": "7"}, "True False 7 None")):
+        env = {**base, **extra, "PYTHONPATH": root}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, check=True).stdout.split()
+        assert " ".join(out) == want
+    env_here: dict[str, str] = {}
+    assert configure_threads(env_here) is False and env_here == {}  # torch is loaded here
