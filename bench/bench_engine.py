@@ -3,6 +3,8 @@
     python bench/bench_engine.py --model htdemucs --seconds 30 300 --precision fp32 bf16
     python bench/bench_engine.py --model spleeter-2stems --seconds 60
     python bench/bench_engine.py --model htdemucs --seconds 1200 --rss-only
+    python bench/bench_engine.py --seconds 30 --precision fp32 bf16 --paths eager compiled \
+        --process --repeats 3
 
 For every duration it prints: wall time of a warm `Engine` job (decode to files written),
 real-time factor (wall / audio seconds), time to the first finalized region, model-forward
@@ -14,6 +16,12 @@ mostly measure the autocast). Each precision also prints the machine's practical
 matrix product on the same threads at that precision, `bench/limits.py`), the model's
 arithmetic per audio second, and the fraction of the limit the forward pass reaches.
 `--rss-only` runs the job in a fresh child process and reports its peak RSS.
+`--paths eager compiled` adds rows for the compiled forward (`engine.acceleration`, built
+or loaded from ``<models dir>/.compiled`` before the rows are timed; skipped with the
+reason when unavailable). `--process` adds whole-process rows: `stembridge split` against
+a script that loads the same model with demucs, reads the file, runs `apply_model` and
+writes the stems, both at the same precision and threads. `--repeats N` alternates ours
+and theirs N times and compares medians (a loaded machine drifts between runs).
 
 Demucs models use random weights of the released architecture (`make-test --size full`),
 since real weights cannot be downloaded here; speed does not depend on weight values.
@@ -171,6 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=1,
                    help="alternate ours and theirs this many times; compare medians")
     args = p.parse_args(argv)
+    from engine.device import configure_threads
+
+    configure_threads()  # as the CLI does: this process and its children alike
 
     import torch
 
@@ -299,6 +310,9 @@ def _process_row(args, seconds: float, models: Path, work: Path, prec: str) -> N
                                          precision=prec, overlap=spec.default_overlap,
                                          out=str(theirs_out))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    from engine.device import configure_threads
+
+    configure_threads(env)  # the same OpenMP setting the CLI gives `split`, for both
     ours: list[float] = []
     theirs: list[float] = []
     for _ in range(max(1, args.repeats)):

@@ -124,15 +124,16 @@ GOMP_SPINCOUNT = "10000"
 
 def configure_threads(environ: MutableMapping[str, str] | None = None) -> bool:
     """Make OpenMP's idle threads yield the CPU soon (`GOMP_SPINCOUNT`) unless the user
-    chose a wait policy (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` set). OpenMP reads
-    this once, when torch is imported: call it first. Returns False when torch was
-    already imported (then it changes nothing)."""
+    chose a wait policy (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` set), in this
+    process's environment or in `environ` (a child's). OpenMP reads it once, when torch
+    is imported: call it first. Returns False when, for this process, torch was already
+    imported (then it changes nothing)."""
     import os
     import sys
 
-    env = os.environ if environ is None else environ
-    if "torch" in sys.modules:
+    if environ is None and "torch" in sys.modules:
         return False
+    env = os.environ if environ is None else environ
     if "OMP_WAIT_POLICY" not in env and "GOMP_SPINCOUNT" not in env:
         env["GOMP_SPINCOUNT"] = GOMP_SPINCOUNT
     return True

@@ -106,5 +106,6 @@ def test_thread_settings_are_set_before_torch_and_respect_the_user(tmp_path):
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                              text=True, check=True).stdout.split()
         assert " ".join(out) == want
-    env_here: dict[str, str] = {}
-    assert configure_threads(env_here) is False and env_here == {}  # torch is loaded here
+    assert "torch" in sys.modules and configure_threads() is False  # too late here
+    child: dict[str, str] = {}
+    assert configure_threads(child) is True and child == {"GOMP_SPINCOUNT": GOMP_SPINCOUNT}
