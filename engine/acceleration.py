@@ -14,7 +14,8 @@ Before a compiled forward is served, it runs once on a probe window and its outp
 compared with the eager forward's on the same window (`TOLERANCE`); one that differs is
 never used. Everything that can go wrong (no C++ compiler, a torch without
 `torch.compile`, a compile error, a damaged cache) leaves the eager forward in place and
-says why in `FastForward.status` and the log. ``STEMBRIDGE_COMPILE=off`` switches it off.
+says why in `FastForward.status` and the log. Nothing is compiled unless
+``STEMBRIDGE_COMPILE=on`` (off by default, see `protocol.settings.compile_enabled`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def unavailable_reason() -> str | None:
     version, Python's support for dynamo, a C++ compiler for inductor's CPU code (the
     search inductor itself does: ``$CXX``, else g++)."""
     if not settings.compile_enabled():
-        return "switched off (STEMBRIDGE_COMPILE=off)"
+        return "switched off (STEMBRIDGE_COMPILE is not on)"
     import torch
 
     if not hasattr(torch, "compile") or not hasattr(torch.compiler, "save_cache_artifacts"):

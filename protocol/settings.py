@@ -23,7 +23,7 @@ flags override these; these override the built-in defaults below. PROTOCOL.md
 | ``STEMBRIDGE_MODEL_MEMORY_MB`` | budget for warm models, MB (0: automatic) | 0 |
 | ``STEMBRIDGE_OFFLINE`` (or ``HF_HUB_OFFLINE``) | never try to download | off |
 | ``STEMBRIDGE_MODELS_MIRROR`` | base URL serving ``<model>/<file>`` instead of each file's origin | none |
-| ``STEMBRIDGE_COMPILE`` | ``off``: never compile a model's forward (always eager) | auto |
+| ``STEMBRIDGE_COMPILE`` | ``on``: the server compiles models' forwards in the background | off |
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ VARIABLES: dict[str, str] = {
     "STEMBRIDGE_MODEL_MEMORY_MB": "budget for warm models, MB (0: automatic)",
     "STEMBRIDGE_OFFLINE": "1: never try to download",
     "STEMBRIDGE_MODELS_MIRROR": "base URL serving <model>/<file> instead of each file's origin",
-    "STEMBRIDGE_COMPILE": "off: never compile a model's forward (always eager)",
+    "STEMBRIDGE_COMPILE": "on: the server compiles models' forwards in the background",
 }
 
 
@@ -104,9 +104,10 @@ def get_flag(*names: str) -> bool:
 
 
 def compile_enabled() -> bool:
-    """False when ``STEMBRIDGE_COMPILE`` is off/0/no/false (compiled forwards unused)."""
-    return (get("STEMBRIDGE_COMPILE") or "auto").strip().lower() not in (
-        "off", "0", "no", "false")
+    """True when ``STEMBRIDGE_COMPILE`` is on/1/yes/true: compiled forwards are built
+    (off by default: a build takes minutes to hours of CPU and its gain on a CPU is not
+    yet measured, see bench/bench_engine.py ``--paths compiled``)."""
+    return get_flag("STEMBRIDGE_COMPILE")
 
 
 def cache_root() -> Path:

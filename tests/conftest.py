@@ -13,9 +13,9 @@ import pytest
 # Tests never touch the network.
 os.environ.setdefault("STEMBRIDGE_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# Servers build compiled forwards in the background (minutes of CPU per model): tests
-# run eagerly, here and in every process they start; tests/engine/test_acceleration.py
-# switches it back on where it tests the compiler's paths.
+# Compiled forwards take minutes of CPU per model: tests run eagerly, here and in every
+# process they start, even where the developer's environment switches them on;
+# tests/engine/test_acceleration.py switches them on where it tests the compiler's paths.
 os.environ["STEMBRIDGE_COMPILE"] = "off"
 
 #: Every variable that decides where stembridge reads or writes per-user files. Before

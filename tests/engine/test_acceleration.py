@@ -33,7 +33,7 @@ def _eager_and_via_separator(model, x):
 
 def test_switched_off_stays_eager(htdemucs, tmp_path, monkeypatch):
     monkeypatch.setenv("STEMBRIDGE_COMPILE", "off")
-    assert "STEMBRIDGE_COMPILE=off" in (acceleration.unavailable_reason() or "")
+    assert "STEMBRIDGE_COMPILE is not on" in (acceleration.unavailable_reason() or "")
     fasts = htdemucs.accelerate(ArtifactCache(tmp_path), "fp32")
     try:
         assert len(fasts) == 1 and not fasts[0]._threads  # no build was started
@@ -52,7 +52,7 @@ def test_no_cpp_compiler_stays_eager(htdemucs, tmp_path, monkeypatch):
     """The real failure: inductor finds no C++ compiler (its search, a missing binary)."""
     import torch._inductor.config as inductor_config
 
-    monkeypatch.delenv("STEMBRIDGE_COMPILE", raising=False)
+    monkeypatch.setenv("STEMBRIDGE_COMPILE", "on")
     monkeypatch.setattr(inductor_config.cpp, "cxx", (None, str(tmp_path / "no-such-g++")))
     reason = acceleration.unavailable_reason()
     assert reason is not None and "C++ compiler" in reason
