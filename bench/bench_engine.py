@@ -72,11 +72,11 @@ def make_input(seconds: float, folder: Path, audio: str | None) -> Path:
     return path
 
 
-def models_dir_for(model: str, folder: Path) -> Path:
+def models_dir_for(model: str, folder: Path, size: str = "full") -> Path:
     from engine.models import demucs, testmodels
 
     if model in demucs.SPECS:
-        testmodels.make_test_model(model, folder, size="full", fmt="safetensors")
+        testmodels.make_test_model(model, folder, size=size, fmt="safetensors")
     return folder
 
 
@@ -169,6 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--precision", nargs="+", default=["auto"],
                    help="one or more of auto, fp32, bf16: every ratio is at one precision")
     p.add_argument("--batch-size", type=int, default=0)
+    p.add_argument("--size", default="full", choices=("full", "tiny"),
+                   help="demucs test model size (tiny: the chunk loop's own memory)")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-reference", action="store_true", help="skip apply_model")
     p.add_argument("--rss-only", action="store_true", help="peak RSS of a child process")
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     spec = get_spec(args.model)
     with tempfile.TemporaryDirectory(prefix="stembridge-bench-") as tmp:
         work = Path(tmp)
-        models = models_dir_for(args.model, work / "models")
+        models = models_dir_for(args.model, work / "models", args.size)
         for seconds in args.seconds:
             make_input(seconds, work, args.audio)
         if args.rss_only:

@@ -80,7 +80,7 @@ def test_the_engine_starts_no_build_without_a_compiled_path(tmp_path):
         pass
 
     engine = Engine(EngineConfig(models_dir=Path(tmp_path)))
-    engine._models["plain"] = Plain()  # type: ignore[assignment]
+    engine._models["plain"] = Plain()
     assert engine.accelerate("plain") == []
 
 
