@@ -189,8 +189,8 @@ class FastForward:
                 return module(x)
 
         fn = torch.compile(run, dynamic=False)
-        probe = torch.randn(*shape, generator=torch.Generator().manual_seed(0),
-                            device=next(iter(module.parameters())).device)
+        probe = torch.randn(*shape, generator=torch.Generator().manual_seed(0)).to(
+            next(iter(module.parameters())).device)
         with torch.inference_mode():
             got = fn(probe).float()
             want = run(probe).float()
