@@ -6,7 +6,8 @@ built in the background, served when ready, eager until then and whenever unavai
     fast.start((1, 2, 343980), "bf16")   # returns at once; builds in a thread
     out = fast(x)                        # eager until the build is done and checked
 
-The compiler is `torch.compile` (inductor, with the window's shape fixed). Its generated
+The compiler is `torch.compile` (inductor, with the window's shape fixed), of the whole
+forward or of the parts a model's `compiler` chooses (demucs: its layers, STFT eager). Its generated
 code is kept in the artifact cache (`engine.artifacts`) keyed by the model's identity and
 weights, the shape, the precision and the library versions, so a later process loads it
 instead of compiling again (tracing still takes seconds: that too runs in the background).

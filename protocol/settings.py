@@ -105,8 +105,8 @@ def get_flag(*names: str) -> bool:
 
 def compile_enabled() -> bool:
     """True when ``STEMBRIDGE_COMPILE`` is on/1/yes/true: compiled forwards are built
-    (off by default: a build takes minutes to hours of CPU and its gain on a CPU is not
-    yet measured, see bench/bench_engine.py ``--paths compiled``)."""
+    (off by default: a build takes minutes of CPU for a modest gain on a CPU so far, see
+    bench/bench_engine.py ``--paths compiled``)."""
     return get_flag("STEMBRIDGE_COMPILE")
 
 

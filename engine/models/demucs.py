@@ -149,9 +149,10 @@ def compile_layers(model: Any) -> Any:
     """A shallow copy of a demucs model (same weights) whose encoder and decoder layers
     (both branches) and cross-transformer layers are `torch.compile`d with fixed shapes;
     the STFT, iSTFT and the glue between layers stay eager. Compiling the whole forward
-    instead makes inductor generate one huge kernel around the complex STFT, which took
-    longer than 40 minutes to build on 2 busy cores; by layer it took 46 s (htdemucs,
-    fp32, released size) and ran 1.25x faster than eager (bench notes, issue 15)."""
+    instead made inductor generate one 90,000-line kernel around the complex STFT that
+    had not built after 40 minutes on 2 busy cores; by layer, htdemucs at the released
+    size built in minutes and ran one window 1.25x faster than eager at fp32 (1.14-1.5x
+    at bf16), same process, noisy machine (issue 15's closing note)."""
     import copy
 
     import torch
