@@ -3,6 +3,8 @@
     python bench/bench_engine.py --model htdemucs --seconds 30 300 --precision fp32 bf16
     python bench/bench_engine.py --model spleeter-2stems --seconds 60
     python bench/bench_engine.py --model htdemucs --seconds 1200 --rss-only
+    python bench/bench_engine.py --seconds 30 --precision fp32 bf16 --paths eager compiled \
+        --process --repeats 3
 
 For every duration it prints: wall time of a warm `Engine` job (decode to files written),
 real-time factor (wall / audio seconds), time to the first finalized region, model-forward
@@ -14,6 +16,12 @@ mostly measure the autocast). Each precision also prints the machine's practical
 matrix product on the same threads at that precision, `bench/limits.py`), the model's
 arithmetic per audio second, and the fraction of the limit the forward pass reaches.
 `--rss-only` runs the job in a fresh child process and reports its peak RSS.
+`--paths eager compiled` adds rows for the compiled forward (`engine.acceleration`, built
+or loaded from ``<models dir>/.compiled`` before the rows are timed; skipped with the
+reason when unavailable). `--process` adds whole-process rows: `stembridge split` against
+a script that loads the same model with demucs, reads the file, runs `apply_model` and
+writes the stems, both at the same precision and threads. `--repeats N` alternates ours
+and theirs N times and compares medians (a loaded machine drifts between runs).
 
 Demucs models use random weights of the released architecture (`make-test --size full`),
 since real weights cannot be downloaded here; speed does not depend on weight values.
@@ -27,6 +35,8 @@ import argparse
 import json
 import os
 import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -62,11 +72,11 @@ def make_input(seconds: float, folder: Path, audio: str | None) -> Path:
     return path
 
 
-def models_dir_for(model: str, folder: Path) -> Path:
+def models_dir_for(model: str, folder: Path, size: str = "full") -> Path:
     from engine.models import demucs, testmodels
 
     if model in demucs.SPECS:
-        testmodels.make_test_model(model, folder, size="full", fmt="safetensors")
+        testmodels.make_test_model(model, folder, size=size, fmt="safetensors")
     return folder
 
 
@@ -159,10 +169,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--precision", nargs="+", default=["auto"],
                    help="one or more of auto, fp32, bf16: every ratio is at one precision")
     p.add_argument("--batch-size", type=int, default=0)
+    p.add_argument("--size", default="full", choices=("full", "tiny"),
+                   help="demucs test model size (tiny: the chunk loop's own memory)")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-reference", action="store_true", help="skip apply_model")
     p.add_argument("--rss-only", action="store_true", help="peak RSS of a child process")
+    p.add_argument("--paths", nargs="+", default=["eager"], choices=("eager", "compiled"),
+                   help="engine forward paths to time (compiled: built or loaded first)")
+    p.add_argument("--process", action="store_true",
+                   help="also time whole processes: `stembridge split` vs an apply_model script")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="alternate ours and theirs this many times; compare medians")
     args = p.parse_args(argv)
+    from engine.device import configure_threads
+
+    configure_threads()  # as the CLI does: this process and its children alike
 
     import torch
 
@@ -174,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     spec = get_spec(args.model)
     with tempfile.TemporaryDirectory(prefix="stembridge-bench-") as tmp:
         work = Path(tmp)
-        models = models_dir_for(args.model, work / "models")
+        models = models_dir_for(args.model, work / "models", args.size)
         for seconds in args.seconds:
             make_input(seconds, work, args.audio)
         if args.rss_only:
@@ -182,7 +203,8 @@ def main(argv: list[str] | None = None) -> None:
             for seconds in args.seconds:
                 child_rss(args, seconds, models, work)
             return
-        print(f"torch threads {torch.get_num_threads()}; cpu count {os.cpu_count()}")
+        print(f"torch threads {torch.get_num_threads()}; cpu count {os.cpu_count()}; "
+              f"load average {os.getloadavg()}")
         flops_per_s = None
         for precision in args.precision:
             engine = Engine(EngineConfig(device=args.device, precision=precision,
@@ -199,29 +221,111 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"   model arithmetic: {flops_per_s / 1e9:.1f} GFLOP per audio second "
                       "(matmuls and convolutions)")
             warm = work / "warm.wav"
-            import shutil
-
             shutil.copy(work / f"input-{args.seconds[0]:g}s.wav", warm)
             run_job(engine, warm, args.model, work)  # warm-up (allocator, kernels)
-            for seconds in args.seconds:
-                path = work / f"input-{seconds:g}s.wav"
-                r = run_job(engine, path, args.model, work)
-                overhead = (r["wall"] - r["forward"]) / r["wall"] * 100
-                line = (f"[{seconds:g}s {prec}] engine wall {r['wall']:.2f}s  "
-                        f"RTF {r['wall'] / seconds:.3f}  first region {r['first_region']:.2f}s"
-                        f"  forward {r['forward']:.2f}s  overhead {overhead:.1f}%  peak RSS "
-                        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
-                if flops_per_s:
-                    got = flops_per_s * seconds / r["forward"] / 1e9
-                    line += f"  {got:.0f} GFLOP/s = {got / limit * 100:.0f}% of the limit"
-                print(line, flush=True)
-                if spec.family == "demucs" and not args.no_reference:
-                    ref = reference_apply_model(engine, args.model, path,
-                                                spec.default_overlap, prec)
-                    print(f"    demucs apply_model ({prec}, same autocast, shifts=0, overlap "
-                          f"{spec.default_overlap}): {ref:.2f}s RTF {ref / seconds:.3f}  -> "
-                          f"engine/apply_model at {prec}: {ref / r['wall']:.2f}x", flush=True)
+            for path_name in args.paths:
+                if path_name == "compiled" and not _compile(engine, args.model):
+                    continue
+                for seconds in args.seconds:
+                    _engine_row(engine, args, spec, seconds, work, prec, path_name, limit,
+                                flops_per_s)
+            if args.process and spec.family == "demucs":
+                for seconds in args.seconds:
+                    _process_row(args, seconds, models, work, prec)
 
+
+def _compile(engine, model: str) -> bool:
+    """Build (or load from the cache) the compiled forward; False when it is unavailable."""
+    t0 = time.perf_counter()
+    fasts = engine.accelerate(model, wait=True)
+    states = [s for f in fasts for s in f.status.values()]
+    print(f"   compiled forward: {states or 'none for this model'} "
+          f"({time.perf_counter() - t0:.1f}s)", flush=True)
+    return bool(states) and all(s.startswith("ready") for s in states)
+
+
+def _engine_row(engine, args, spec, seconds: float, work: Path, prec: str, path_name: str,
+                limit: float, flops_per_s: float | None) -> None:
+    """One engine job, then (demucs) apply_model at the same precision: the ratio.
+    With `--repeats`, ours and theirs alternate and the medians are compared."""
+    path = work / f"input-{seconds:g}s.wav"
+    ours: list[dict] = []
+    theirs: list[float] = []
+    for _ in range(max(1, args.repeats)):
+        ours.append(run_job(engine, path, args.model, work))
+        if spec.family == "demucs" and not args.no_reference:
+            theirs.append(reference_apply_model(engine, args.model, path,
+                                                spec.default_overlap, prec))
+    r = sorted(ours, key=lambda x: x["wall"])[len(ours) // 2]
+    overhead = (r["wall"] - r["forward"]) / r["wall"] * 100
+    line = (f"[{seconds:g}s {prec} {path_name}] engine wall {r['wall']:.2f}s  "
+            f"RTF {r['wall'] / seconds:.3f}  first region {r['first_region']:.2f}s"
+            f"  forward {r['forward']:.2f}s  overhead {overhead:.1f}%  peak RSS "
+            f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    if flops_per_s:
+        got = flops_per_s * seconds / r["forward"] / 1e9
+        line += f"  {got:.0f} GFLOP/s = {got / limit * 100:.0f}% of the limit"
+    print(line, flush=True)
+    if theirs:
+        ref = statistics.median(theirs)
+        print(f"    demucs apply_model ({prec}, same autocast, shifts=0, overlap "
+              f"{spec.default_overlap}): {ref:.2f}s RTF {ref / seconds:.3f}  -> "
+              f"engine ({path_name})/apply_model at {prec}: {ref / r['wall']:.2f}x "
+              f"(median of {len(theirs)}, interleaved)", flush=True)
+
+
+_THEIRS_PROCESS = """
+import sys, time
+t0 = time.perf_counter()
+import contextlib, numpy as np, soundfile as sf, torch
+from demucs.apply import apply_model
+from demucs.hf import load_safetensors_model
+from pathlib import Path
+model = load_safetensors_model(next(Path({folder!r}).glob("*.safetensors"))).eval()
+data, sr = sf.read({src!r}, dtype="float32", always_2d=True)
+mix = torch.from_numpy(data.T.copy())
+ref = mix.mean(0)
+mean, std = ref.mean(), ref.std()
+ctx = (torch.autocast("cpu", dtype=torch.bfloat16) if {precision!r} == "bf16"
+       else contextlib.nullcontext())
+with torch.inference_mode(), ctx:
+    out = apply_model(model, ((mix - mean) / std)[None], shifts=0, split=True,
+                      overlap={overlap}, device="cpu")[0].float() * std + mean
+for name, stem in zip(model.sources, out):
+    sf.write(str(Path({out!r}) / (name + ".wav")), stem.numpy().T, sr, subtype="FLOAT")
+"""
+
+
+def _process_row(args, seconds: float, models: Path, work: Path, prec: str) -> None:
+    """A whole process each: `stembridge split` against a script that loads demucs, reads
+    the file, runs apply_model and writes the stems (same threads, same precision)."""
+    from engine.models.registry import get_spec
+
+    src = work / f"input-{seconds:g}s.wav"
+    spec = get_spec(args.model)
+    ours_cmd = [sys.executable, "-m", "bridge", "split", str(src), "--model", args.model,
+                "--precision", prec, "--models-dir", str(models), "--out",
+                str(work / "split-out"), "--no-cache", "-q"]
+    theirs_out = work / "theirs-out"
+    theirs_out.mkdir(exist_ok=True)
+    theirs_code = _THEIRS_PROCESS.format(folder=str(models / args.model), src=str(src),
+                                         precision=prec, overlap=spec.default_overlap,
+                                         out=str(theirs_out))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    from engine.device import configure_threads
+
+    configure_threads(env)  # the same OpenMP setting the CLI gives `split`, for both
+    ours: list[float] = []
+    theirs: list[float] = []
+    for _ in range(max(1, args.repeats)):
+        for cmd, times in ((ours_cmd, ours), ([sys.executable, "-c", theirs_code], theirs)):
+            t0 = time.perf_counter()
+            subprocess.run(cmd, env=env, check=True, capture_output=True)
+            times.append(time.perf_counter() - t0)
+    a, b = statistics.median(ours), statistics.median(theirs)
+    print(f"[{seconds:g}s {prec} process] stembridge split {a:.2f}s  apply_model script "
+          f"{b:.2f}s  -> {b / a:.2f}x (median of {len(ours)}, interleaved; import, model "
+          "load, decode and writing included)", flush=True)
 
 if __name__ == "__main__":
     main()

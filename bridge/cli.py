@@ -196,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from engine.errors import StembridgeError
 
+    if args.command in ("split", "serve", "batch", "master"):  # they run torch here
+        from engine.device import configure_threads
+
+        configure_threads()
     try:
         if args.command == "split":
             return cmd_split(args)

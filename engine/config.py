@@ -83,6 +83,9 @@ class EngineConfig:
         model_memory_mb: budget for warm models' weights, in MB; the least recently used
             models are unloaded to stay under it (the model in use is always kept).
             0: a quarter of the machine's RAM (CPU) or half the GPU's memory.
+        compile: build each loaded model's compiled forward in the background
+            (`engine.acceleration`; jobs run eagerly until it is ready). The server sets
+            it; a one-shot process gains nothing from a build it would not live to use.
     """
 
     device: str = "auto"
@@ -95,6 +98,7 @@ class EngineConfig:
     model_memory_mb: float = field(default_factory=settings.model_memory_mb)
     limits: Limits = field(default_factory=Limits)
     cache_max_bytes: int = field(default_factory=settings.cache_max_bytes)
+    compile: bool = False
 
     def resolved_cache_dir(self) -> Path:
         return self.cache_dir if self.cache_dir is not None else results_cache_dir()

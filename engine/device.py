@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING
 
 from engine.errors import DeviceError, InvalidArgumentError
@@ -114,3 +114,26 @@ def auto_batch_size(device: torch.device, bytes_per_window: int) -> int:
         return 1
     free, _total = torch.cuda.mem_get_info(device)
     return int(max(1, min(16, (free // 2) // max(1, bytes_per_window))))
+
+
+#: libgomp's spin count before a waiting OpenMP thread sleeps (its default: 300,000).
+#: Measured (bench/bench_threads.py): with the cores shared, the default's spinning
+#: threads take the CPU from the thread everyone waits for.
+GOMP_SPINCOUNT = "10000"
+
+
+def configure_threads(environ: MutableMapping[str, str] | None = None) -> bool:
+    """Make OpenMP's idle threads yield the CPU soon (`GOMP_SPINCOUNT`) unless the user
+    chose a wait policy (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` set), in this
+    process's environment or in `environ` (a child's). OpenMP reads it once, when torch
+    is imported: call it first. Returns False when, for this process, torch was already
+    imported (then it changes nothing)."""
+    import os
+    import sys
+
+    if environ is None and "torch" in sys.modules:
+        return False
+    env = os.environ if environ is None else environ
+    if "OMP_WAIT_POLICY" not in env and "GOMP_SPINCOUNT" not in env:
+        env["GOMP_SPINCOUNT"] = GOMP_SPINCOUNT
+    return True

@@ -169,6 +169,8 @@ class Engine:
 
             model = registry.load(name, self.device, self.config.resolved_models_dir())
             self._models[name] = model
+            if self.config.compile:
+                self._accelerate(model)
             budget = self.memory_budget()
             while len(self._models) > 1 and sum(map(_model_bytes, self._models.values())) > budget:
                 oldest = next(iter(self._models))
@@ -178,6 +180,27 @@ class Engine:
 
                     torch.cuda.empty_cache()
             return model
+
+    def accelerate(self, name: str, *, wait: bool = False) -> list[Any]:
+        """Start compiling model `name`'s forward for this engine's precision and batch
+        size in the background (`engine.acceleration`; its code is cached under
+        ``<models dir>/.compiled``); jobs run eagerly until it is ready. `wait`: return
+        when every build has finished (benchmarks). Returns the `FastForward`s (their
+        `status` says what happened); [] for a model without a compiled path."""
+        fasts = self._accelerate(self.model(name))
+        if wait:
+            for fast in fasts:
+                fast.join()
+        return fasts
+
+    def _accelerate(self, model: Any) -> list[Any]:
+        hook = getattr(model, "accelerate", None)
+        if hook is None:
+            return []
+        from engine.artifacts import ArtifactCache
+
+        cache = ArtifactCache(self.config.resolved_models_dir() / ".compiled")
+        return list(hook(cache, self.precision, self.config.batch_size or 1))
 
     def memory_budget(self) -> int:
         """Bytes the warm models' weights may take (see `EngineConfig.model_memory_mb`)."""

@@ -23,6 +23,7 @@ flags override these; these override the built-in defaults below. PROTOCOL.md
 | ``STEMBRIDGE_MODEL_MEMORY_MB`` | budget for warm models, MB (0: automatic) | 0 |
 | ``STEMBRIDGE_OFFLINE`` (or ``HF_HUB_OFFLINE``) | never try to download | off |
 | ``STEMBRIDGE_MODELS_MIRROR`` | base URL serving ``<model>/<file>`` instead of each file's origin | none |
+| ``STEMBRIDGE_COMPILE`` | ``on``: the server compiles models' forwards in the background | off |
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ VARIABLES: dict[str, str] = {
     "STEMBRIDGE_MODEL_MEMORY_MB": "budget for warm models, MB (0: automatic)",
     "STEMBRIDGE_OFFLINE": "1: never try to download",
     "STEMBRIDGE_MODELS_MIRROR": "base URL serving <model>/<file> instead of each file's origin",
+    "STEMBRIDGE_COMPILE": "on: the server compiles models' forwards in the background",
 }
 
 
@@ -99,6 +101,13 @@ def get_int(name: str, default: int) -> int:
 def get_flag(*names: str) -> bool:
     """True when any of the variables is set to 1/true/yes/on."""
     return any((get(n) or "").strip().lower() in ("1", "true", "yes", "on") for n in names)
+
+
+def compile_enabled() -> bool:
+    """True when ``STEMBRIDGE_COMPILE`` is on/1/yes/true: compiled forwards are built
+    (off by default: a build takes minutes of CPU for a modest gain on a CPU so far, see
+    bench/bench_engine.py ``--paths compiled``)."""
+    return get_flag("STEMBRIDGE_COMPILE")
 
 
 def cache_root() -> Path:

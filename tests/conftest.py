@@ -13,6 +13,10 @@ import pytest
 # Tests never touch the network.
 os.environ.setdefault("STEMBRIDGE_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Compiled forwards take minutes of CPU per model: tests run eagerly, here and in every
+# process they start, even where the developer's environment switches them on;
+# tests/engine/test_acceleration.py switches them on where it tests the compiler's paths.
+os.environ["STEMBRIDGE_COMPILE"] = "off"
 
 #: Every variable that decides where stembridge reads or writes per-user files. Before
 #: any fixture or test runs (module- and session-scoped fixtures included, and every

@@ -105,7 +105,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         device=args.device or settings.device(),
         precision=args.precision or "auto", models_dir=args.models_dir,
         model_memory_mb=(settings.model_memory_mb() if args.model_memory_mb is None
-                         else args.model_memory_mb)))
+                         else args.model_memory_mb),
+        compile=True))  # with STEMBRIDGE_COMPILE=on: compiled forwards, built in the background
     for name in filter(None, args.preload.split(",")):
         engine.model(name.strip())
     try:
