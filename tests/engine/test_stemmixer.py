@@ -5,6 +5,7 @@ exact α ≡ 1 path, seeded training, the folder's checksum, serving as ``ensemb
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from engine.models import synthetic as syn  # noqa: E402
 from engine.models import training as tr  # noqa: E402
 from protocol.errors import ErrorCode, exit_status  # noqa: E402
 from protocol.stems import TWO  # noqa: E402
+from tests.audio_helpers import ffmpeg, needs_ffmpeg  # noqa: E402
 
 CPU = torch.device("cpu")
 RATE = 8000
@@ -258,18 +260,65 @@ def test_train_command_writes_a_servable_mixer(root: Path, tmp_path: Path,
     doc = sm.read_config(out)
     assert [m["name"] for m in doc["members"]] == list(MEMBERS)
     assert doc["training"]["tracks"] == 2 and doc["training"]["seed"] == 0
-    assert set(doc["validation"]["sdr_global"]) == set(TWO)
+    assert set(doc["validation"]["sdr_bss_eval_v4"]) == set(TWO)
     assert (out / "loss.png").stat().st_size > 0
     cached = sorted((out / "estimates").rglob("*.npy"))
     assert len(cached) == 6  # targets + two members, per track
     assert sorted(p.stat().st_mtime_ns for p in data.rglob("*.wav")) == before
     stamps = [p.stat().st_mtime_ns for p in cached]
+    monkeypatch.setitem(sys.modules, "museval", None)  # no 'eval' extra: a plain SNR
     assert main(args) == 0  # the second run reuses every cached estimate
     assert [p.stat().st_mtime_ns for p in cached] == stamps
+    fallback = sm.read_config(out)["validation"]
+    assert "sdr_bss_eval_v4" not in fallback and set(fallback["sdr_global"]) == set(TWO)
+    assert "not BSS Eval" in fallback["figure"]
     assert catalog.get_spec(f"ensemble:{out}").sources == TWO
     assert main([*args[:3], "htdemucs", *args[4:]]) == 2  # one member only
     missing = [*args[:5], str(tmp_path / "nothing"), *args[6:]]
     assert main(missing) == exit_status(ErrorCode.INPUT_MISSING)
+
+
+@needs_ffmpeg
+def test_train_command_reads_musdb18_stem_files(root: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """MUSDB18's layout (``<subset>/<track>.stem.mp4``: mixture, drums, bass, other,
+    vocals) read through the evaluation reader; the references are the decoded streams."""
+    import soundfile as sf
+
+    from bridge.cli import main
+
+    data = tmp_path / "musdb18" / "train"
+    data.mkdir(parents=True)
+    rng = np.random.default_rng(4)
+    written = {}
+    for name in ("a", "b"):
+        parts = {s: (0.1 * rng.standard_normal((30000, 2))).astype(np.float32)
+                 for s in ("drums", "bass", "other", "vocals")}
+        files = []
+        for s, x in {"mixture": sum(parts.values()), **parts}.items():
+            sf.write(tmp_path / f"{s}.wav", x, 44100, subtype="PCM_16")
+            files += ["-i", str(tmp_path / f"{s}.wav")]
+        maps = [arg for i in range(5) for arg in ("-map", f"{i}:a")]
+        ffmpeg(*files, *maps, "-c:a", "alac", str(data / f"{name}.stem.mp4"))
+        written[name] = {s: sf.read(tmp_path / f"{s}.wav", dtype="float32")[0].T
+                         for s in parts}
+    monkeypatch.setitem(sys.modules, "museval", None)  # BSS Eval is tested on folders
+    out = tmp_path / "mixer"
+    args = ["ensemble", "train", "--members", ",".join(MEMBERS), "--musdb",
+            str(data.parent), "--out", str(out), "--epochs", "2", "--segment", "0.2",
+            "--n-fft", "512", "--hop", "128", "--models-dir", str(root), "-q"]
+    assert main(args) == 0
+    doc = sm.read_config(out)
+    assert doc["training"]["track_names"] == ["a", "b"] and doc["training"]["subset"] == "train"
+    assert len(list((out / "estimates").rglob("*-44100.npy"))) == 4
+    refs = sorted((np.load(p, mmap_mode="r") for p in (out / "estimates" / "targets").glob(
+        "*.npy")), key=lambda r: float(r[0, 0, 0]))
+    want = sorted(([w["vocals"], w["drums"] + w["bass"] + w["other"]]
+                   for w in written.values()), key=lambda r: float(r[0][0, 0]))
+    for ref, (vocals, instrumental) in zip(refs, want, strict=True):
+        assert ref.shape == (2, 2, 30000)  # vocals, instrumental: the decoded streams
+        np.testing.assert_array_equal(ref[0], vocals)
+        np.testing.assert_allclose(ref[1], instrumental, atol=1e-6)
 
 
 def test_framewise_sdr_is_museval_v4_sdr() -> None:
