@@ -105,8 +105,9 @@ def targets(track: Track, stems: Sequence[str], rate: int, mix_digest: str,
             if s in refs:
                 rows.append(_at(refs[s], track.rate, rate))
             else:  # instrumental: every non-vocal stem
-                rows.append(_at(np.sum([x for t, x in refs.items() if t != "vocals"], axis=0,
-                                       dtype=np.float32), track.rate, rate))
+                rest = np.asarray(np.sum([x for t, x in refs.items() if t != "vocals"],
+                                         axis=0, dtype=np.float32))
+                rows.append(_at(rest, track.rate, rate))
         return np.stack(rows)
 
     n = _resampled(track, rate)
@@ -170,7 +171,7 @@ def prepare(members: Sequence[str], data: str | Path, cache_dir: Path, models_ro
         track = data_sets.load_track(path, limits, builtin=builtin)
         digest = samples_digest([("mixture", track.mixture)], track.rate)
         ref = targets(track, stems, rate, digest, cache_dir)
-        mix = _at(track.mixture, track.rate, rate)
+        mix, name = _at(track.mixture, track.rate, rate), track.name
         del track  # only the memory-mapped arrays stay
         ests = []
         for spec in specs:
@@ -184,12 +185,8 @@ def prepare(members: Sequence[str], data: str | Path, cache_dir: Path, models_ro
             weights = hashlib.sha256(weights_id(spec.name, models_root).encode()).hexdigest()
             path_ = cache_dir / spec.name / spec.version / weights[:16] / f"{digest}-{rate}.npy"
             ests.append(_cached(path_, make, ref.shape))
-        out.append(TrackData(_name(path), ref, ests[0], ests[1]))
+        out.append(TrackData(name, ref, ests[0], ests[1]))
     if progress is not None:
         progress(len(paths), len(paths), "")
     return tuple(stems), rate, out
 
-
-def _name(path: Path) -> str:
-    name = path.name
-    return name[: -len(".stem.mp4")] if name.lower().endswith(".stem.mp4") else name

@@ -191,27 +191,66 @@ def test_served_mixer_streams_like_a_whole_file_pass(root: Path, tmp_path: Path)
     assert catalog.get_spec(name).version != version
 
 
-def test_engine_splits_with_a_mixer_and_caches_by_its_weights(root: Path,
-                                                             tmp_path: Path) -> None:
+@pytest.mark.gpu
+def test_mixer_runs_on_the_members_cuda_device(root: Path, tmp_path: Path) -> None:
+    """Served on CUDA, the mixer's arithmetic runs there (regions come back to the CPU)
+    and gives the CPU's result; training runs on CUDA too."""
+    cuda = torch.device("cuda")
+    cfg = sm.MixerConfig(MEMBERS, TWO, 44100, n_fft=1024, hop=256, context=3)
+    nets = _randomised(sm.build(cfg))
+    sm.save(tmp_path / "mixer", cfg, nets, {})
+    name = f"ensemble:{tmp_path / 'mixer'}"
+    on_gpu, on_cpu = (sm.load(name, d, root) for d in (cuda, CPU))
+    assert all(p.device.type == "cuda" for p in on_gpu.mixer.parameters())
+    est = torch.randn(2, 2, N)
+    want = sm.combine(on_cpu.mixer, cfg, "vocals", est[0], est[1], 5000, 9000, N)
+    got = sm.combine(on_gpu.mixer, cfg, "vocals", est[0], est[1], 5000, 9000, N, cuda)
+    assert got.device.type == "cpu" and torch.allclose(got, want, atol=1e-4)
+    mix = 0.1 * torch.randn(2, N)
+    whole = separate(on_gpu, mix)
+    assert whole.device.type == "cpu"
+    assert torch.allclose(whole, separate(on_cpu, mix), atol=1e-3)
+    small = _small(stems=syn.STEMS[:1])
+    tracks = [tr.TrackData(t.name, t.targets[:1], t.est_a[:1], t.est_b[:1])
+              for t in _tiny_tracks(2, 0.5)]
+    result = tr.train(small, tracks, tr.TrainSettings(epochs=1, segment=0.25, device="cuda"))
+    assert all(p.device.type == "cpu" for p in result.nets.parameters())
+
+
+def test_engine_splits_with_a_mixer_and_caches_by_its_weights(
+        root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ensemble:NAME`` is looked up in the engine's models directory (not the
+    environment's) by the request check, the cache key and the loader alike."""
+    import shutil
+
     import soundfile as sf
 
     from engine.config import EngineConfig
-    from engine.separator import Engine, SplitRequest
+    from engine.separator import Engine, SplitRequest, check_request
 
+    monkeypatch.setenv("STEMBRIDGE_MODELS_DIR", str(tmp_path / "elsewhere"))
     cfg = sm.MixerConfig(MEMBERS, TWO, 44100, n_fft=1024, hop=256)
-    sm.save(tmp_path / "mixer", cfg, _randomised(sm.build(cfg)), {})
-    src = tmp_path / "song.wav"
-    rng = np.random.default_rng(3)
-    sf.write(src, (0.2 * rng.standard_normal((N, 2))).astype(np.float32), 44100)
-    engine = Engine(EngineConfig(device="cpu", precision="fp32", models_dir=root,
-                                 cache_dir=tmp_path / "cache"))
-    request = SplitRequest(src, stems=2, model=f"ensemble:{tmp_path / 'mixer'}")
-    first, _ = engine.split(request)
-    again, _ = engine.split(request)
-    assert (first.cache_hit, again.cache_hit) == (False, True)
-    sm.save(tmp_path / "mixer", cfg, _randomised(sm.build(cfg), seed=2), {})  # retrained
-    retrained, _ = engine.split(request)
-    assert retrained.cache_hit is False
+    folder = root / "mixer-in-engine-dir"
+    sm.save(folder, cfg, _randomised(sm.build(cfg)), {})
+    try:
+        src = tmp_path / "song.wav"
+        rng = np.random.default_rng(3)
+        sf.write(src, (0.2 * rng.standard_normal((N, 2))).astype(np.float32), 44100)
+        engine = Engine(EngineConfig(device="cpu", precision="fp32", models_dir=root,
+                                     cache_dir=tmp_path / "cache"))
+        request = SplitRequest(src, stems=2, model=f"ensemble:{folder.name}")
+        with pytest.raises(StembridgeError) as err:  # the environment's directory
+            check_request(request)
+        assert err.value.code == ErrorCode.MODEL_NOT_INSTALLED
+        first, _ = engine.split(request)
+        assert first.spec.name == f"ensemble:{folder.resolve()}"
+        again, _ = engine.split(request)
+        assert (first.cache_hit, again.cache_hit) == (False, True)
+        sm.save(folder, cfg, _randomised(sm.build(cfg), seed=2), {})  # retrained
+        retrained, _ = engine.split(request)
+        assert retrained.cache_hit is False
+    finally:
+        shutil.rmtree(folder)
 
 
 def test_trained_mixers_are_listed_and_offered(tmp_path: Path,
@@ -260,7 +299,11 @@ def test_train_command_writes_a_servable_mixer(root: Path, tmp_path: Path,
     doc = sm.read_config(out)
     assert [m["name"] for m in doc["members"]] == list(MEMBERS)
     assert doc["training"]["tracks"] == 2 and doc["training"]["seed"] == 0
-    assert set(doc["validation"]["sdr_bss_eval_v4"]) == set(TWO)
+    validation = doc["validation"]  # museval is installed: BSS Eval v4, labelled so
+    assert set(validation["sdr_bss_eval_v4"]) == set(TWO) and "sdr_global" not in validation
+    assert "BSS Eval v4" in validation["figure"] and validation["window_s"] > 0
+    assert all(isinstance(v, float) for row in validation["sdr_bss_eval_v4"].values()
+               for v in row.values())
     assert (out / "loss.png").stat().st_size > 0
     cached = sorted((out / "estimates").rglob("*.npy"))
     assert len(cached) == 6  # targets + two members, per track
