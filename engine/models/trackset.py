@@ -162,8 +162,24 @@ def prepare(members: Sequence[str], data: str | Path, cache_dir: Path, models_ro
         raise InvalidArgumentError("The two members run at different sample rates: choose "
                                    "models of one rate.")
     paths = data_sets.find_tracks(data, subset, tracks)
+    if len(paths) < 2:  # before any member runs
+        raise InvalidArgumentError(f"Training a mixer needs at least 2 tracks (one held out "
+                                   f"for validation); the data set '{data}' gives "
+                                   f"{len(paths)}.")
     builtin = str(data) == data_sets.BUILTIN
     loaded: dict[str, Any] = {}
+
+    def member(name: str) -> Any:
+        if name not in loaded:
+            loaded[name] = registry.load(name, device, models_root)
+        return loaded[name]
+
+    weights = {}
+    for spec in specs:  # a model without a manifest yet writes it when loaded (Spleeter)
+        if not weights_id(spec.name, models_root):
+            member(spec.name)
+        weights[spec.name] = hashlib.sha256(
+            weights_id(spec.name, models_root).encode()).hexdigest()[:16]
     out = []
     for i, path in enumerate(paths):
         if progress is not None:
@@ -176,15 +192,12 @@ def prepare(members: Sequence[str], data: str | Path, cache_dir: Path, models_ro
         ests = []
         for spec in specs:
             def make(spec: Any = spec, mix: np.ndarray = mix) -> np.ndarray:
-                if spec.name not in loaded:
-                    loaded[spec.name] = registry.load(spec.name, device, models_root)
-                m = loaded[spec.name]
+                m = member(spec.name)
                 maps = ensemble.stem_map(m.spec.sources, stems)
                 return member_estimate(m, maps, torch.from_numpy(mix))
 
-            weights = hashlib.sha256(weights_id(spec.name, models_root).encode()).hexdigest()
-            path_ = cache_dir / spec.name / spec.version / weights[:16] / f"{digest}-{rate}.npy"
-            ests.append(_cached(path_, make, ref.shape))
+            key = cache_dir / spec.name / spec.version / weights[spec.name]
+            ests.append(_cached(key / f"{digest}-{rate}.npy", make, ref.shape))
         out.append(TrackData(name, ref, ests[0], ests[1]))
     if progress is not None:
         progress(len(paths), len(paths), "")

@@ -17,8 +17,9 @@ pytest.importorskip("onnx")
 import torch  # noqa: E402
 
 from engine.chunking import iter_separate, separate  # noqa: E402
+from engine.config import Limits  # noqa: E402
 from engine.errors import InvalidArgumentError, StembridgeError  # noqa: E402
-from engine.models import catalog, registry, testmodels  # noqa: E402
+from engine.models import catalog, registry, testmodels, trackset  # noqa: E402
 from engine.models import stemmixer as sm  # noqa: E402
 from engine.models import synthetic as syn  # noqa: E402
 from engine.models import training as tr  # noqa: E402
@@ -316,6 +317,11 @@ def test_train_command_writes_a_servable_mixer(root: Path, tmp_path: Path,
     assert "sdr_bss_eval_v4" not in fallback and set(fallback["sdr_global"]) == set(TWO)
     assert "not BSS Eval" in fallback["figure"]
     assert catalog.get_spec(f"ensemble:{out}").sources == TWO
+    other = tmp_path / "other-weights"  # same versions, other weights: estimated again
+    testmodels.make_test_mdx("mdx-voc-ft", other, seed=3)
+    testmodels.make_test_mdx("mdx-inst-hq3", other, seed=4)
+    trackset.prepare(MEMBERS, data, out / "estimates", other, CPU, Limits())
+    assert len(list((out / "estimates").rglob("*.npy"))) == 6 + 4
     assert main([*args[:3], "htdemucs", *args[4:]]) == 2  # one member only
     missing = [*args[:5], str(tmp_path / "nothing"), *args[6:]]
     assert main(missing) == exit_status(ErrorCode.INPUT_MISSING)
@@ -362,6 +368,9 @@ def test_train_command_reads_musdb18_stem_files(root: Path, tmp_path: Path,
         assert ref.shape == (2, 2, 30000)  # vocals, instrumental: the decoded streams
         np.testing.assert_array_equal(ref[0], vocals)
         np.testing.assert_allclose(ref[1], instrumental, atol=1e-6)
+    pytest.importorskip("stempeg")  # the built-in excerpt is one track: refused at once
+    assert main([*args[:5], "builtin", "--out", str(tmp_path / "one"), *args[8:]]) == 2
+    assert not (tmp_path / "one").exists()
 
 
 def test_framewise_sdr_is_museval_v4_sdr() -> None:
