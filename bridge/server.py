@@ -364,7 +364,7 @@ class StembridgeServer:
             what = "is not a file" if source.exists() else "does not exist"
             return ErrorCode.INPUT_MISSING, f"Cannot read {source}: it {what}."
         try:
-            check_request(req)
+            check_request(req, self.engine.config.resolved_models_dir())
         except StembridgeError as err:
             return err.code, str(err)
         return None

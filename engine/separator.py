@@ -100,15 +100,20 @@ class Timings:
     total: float = 0.0
 
 
-def check_request(request: SplitRequest) -> tuple[ModelSpec, StemPlan, float]:
+def check_request(request: SplitRequest, models_root: Path | None = None
+                  ) -> tuple[ModelSpec, StemPlan, float]:
     """The model spec, stem plan and overlap of `request`, without reading the audio or
     loading a model (a server answers an impossible request before accepting it).
-    Raises `StembridgeError` (``model_unknown``, ``stems_unsupported``,
-    ``invalid_argument``)."""
-    from engine.models import registry
+    `models_root`: the engine's models directory, where a trained mixer named
+    ``ensemble:NAME`` is looked up (its spec then names the folder absolutely; default:
+    the environment's). Raises `StembridgeError` (``model_unknown``,
+    ``stems_unsupported``, ``invalid_argument``)."""
+    from engine.models import registry, stemmixer
     from engine.stems import plan_stems
 
     name = registry.choose_model(request.model, request.stems)
+    if models_root is not None:
+        name = stemmixer.absolute_name(name, models_root)
     spec = registry.get_spec(name)
     plan = plan_stems(name, spec.sources, request.stems, request.only, request.rest)
     overlap = spec.default_overlap if request.overlap is None else request.overlap
@@ -224,7 +229,7 @@ class Engine:
         from engine import audio
         from engine.audio.source import SourceFile
 
-        spec, plan, overlap = check_request(request)
+        spec, plan, overlap = check_request(request, self.config.resolved_models_dir())
         t0 = time.perf_counter()
         limits = self.config.limits
         source = SourceFile(request.path, limits.max_source_bytes)

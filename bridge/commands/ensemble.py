@@ -4,8 +4,11 @@
                               [--segment 7] [--seed 0] [--batch-size 8] [--device cpu]
                               [--phase complex|member_a] [--context 1] [--no-freq-feature]
                               [--n-fft 2048] [--hop 512] [--cache DIR]
+                              [--subset train] [--tracks N] [--models-dir DIR]
 
-PATH is a folder of ``<track>/mixture.wav`` + ``<stem>.wav`` (MUSDB18-HQ's layout). Both
+PATH is a data set as `stembridge eval` reads it: MUSDB18 (``.stem.mp4``), MUSDB18-HQ or
+any folder of ``<track>/mixture.wav`` + ``<stem>.wav`` (its --subset folder, default
+``train``, when it has one), or ``builtin`` (one excerpt: too few tracks to train on alone). Both
 members' estimates are computed once and cached (``DIR/estimates`` unless --cache), the
 mixer is trained and written to DIR (``stemmixer.safetensors``, ``stemmixer.json``,
 ``loss.png`` when matplotlib is installed). Use it as the model ``ensemble:DIR``.
@@ -28,8 +31,14 @@ def add_parser(sub: Any) -> None:
     t = esub.add_parser("train", help="train a StemMixer on a folder of multitrack songs")
     t.add_argument("--members", required=True, help="two model names, e.g. htdemucs,mdx-voc-ft"
                    " (the first gives the phase with --phase member_a)")
-    t.add_argument("--musdb", required=True, type=Path, metavar="PATH",
-                   help="folder of <track>/mixture.wav + <stem>.wav (MUSDB18-HQ layout)")
+    t.add_argument("--musdb", required=True, metavar="PATH",
+                   help="MUSDB18 or MUSDB18-HQ folder, a folder of <track>/mixture.wav + "
+                        "<stem>.wav, or a .stem.mp4 file")
+    t.add_argument("--subset", default="train", help="sub-folder to read when PATH has one "
+                   "(MUSDB18: train or test)")
+    t.add_argument("--tracks", type=int, default=None, metavar="N",
+                   help="only the first N tracks (by name)")
+    t.add_argument("--models-dir", type=Path, default=None, help="the members' weights folder")
     t.add_argument("--out", required=True, type=Path, metavar="DIR", help="the mixer's folder")
     t.add_argument("--epochs", type=int, default=100)
     t.add_argument("--segment", type=float, default=7.0, help="training crop, seconds")
@@ -89,6 +98,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     from engine.config import Limits
     from engine.device import select_device
     from engine.errors import InvalidArgumentError
+    from engine.evaluation.tracks import BUILTIN
     from engine.models import catalog, stemmixer, trackset, training
     from protocol import settings
 
@@ -96,15 +106,17 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     if len(members) != 2:
         raise InvalidArgumentError(f"--members names two models, e.g. htdemucs,mdx-voc-ft, "
                                    f"not {args.members!r}.")
-    if args.musdb.resolve() in (args.out.resolve(), *args.out.resolve().parents):
+    data = Path(args.musdb)
+    if data.resolve() in (args.out.resolve(), *args.out.resolve().parents):
         raise InvalidArgumentError("--out must not lie inside the --musdb folder (the "
                                    "training data is only read).")
     device = select_device(args.device)
     out: Path = args.out
     cache = args.cache or out / "estimates"
     t0 = time.perf_counter()
+    models_root = args.models_dir or settings.models_dir()
     stems, rate, tracks = trackset.prepare(
-        members, args.musdb, cache, settings.models_dir(), device, Limits(),
+        members, args.musdb, cache, models_root, device, Limits(), args.subset, args.tracks,
         progress=lambda i, n, name: _line(args.quiet, f"estimates {i}/{n} {name}", i == n))
     config = stemmixer.MixerConfig(
         (members[0], members[1]), stems, rate, args.n_fft, args.hop, args.phase,
@@ -123,8 +135,10 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     facts: dict[str, Any] = {
         "members": [{"name": m, "version": catalog.get_spec(m).version} for m in members],
         "engine_version": __version__,
-        "training": {"data": str(args.musdb.resolve()), "layout": "<track>/mixture.wav + "
-                     "<stem>.wav", "tracks": len(tracks), "train_tracks": result.train_tracks,
+        "training": {"data": args.musdb if args.musdb == BUILTIN else str(data.resolve()),
+                     "subset": args.subset, "tracks": len(tracks),
+                     "track_names": [t.name for t in tracks],
+                     "train_tracks": result.train_tracks,
                      "val_tracks": result.val_tracks, "epochs_run": len(result.history),
                      "loss": "L1 on the complex spectrogram", "seed": args.seed,
                      "settings": {k: getattr(opts, k) for k in opts.__dataclass_fields__},
@@ -136,9 +150,15 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     png = plot(result.history, out / "loss.png")
     print(f"StemMixer written to {out} (sha256 {digest[:12]}...); "
           f"split with --model ensemble:{out.resolve()}")
-    for stem, row in facts["validation"]["sdr_global"].items():
-        print(f"  {stem:<12} mixer {row['mixer']:6.2f} dB   {members[0]} {row['member_a']:6.2f}"
-              f" dB   {members[1]} {row['member_b']:6.2f} dB   (validation, global SDR)")
+    key, table = training.sdr_table(facts["validation"])
+    what = "BSS Eval v4 SDR" if key == "sdr_bss_eval_v4" else "global SDR, not BSS Eval"
+    for stem, row in table.items():
+        print(f"  {stem:<12} mixer {_db(row['mixer'])}   {members[0]} {_db(row['member_a'])}"
+              f"   {members[1]} {_db(row['member_b'])}   (validation, {what})")
     if png is None:
         report.warning("matplotlib is not installed: no loss curve was drawn.")
     return 0
+
+
+def _db(value: float | str | None) -> str:
+    return f"{value:6.2f} dB" if isinstance(value, float) else f"{value!s:>6} dB"

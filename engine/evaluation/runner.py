@@ -176,9 +176,9 @@ def evaluate_models(models: Sequence[str], tracks: Iterable[Track], *,
         raise InvalidArgumentError("Name one or more different models to evaluate.")
     from engine.separator import Engine, check_request
 
-    for name in models:  # an unknown model fails before any track is decoded
-        check_request(_request(name, Path("mixture.wav")))
     engine = engine or Engine(EngineConfig(use_cache=False))
+    for name in models:  # an unknown model fails before any track is decoded
+        check_request(_request(name, Path("mixture.wav")), engine.config.resolved_models_dir())
     museval_module()  # PACKAGE_MISSING before any separation
     store = _Store(cache_dir or default_cache_dir(), use_cache)
     store.remove_stale()
@@ -276,8 +276,8 @@ def _evaluate_one(engine: Engine, name: str, track: Track, mix_hash: str, store:
     from engine.models.catalog import run_precision
     from engine.separator import check_request
 
-    spec, plan, overlap = check_request(_request(name, Path("mixture.wav")))
     root = engine.config.resolved_models_dir()
+    spec, plan, overlap = check_request(_request(name, Path("mixture.wav")), root)
 
     def estimate_key() -> str:
         return _sha("estimates-1", mix_hash, spec.name, spec.version,

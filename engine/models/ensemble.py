@@ -401,7 +401,8 @@ def overlap_add(frames: torch.Tensor, n_fft: int = N_FFT, hop: int = HOP) -> tor
     q = n_fft // hop
     k = frames.shape[-2]
     parts = frames.reshape(*frames.shape[:-1], q, hop)
-    out = torch.zeros(*frames.shape[:-2], k + q - 1, hop, dtype=frames.dtype)
+    out = torch.zeros(*frames.shape[:-2], k + q - 1, hop, dtype=frames.dtype,
+                      device=frames.device)
     for i in range(q):
         out[..., i:i + k, :] += parts[..., i, :]
     return out.reshape(*frames.shape[:-2], (k + q - 1) * hop)

@@ -190,7 +190,7 @@ def features(config: MixerConfig, spec_a: torch.Tensor, spec_b: torch.Tensor) ->
     parts = [spec_a.abs(), spec_b.abs()]
     if config.freq_feature:
         b, _, f, k = spec_a.shape
-        ramp = torch.linspace(0.0, 1.0, f, dtype=torch.float32)
+        ramp = torch.linspace(0.0, 1.0, f, dtype=torch.float32, device=spec_a.device)
         parts.append(ramp[None, None, :, None].expand(b, 1, f, k))
     return torch.cat(parts, 1)
 
@@ -213,10 +213,11 @@ def blend(config: MixerConfig, a: torch.Tensor, b: torch.Tensor,
     return (1.0 - alpha_) * (b.abs() - mag_a) * unit
 
 
-def window(config: MixerConfig) -> torch.Tensor:
+def window(config: MixerConfig, device: torch.device | None = None) -> torch.Tensor:
+    """The periodic Hann window (n_fft,) float32 on `device` (default the CPU)."""
     import torch
 
-    return torch.hann_window(config.n_fft, periodic=True)
+    return torch.hann_window(config.n_fft, periodic=True, device=device)
 
 
 def stft(config: MixerConfig, x: torch.Tensor) -> torch.Tensor:
@@ -224,7 +225,7 @@ def stft(config: MixerConfig, x: torch.Tensor) -> torch.Tensor:
     (..., F, K), K = (samples − n_fft) // hop + 1."""
     import torch
 
-    frames = x.unfold(-1, config.n_fft, config.hop) * window(config)
+    frames = x.unfold(-1, config.n_fft, config.hop) * window(config, x.device)
     return torch.fft.rfft(frames, dim=-1).transpose(-1, -2)
 
 
@@ -233,7 +234,7 @@ def istft_ola(config: MixerConfig, spec: torch.Tensor) -> tuple[torch.Tensor, to
     frames (..., (K − 1)·hop + n_fft) and the summed squared window (same length)."""
     import torch
 
-    win = window(config)
+    win = window(config, spec.device)
     back = torch.fft.irfft(spec.transpose(-1, -2), n=config.n_fft, dim=-1) * win
     k = back.shape[-2]
     out = ensemble.overlap_add(back, config.n_fft, config.hop)
@@ -243,10 +244,13 @@ def istft_ola(config: MixerConfig, spec: torch.Tensor) -> tuple[torch.Tensor, to
 
 
 def combine(nets: torch.nn.ModuleDict, config: MixerConfig, stem: str, xa: torch.Tensor,
-            xb: torch.Tensor, a: int, b: int, total: int) -> torch.Tensor:
+            xb: torch.Tensor, a: int, b: int, total: int,
+            device: torch.device | None = None) -> torch.Tensor:
     """Samples ``[a, b)`` (channels, b − a) of the mixed stem from both members' whole
     track waveforms `xa`, `xb` (channels, total): only audio within `config.margin` of
-    ``[a, b)`` is read, so a region equals the same samples of a whole-file pass."""
+    ``[a, b)`` is read, so a region equals the same samples of a whole-file pass. The
+    arithmetic runs on `device` (default: where `xa` is; `nets` must be there too); the
+    result is on `xa`'s device."""
     import torch
 
     n_fft, hop, c = config.n_fft, config.hop, config.half_context
@@ -256,6 +260,8 @@ def combine(nets: torch.nn.ModuleDict, config: MixerConfig, stem: str, xa: torch
     s0 = (k_lo - c) * hop - half
     s1 = (k_hi + c) * hop - half + n_fft
     seg = torch.stack([x[..., max(0, s0):min(total, s1)] for x in (xa, xb)])
+    if device is not None:
+        seg = seg.to(device, non_blocking=True)
     seg = torch.nn.functional.pad(seg, (max(0, -s0), max(0, s1 - total)))
     spec = stft(config, seg)  # (2 members, ch, F, K + 2c)
     with torch.no_grad():
@@ -264,7 +270,7 @@ def combine(nets: torch.nn.ModuleDict, config: MixerConfig, stem: str, xa: torch
     delta = blend(config, spec[0][..., inner], spec[1][..., inner], al)
     out, norm = istft_ola(config, delta)
     first = s0 + c * hop  # where the first inner frame starts
-    return xa[..., a:b] + (out / norm)[..., a - first:b - first]
+    return xa[..., a:b] + (out / norm)[..., a - first:b - first].to(xa.device)
 
 
 def mix_track(nets: torch.nn.ModuleDict, config: MixerConfig, est_a: torch.Tensor,
@@ -376,9 +382,10 @@ def is_mixer(name: str) -> bool:
     return name.startswith(PREFIX)
 
 
-def folder_of(name: str) -> Path:
-    """The folder ``ensemble:NAME`` names: an absolute path, else NAME under the models
-    directory (STEMBRIDGE_MODELS_DIR)."""
+def folder_of(name: str, models_root: Path | None = None) -> Path:
+    """The folder ``ensemble:NAME`` names: an absolute path, else NAME under
+    `models_root` (default: the models directory of the environment,
+    STEMBRIDGE_MODELS_DIR)."""
     from protocol import settings
 
     rest = name[len(PREFIX):].strip()
@@ -391,15 +398,25 @@ def folder_of(name: str) -> Path:
     if len(path.parts) != 1 or rest in (".", ".."):
         raise InvalidArgumentError(f"{name!r}: NAME is one folder name under the models "
                                    "directory, or an absolute path.")
-    return settings.models_dir() / rest
+    return (settings.models_dir() if models_root is None else Path(models_root)) / rest
 
 
-def spec_for(name: str) -> ModelSpec:
+def absolute_name(name: str, models_root: Path) -> str:
+    """``ensemble:/abs/folder`` for ``ensemble:NAME`` (NAME under `models_root`), so that
+    every later look-up by name (spec, cache key, loading) finds the same folder; any
+    other model name unchanged."""
+    if not is_mixer(name):
+        return name
+    return PREFIX + str(folder_of(name, models_root).resolve())
+
+
+def spec_for(name: str, models_root: Path | None = None) -> ModelSpec:
     """The spec of ``ensemble:NAME``, read from its config (no torch): its version covers
-    both members' names and versions and the mixer's sha256."""
+    both members' names and versions and the mixer's sha256. `models_root` as
+    `folder_of`."""
     from engine.models import catalog
 
-    folder = folder_of(name)
+    folder = folder_of(name, models_root)
     doc = read_config(folder)
     config = MixerConfig.from_json(doc.get("config", {}))
     members = [catalog.get_spec(m) for m in config.members]
@@ -423,14 +440,22 @@ def spec_for(name: str) -> ModelSpec:
 
 class StemMixerModel(ensemble.EnsembleModel):
     """Both members run through the chunk loop (`EnsembleModel.iter_regions`); a range is
-    mixed once both are final within the mixer's margin of it."""
+    mixed once both are final within the mixer's margin of it. The members' outputs are
+    kept on the CPU (whole-track buffers); the mixer (STFT, network, blend, inverse STFT)
+    runs on the members' device on the range and its margin, and the region comes back to
+    the CPU."""
 
     def __init__(self, spec: ModelSpec, members: list[SeparationModel],
                  trained: Trained) -> None:
         super().__init__(spec, members, ensemble.EnsembleEntry(tuple(trained.config.members)))
         self.trained = trained
-        self.mixer = fuse(trained.nets)
+        self.mixer = fuse(trained.nets).to(self.device)
         self.margin = trained.config.margin
+
+    def to(self, device: torch.device) -> StemMixerModel:
+        super().to(device)
+        self.mixer = self.mixer.to(device)
+        return self
 
     def _combine(self, bufs: list[torch.Tensor], a: int, b: int, total: int) -> FinalRegion:
         import torch
@@ -438,17 +463,17 @@ class StemMixerModel(ensemble.EnsembleModel):
         from engine.chunking import FinalRegion
 
         cfg = self.trained.config
-        out = [combine(self.mixer, cfg, s, bufs[0][j], bufs[1][j], a, b, total)
+        out = [combine(self.mixer, cfg, s, bufs[0][j], bufs[1][j], a, b, total, self.device)
                for j, s in enumerate(cfg.stems)]
         return FinalRegion(a, b, torch.stack(out))
 
 
 def load(name: str, device: torch.device, models_root: Path) -> StemMixerModel:
-    """Load both members onto `device` and the mixer (CPU: it runs on the combined
-    ranges, which the ensemble keeps on the CPU)."""
+    """Load both members and the mixer onto `device`; a relative ``ensemble:NAME`` is a
+    folder under `models_root`."""
     from engine.models import registry
 
-    spec = spec_for(name)
-    trained = load_folder(folder_of(name))
+    spec = spec_for(name, models_root)
+    trained = load_folder(folder_of(name, models_root))
     members = [registry.load(m, device, models_root) for m in trained.config.members]
     return StemMixerModel(spec, members, trained)

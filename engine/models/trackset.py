@@ -1,68 +1,59 @@
-"""The StemMixer's training tracks: a folder of ``<track>/mixture.wav`` + ``<stem>.wav``
-(the MUSDB18-HQ layout), read once, with both members' estimates computed once and
-cached on disk.
+"""The StemMixer's training tracks, read through `engine.evaluation.tracks` (MUSDB18
+``.stem.mp4``, MUSDB18-HQ folders, any folder of ``<track>/mixture.wav`` +
+``<stem>.wav``, or the built-in stempeg excerpt), with both members' estimates computed
+once and cached on disk.
 
-Every file is opened once (`engine.audio.SourceFile`: bounded in bytes and hashing time)
-and decoded with the engine's limits; what was hashed is what was decoded. Audio is
-brought to the members' rate and to stereo. A track's references are its stem files
-(``instrumental``, when asked for and absent, is the sum of its non-vocal stem files).
+Every file is decoded with the engine's limits (size, length, channels, read time) by the
+evaluation reader; the audio is brought to the members' rate and to stereo. A track's
+references are its stems (``instrumental``, when asked for and absent, is the sum of its
+non-vocal stems). Cache keys hash what was decoded: the sha256 of the decoded samples
+(float32, with their shape and rate), never a file name or mtime.
 
-Cache (`cache_dir`, never inside the tracks' folder): ``targets/<key>.npy`` and
-``<member>/<version>/<mixture sha256>-<rate>.npy``, each (stems, 2, samples) float32,
-written atomically and memory-mapped when read, so a data set larger than memory still
-trains. An estimate is keyed by the mixture's bytes and the member's version, so it is
-never served for other audio or another model.
+Cache (`cache_dir`, never inside the data set): ``targets/<key>.npy`` and
+``<member>/<version>/<weights>/<mixture sha256>-<rate>.npy``, each (stems, 2, samples)
+float32, written atomically and memory-mapped when read, so a data set larger than memory
+still trains (only one track is decoded at a time). An estimate is keyed by the decoded
+mixture, the member's version and the sha256 of its weights manifest, so it is never
+served for other audio or other weights.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import InputError, InvalidArgumentError
+from engine.errors import InvalidArgumentError
 from engine.models.training import TrackData
-from protocol.errors import ErrorCode
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
     from engine.config import Limits
-
-MIXTURE = "mixture.wav"
-#: The stem files a MUSDB18-HQ track has besides the mixture.
-MUSDB_STEMS = ("vocals", "drums", "bass", "other")
+    from engine.evaluation.tracks import Track
 
 
-def list_tracks(root: Path) -> list[Path]:
-    """The track folders under `root` (those holding ``mixture.wav``), sorted by name.
-    Note for the merge with `stembridge eval`: its track reader can replace this one."""
-    if not root.is_dir():
-        raise InputError(f"The training data folder {root} does not exist.",
-                         code=ErrorCode.INPUT_MISSING)
-    tracks = sorted(p for p in root.iterdir() if (p / MIXTURE).is_file())
-    if not tracks:
-        raise InvalidArgumentError(f"{root} holds no track folders: each track is a folder "
-                                   f"with {MIXTURE} and one <stem>.wav per stem (the "
-                                   "MUSDB18-HQ layout).")
-    return tracks
+def samples_digest(arrays: Iterable[tuple[str, np.ndarray]], rate: int) -> str:
+    """The sha256 of decoded audio: each (name, float32 array) with its shape, and the
+    rate (Hz)."""
+    import numpy as np
+
+    digest = hashlib.sha256(f"rate={rate}".encode())
+    for name, arr in arrays:
+        a = np.ascontiguousarray(arr, dtype=np.float32)
+        digest.update(f"|{name}:{a.shape}|".encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()
 
 
-def read_audio(path: Path, rate: int, limits: Limits) -> tuple[np.ndarray, str]:
-    """(2, samples) float32 at `rate` Hz and the sha256 of the bytes decoded."""
+def _at(x: np.ndarray, src_rate: int, rate: int) -> np.ndarray:
+    """(frames, channels) at `src_rate` -> (2, samples) float32 at `rate`."""
     from engine import audio
-    from engine.audio.source import SourceFile
 
-    with SourceFile(path, limits.max_source_bytes) as src:
-        digest = src.sha256(limits.read_timeout)
-        decoded, _ = audio.load(path, limits)
-        src.check_unchanged()
-    x = audio.to_model_channels(decoded.samples, 2)
-    if decoded.samplerate != rate:
-        x = audio.resample(x, decoded.samplerate, rate)
-    return x, digest
+    out = audio.to_model_channels(x.T, 2)
+    return audio.resample(out, src_rate, rate) if src_rate != rate else out
 
 
 def _cached(path: Path, make: Callable[[], np.ndarray], shape: tuple[int, ...] | None
@@ -93,34 +84,41 @@ def _cached(path: Path, make: Callable[[], np.ndarray], shape: tuple[int, ...] |
     return out
 
 
-def targets(folder: Path, stems: Sequence[str], rate: int, limits: Limits,
-            mixture: tuple[np.ndarray, str], cache_dir: Path) -> np.ndarray:
-    """The references (stems, 2, samples) of one track (cached by the files' sha256)."""
+def targets(track: Track, stems: Sequence[str], rate: int, mix_digest: str,
+            cache_dir: Path) -> np.ndarray:
+    """The references (stems, 2, samples) of one decoded track at `rate` (cached by the
+    sha256 of the decoded mixture and references)."""
     import numpy as np
 
-    files = {s: folder / f"{s}.wav" for s in MUSDB_STEMS if (folder / f"{s}.wav").is_file()}
-    files.update({s: folder / f"{s}.wav" for s in stems if (folder / f"{s}.wav").is_file()})
+    refs = track.references
     for s in stems:
-        if s not in files and not (s == "instrumental" and set(files) - {"vocals"}):
-            raise InvalidArgumentError(f"Track {folder.name!r} has no {s}.wav: each track "
-                                       f"folder needs {MIXTURE} and "
-                                       f"{', '.join(f'{t}.wav' for t in stems)}.")
-    read = {s: read_audio(p, rate, limits) for s, p in sorted(files.items())}
-    n = min([mixture[0].shape[-1], *(x.shape[-1] for x, _ in read.values())])
-    key = hashlib.sha256("|".join([mixture[1], str(rate), *stems, *(
-        f"{s}={d}" for s, (_, d) in sorted(read.items()))]).encode()).hexdigest()
+        if s not in refs and not (s == "instrumental" and set(refs) - {"vocals"}):
+            raise InvalidArgumentError(
+                f"Track {track.name!r} has no {s} stem (it has {', '.join(refs) or 'none'}): "
+                f"every training track needs {', '.join(stems)}.")
+    key = hashlib.sha256("|".join([mix_digest, str(rate), *stems, samples_digest(
+        sorted(refs.items()), track.rate)]).encode()).hexdigest()
 
     def make() -> np.ndarray:
         rows = []
         for s in stems:
-            if s in read:
-                rows.append(read[s][0][..., :n])
-            else:  # instrumental: every non-vocal stem file
-                rows.append(np.sum([x[..., :n] for t, (x, _) in read.items()
-                                    if t != "vocals"], axis=0))
+            if s in refs:
+                rows.append(_at(refs[s], track.rate, rate))
+            else:  # instrumental: every non-vocal stem
+                rest = np.asarray(np.sum([x for t, x in refs.items() if t != "vocals"],
+                                         axis=0, dtype=np.float32))
+                rows.append(_at(rest, track.rate, rate))
         return np.stack(rows)
 
+    n = _resampled(track, rate)
     return _cached(cache_dir / "targets" / f"{key}.npy", make, (len(stems), 2, n))
+
+
+def _resampled(track: Track, rate: int) -> int:
+    from engine.audio.resampler import resampled_length
+
+    frames = int(track.mixture.shape[0])
+    return frames if track.rate == rate else resampled_length(frames, track.rate, rate)
 
 
 def member_estimate(model: Any, maps: list[list[int]], mix: torch.Tensor) -> np.ndarray:
@@ -143,15 +141,19 @@ def member_estimate(model: Any, maps: list[list[int]], mix: torch.Tensor) -> np.
     return torch.stack([out[g].sum(0) for g in maps]).cpu().numpy()
 
 
-def prepare(members: Sequence[str], root: Path, cache_dir: Path, models_root: Path,
-            device: torch.device, limits: Limits,
+def prepare(members: Sequence[str], data: str | Path, cache_dir: Path, models_root: Path,
+            device: torch.device, limits: Limits, subset: str | None = "train",
+            tracks: int | None = None,
             progress: Callable[[int, int, str], None] | None = None,
             ) -> tuple[tuple[str, ...], int, list[TrackData]]:
-    """The mixer's stems, rate and one `TrackData` per track of `root` (estimates
-    computed where not cached; members loaded only then)."""
+    """The mixer's stems, rate and one `TrackData` per track of the data set `data`
+    (`engine.evaluation.tracks.find_tracks`: its `subset` folder when it has one, at most
+    `tracks` tracks); estimates computed where not cached, members loaded only then."""
     import torch
 
+    from engine.evaluation import tracks as data_sets
     from engine.models import catalog, ensemble, registry
+    from engine.models.store import weights_id
 
     specs = [catalog.get_spec(m) for m in members]
     stems = ensemble.ensemble_stems([s.sources for s in specs])
@@ -159,27 +161,45 @@ def prepare(members: Sequence[str], root: Path, cache_dir: Path, models_root: Pa
     if any(s.samplerate != rate for s in specs):
         raise InvalidArgumentError("The two members run at different sample rates: choose "
                                    "models of one rate.")
+    paths = data_sets.find_tracks(data, subset, tracks)
+    if len(paths) < 2:  # before any member runs
+        raise InvalidArgumentError(f"Training a mixer needs at least 2 tracks (one held out "
+                                   f"for validation); the data set '{data}' gives "
+                                   f"{len(paths)}.")
+    builtin = str(data) == data_sets.BUILTIN
     loaded: dict[str, Any] = {}
+
+    def member(name: str) -> Any:
+        if name not in loaded:
+            loaded[name] = registry.load(name, device, models_root)
+        return loaded[name]
+
+    weights = {}
+    for spec in specs:  # a model without a manifest yet writes it when loaded (Spleeter)
+        if not weights_id(spec.name, models_root):
+            member(spec.name)
+        weights[spec.name] = hashlib.sha256(
+            weights_id(spec.name, models_root).encode()).hexdigest()[:16]
     out = []
-    folders = list_tracks(root)
-    for i, folder in enumerate(folders):
+    for i, path in enumerate(paths):
         if progress is not None:
-            progress(i, len(folders), folder.name)
-        mix, digest = read_audio(folder / MIXTURE, rate, limits)
-        ref = targets(folder, stems, rate, limits, (mix, digest), cache_dir)
-        n = ref.shape[-1]
+            progress(i, len(paths), path.name)
+        track = data_sets.load_track(path, limits, builtin=builtin)
+        digest = samples_digest([("mixture", track.mixture)], track.rate)
+        ref = targets(track, stems, rate, digest, cache_dir)
+        mix, name = _at(track.mixture, track.rate, rate), track.name
+        del track  # only the memory-mapped arrays stay
         ests = []
         for spec in specs:
-            def make(spec: Any = spec, mix: np.ndarray = mix, n: int = n) -> np.ndarray:
-                if spec.name not in loaded:
-                    loaded[spec.name] = registry.load(spec.name, device, models_root)
-                m = loaded[spec.name]
+            def make(spec: Any = spec, mix: np.ndarray = mix) -> np.ndarray:
+                m = member(spec.name)
                 maps = ensemble.stem_map(m.spec.sources, stems)
-                return member_estimate(m, maps, torch.from_numpy(mix[..., :n].copy()))
+                return member_estimate(m, maps, torch.from_numpy(mix))
 
-            path = cache_dir / spec.name / spec.version / f"{digest}-{rate}.npy"
-            ests.append(_cached(path, make, (len(stems), 2, n)))
-        out.append(TrackData(folder.name, ref, ests[0], ests[1]))
+            key = cache_dir / spec.name / spec.version / weights[spec.name]
+            ests.append(_cached(key / f"{digest}-{rate}.npy", make, ref.shape))
+        out.append(TrackData(name, ref, ests[0], ests[1]))
     if progress is not None:
-        progress(len(folders), len(folders), "")
+        progress(len(paths), len(paths), "")
     return tuple(stems), rate, out
+

@@ -258,25 +258,73 @@ def sdr_global(reference: np.ndarray, estimate: np.ndarray) -> float:
 
 def validation_figures(result: TrainResult, config: sm.MixerConfig,
                        tracks: Sequence[TrackData]) -> dict[str, Any]:
-    """Per stem, the median over the validation tracks of `sdr_global` for the mixer and
-    for each member alone (dB), plus the best validation loss and epoch."""
+    """Per stem, the median over the validation tracks of an SDR for the mixer and for
+    each member alone (dB; None where no frame could be scored), plus the best validation
+    loss and epoch.
+
+    With museval installed (the 'eval' extra): BSS Eval v4 SDR
+    (`engine.evaluation.bss_eval`, the stems evaluated jointly, median over 1 s frames, or
+    over one frame as long as the shortest validation track when it is shorter), under the
+    key ``sdr_bss_eval_v4``. Without it: `sdr_global`, a plain signal-to-error ratio, under
+    the key ``sdr_global``. ``figure`` says which in words."""
     import numpy as np
     import torch
 
+    from engine.errors import PackageMissingError
+    from engine.evaluation import metrics
+
+    try:
+        metrics.museval_module()
+        bss = True
+    except PackageMissingError:
+        bss = False
     by_name = {t.name: t for t in tracks}
+    val = [by_name[name] for name in result.val_tracks]
+    window_s = min([1.0, *(t.samples / config.samplerate for t in val)])
     rows: dict[str, dict[str, list[float]]] = {s: {"mixer": [], "member_a": [],
                                                    "member_b": []} for s in config.stems}
-    for name in result.val_tracks:
-        t = by_name[name]
+    for t in val:
         a, b = (np.asarray(x, dtype=np.float32) for x in (t.est_a, t.est_b))
         mixed = sm.mix_track(result.nets, config, torch.from_numpy(a),
                              torch.from_numpy(b)).numpy()
-        for j, stem in enumerate(config.stems):
-            ref = np.asarray(t.targets[j], dtype=np.float32)
-            for key, est in (("mixer", mixed[j]), ("member_a", a[j]), ("member_b", b[j])):
-                rows[stem][key].append(sdr_global(ref, est))
-    return {"best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,
-            "figure": "median over validation tracks of 10 log10(sum s^2 / sum (s - est)^2), "
-                      "dB (not BSS Eval)",
-            "sdr_global": {s: {k: float(np.median(v)) for k, v in r.items()}
-                           for s, r in rows.items()}}
+        refs = np.asarray(t.targets, dtype=np.float32)
+        for key, est in (("mixer", mixed), ("member_a", a), ("member_b", b)):
+            if bss:
+                figs = metrics.bss_eval(
+                    {s: refs[j].T for j, s in enumerate(config.stems)},
+                    {s: est[j].T for j, s in enumerate(config.stems)},
+                    config.samplerate, window_s=window_s)
+                for stem in config.stems:
+                    rows[stem][key].append(figs[stem]["SDR"])
+            else:
+                for j, stem in enumerate(config.stems):
+                    rows[stem][key].append(sdr_global(refs[j], est[j]))
+    table = {s: {k: _number(metrics.median(v)) for k, v in r.items()} for s, r in rows.items()}
+    out: dict[str, Any] = {"best_val_loss": result.best_val_loss,
+                           "best_epoch": result.best_epoch}
+    if bss:
+        out["figure"] = (f"median over validation tracks of BSS Eval v4 SDR (museval "
+                         f"{metrics.museval_version()}, stems evaluated jointly, median over "
+                         f"{window_s:g} s frames), dB")
+        out["window_s"] = window_s
+        out["sdr_bss_eval_v4"] = table
+    else:
+        out["figure"] = ("median over validation tracks of 10 log10(sum s^2 / sum (s - est)^2)"
+                         ", dB (not BSS Eval: museval is not installed)")
+        out["sdr_global"] = table
+    return out
+
+
+def sdr_table(figures: dict[str, Any]) -> tuple[str, dict[str, dict[str, Any]]]:
+    """The SDR table of `validation_figures`' output and its key."""
+    key = "sdr_bss_eval_v4" if "sdr_bss_eval_v4" in figures else "sdr_global"
+    return key, figures[key]
+
+
+def _number(v: float) -> float | str | None:
+    """A JSON-safe figure: None for nan, "inf" for +inf (a perfect estimate)."""
+    if math.isnan(v):
+        return None
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return v

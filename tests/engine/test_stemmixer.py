@@ -5,6 +5,7 @@ exact α ≡ 1 path, seeded training, the folder's checksum, serving as ``ensemb
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,13 +17,15 @@ pytest.importorskip("onnx")
 import torch  # noqa: E402
 
 from engine.chunking import iter_separate, separate  # noqa: E402
+from engine.config import Limits  # noqa: E402
 from engine.errors import InvalidArgumentError, StembridgeError  # noqa: E402
-from engine.models import catalog, registry, testmodels  # noqa: E402
+from engine.models import catalog, registry, testmodels, trackset  # noqa: E402
 from engine.models import stemmixer as sm  # noqa: E402
 from engine.models import synthetic as syn  # noqa: E402
 from engine.models import training as tr  # noqa: E402
 from protocol.errors import ErrorCode, exit_status  # noqa: E402
 from protocol.stems import TWO  # noqa: E402
+from tests.audio_helpers import ffmpeg, needs_ffmpeg  # noqa: E402
 
 CPU = torch.device("cpu")
 RATE = 8000
@@ -189,27 +192,66 @@ def test_served_mixer_streams_like_a_whole_file_pass(root: Path, tmp_path: Path)
     assert catalog.get_spec(name).version != version
 
 
-def test_engine_splits_with_a_mixer_and_caches_by_its_weights(root: Path,
-                                                             tmp_path: Path) -> None:
+@pytest.mark.gpu
+def test_mixer_runs_on_the_members_cuda_device(root: Path, tmp_path: Path) -> None:
+    """Served on CUDA, the mixer's arithmetic runs there (regions come back to the CPU)
+    and gives the CPU's result; training runs on CUDA too."""
+    cuda = torch.device("cuda")
+    cfg = sm.MixerConfig(MEMBERS, TWO, 44100, n_fft=1024, hop=256, context=3)
+    nets = _randomised(sm.build(cfg))
+    sm.save(tmp_path / "mixer", cfg, nets, {})
+    name = f"ensemble:{tmp_path / 'mixer'}"
+    on_gpu, on_cpu = (sm.load(name, d, root) for d in (cuda, CPU))
+    assert all(p.device.type == "cuda" for p in on_gpu.mixer.parameters())
+    est = torch.randn(2, 2, N)
+    want = sm.combine(on_cpu.mixer, cfg, "vocals", est[0], est[1], 5000, 9000, N)
+    got = sm.combine(on_gpu.mixer, cfg, "vocals", est[0], est[1], 5000, 9000, N, cuda)
+    assert got.device.type == "cpu" and torch.allclose(got, want, atol=1e-4)
+    mix = 0.1 * torch.randn(2, N)
+    whole = separate(on_gpu, mix)
+    assert whole.device.type == "cpu"
+    assert torch.allclose(whole, separate(on_cpu, mix), atol=1e-3)
+    small = _small(stems=syn.STEMS[:1])
+    tracks = [tr.TrackData(t.name, t.targets[:1], t.est_a[:1], t.est_b[:1])
+              for t in _tiny_tracks(2, 0.5)]
+    result = tr.train(small, tracks, tr.TrainSettings(epochs=1, segment=0.25, device="cuda"))
+    assert all(p.device.type == "cpu" for p in result.nets.parameters())
+
+
+def test_engine_splits_with_a_mixer_and_caches_by_its_weights(
+        root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ensemble:NAME`` is looked up in the engine's models directory (not the
+    environment's) by the request check, the cache key and the loader alike."""
+    import shutil
+
     import soundfile as sf
 
     from engine.config import EngineConfig
-    from engine.separator import Engine, SplitRequest
+    from engine.separator import Engine, SplitRequest, check_request
 
+    monkeypatch.setenv("STEMBRIDGE_MODELS_DIR", str(tmp_path / "elsewhere"))
     cfg = sm.MixerConfig(MEMBERS, TWO, 44100, n_fft=1024, hop=256)
-    sm.save(tmp_path / "mixer", cfg, _randomised(sm.build(cfg)), {})
-    src = tmp_path / "song.wav"
-    rng = np.random.default_rng(3)
-    sf.write(src, (0.2 * rng.standard_normal((N, 2))).astype(np.float32), 44100)
-    engine = Engine(EngineConfig(device="cpu", precision="fp32", models_dir=root,
-                                 cache_dir=tmp_path / "cache"))
-    request = SplitRequest(src, stems=2, model=f"ensemble:{tmp_path / 'mixer'}")
-    first, _ = engine.split(request)
-    again, _ = engine.split(request)
-    assert (first.cache_hit, again.cache_hit) == (False, True)
-    sm.save(tmp_path / "mixer", cfg, _randomised(sm.build(cfg), seed=2), {})  # retrained
-    retrained, _ = engine.split(request)
-    assert retrained.cache_hit is False
+    folder = root / "mixer-in-engine-dir"
+    sm.save(folder, cfg, _randomised(sm.build(cfg)), {})
+    try:
+        src = tmp_path / "song.wav"
+        rng = np.random.default_rng(3)
+        sf.write(src, (0.2 * rng.standard_normal((N, 2))).astype(np.float32), 44100)
+        engine = Engine(EngineConfig(device="cpu", precision="fp32", models_dir=root,
+                                     cache_dir=tmp_path / "cache"))
+        request = SplitRequest(src, stems=2, model=f"ensemble:{folder.name}")
+        with pytest.raises(StembridgeError) as err:  # the environment's directory
+            check_request(request)
+        assert err.value.code == ErrorCode.MODEL_NOT_INSTALLED
+        first, _ = engine.split(request)
+        assert first.spec.name == f"ensemble:{folder.resolve()}"
+        again, _ = engine.split(request)
+        assert (first.cache_hit, again.cache_hit) == (False, True)
+        sm.save(folder, cfg, _randomised(sm.build(cfg), seed=2), {})  # retrained
+        retrained, _ = engine.split(request)
+        assert retrained.cache_hit is False
+    finally:
+        shutil.rmtree(folder)
 
 
 def test_trained_mixers_are_listed_and_offered(tmp_path: Path,
@@ -258,18 +300,77 @@ def test_train_command_writes_a_servable_mixer(root: Path, tmp_path: Path,
     doc = sm.read_config(out)
     assert [m["name"] for m in doc["members"]] == list(MEMBERS)
     assert doc["training"]["tracks"] == 2 and doc["training"]["seed"] == 0
-    assert set(doc["validation"]["sdr_global"]) == set(TWO)
+    validation = doc["validation"]  # museval is installed: BSS Eval v4, labelled so
+    assert set(validation["sdr_bss_eval_v4"]) == set(TWO) and "sdr_global" not in validation
+    assert "BSS Eval v4" in validation["figure"] and validation["window_s"] > 0
+    assert all(isinstance(v, float) for row in validation["sdr_bss_eval_v4"].values()
+               for v in row.values())
     assert (out / "loss.png").stat().st_size > 0
     cached = sorted((out / "estimates").rglob("*.npy"))
     assert len(cached) == 6  # targets + two members, per track
     assert sorted(p.stat().st_mtime_ns for p in data.rglob("*.wav")) == before
     stamps = [p.stat().st_mtime_ns for p in cached]
+    monkeypatch.setitem(sys.modules, "museval", None)  # no 'eval' extra: a plain SNR
     assert main(args) == 0  # the second run reuses every cached estimate
     assert [p.stat().st_mtime_ns for p in cached] == stamps
+    fallback = sm.read_config(out)["validation"]
+    assert "sdr_bss_eval_v4" not in fallback and set(fallback["sdr_global"]) == set(TWO)
+    assert "not BSS Eval" in fallback["figure"]
     assert catalog.get_spec(f"ensemble:{out}").sources == TWO
+    other = tmp_path / "other-weights"  # same versions, other weights: estimated again
+    testmodels.make_test_mdx("mdx-voc-ft", other, seed=3)
+    testmodels.make_test_mdx("mdx-inst-hq3", other, seed=4)
+    trackset.prepare(MEMBERS, data, out / "estimates", other, CPU, Limits())
+    assert len(list((out / "estimates").rglob("*.npy"))) == 6 + 4
     assert main([*args[:3], "htdemucs", *args[4:]]) == 2  # one member only
     missing = [*args[:5], str(tmp_path / "nothing"), *args[6:]]
     assert main(missing) == exit_status(ErrorCode.INPUT_MISSING)
+
+
+@needs_ffmpeg
+def test_train_command_reads_musdb18_stem_files(root: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """MUSDB18's layout (``<subset>/<track>.stem.mp4``: mixture, drums, bass, other,
+    vocals) read through the evaluation reader; the references are the decoded streams."""
+    import soundfile as sf
+
+    from bridge.cli import main
+
+    data = tmp_path / "musdb18" / "train"
+    data.mkdir(parents=True)
+    rng = np.random.default_rng(4)
+    written = {}
+    for name in ("a", "b"):
+        parts = {s: (0.1 * rng.standard_normal((30000, 2))).astype(np.float32)
+                 for s in ("drums", "bass", "other", "vocals")}
+        files = []
+        for s, x in {"mixture": sum(parts.values()), **parts}.items():
+            sf.write(tmp_path / f"{s}.wav", x, 44100, subtype="PCM_16")
+            files += ["-i", str(tmp_path / f"{s}.wav")]
+        maps = [arg for i in range(5) for arg in ("-map", f"{i}:a")]
+        ffmpeg(*files, *maps, "-c:a", "alac", str(data / f"{name}.stem.mp4"))
+        written[name] = {s: sf.read(tmp_path / f"{s}.wav", dtype="float32")[0].T
+                         for s in parts}
+    monkeypatch.setitem(sys.modules, "museval", None)  # BSS Eval is tested on folders
+    out = tmp_path / "mixer"
+    args = ["ensemble", "train", "--members", ",".join(MEMBERS), "--musdb",
+            str(data.parent), "--out", str(out), "--epochs", "2", "--segment", "0.2",
+            "--n-fft", "512", "--hop", "128", "--models-dir", str(root), "-q"]
+    assert main(args) == 0
+    doc = sm.read_config(out)
+    assert doc["training"]["track_names"] == ["a", "b"] and doc["training"]["subset"] == "train"
+    assert len(list((out / "estimates").rglob("*-44100.npy"))) == 4
+    refs = sorted((np.load(p, mmap_mode="r") for p in (out / "estimates" / "targets").glob(
+        "*.npy")), key=lambda r: float(r[0, 0, 0]))
+    want = sorted(([w["vocals"], w["drums"] + w["bass"] + w["other"]]
+                   for w in written.values()), key=lambda r: float(r[0][0, 0]))
+    for ref, (vocals, instrumental) in zip(refs, want, strict=True):
+        assert ref.shape == (2, 2, 30000)  # vocals, instrumental: the decoded streams
+        np.testing.assert_array_equal(ref[0], vocals)
+        np.testing.assert_allclose(ref[1], instrumental, atol=1e-6)
+    pytest.importorskip("stempeg")  # the built-in excerpt is one track: refused at once
+    assert main([*args[:5], "builtin", "--out", str(tmp_path / "one"), *args[8:]]) == 2
+    assert not (tmp_path / "one").exists()
 
 
 def test_framewise_sdr_is_museval_v4_sdr() -> None:
