@@ -327,7 +327,7 @@ def _read_bounded(path: Path, limit: int, what: str) -> bytes:
             data = fh.read(limit + 1)
     except FileNotFoundError as exc:
         raise ModelError(f"No {what} {path.name} in {path.parent}: train a mixer into that "
-                         "folder first (ensemble train).",
+                         "folder first, or name the folder of a trained one.",
                          code=ErrorCode.MODEL_NOT_INSTALLED) from exc
     except OSError as exc:
         raise ModelError(f"Cannot read {path} ({exc}).", code=ErrorCode.MODEL_CORRUPT) from exc
