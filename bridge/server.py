@@ -363,8 +363,17 @@ class StembridgeServer:
         if not source.is_file():
             what = "is not a file" if source.exists() else "does not exist"
             return ErrorCode.INPUT_MISSING, f"Cannot read {source}: it {what}."
+        root = self.engine.config.resolved_models_dir()
         try:
-            check_request(req, self.engine.config.resolved_models_dir())
+            if req.model and req.model.startswith("ensemble:"):
+                from engine.models.stemmixer import folder_of
+
+                folder = folder_of(req.model, root).resolve()
+                if not folder.is_relative_to(Path(root).resolve()):
+                    return ErrorCode.INVALID_ARGUMENT, (
+                        f"The server runs trained ensembles from its models folder {root} "
+                        "only: put the mixer's folder there and name it ensemble:NAME.")
+            check_request(req, root)
         except StembridgeError as err:
             return err.code, str(err)
         return None

@@ -226,6 +226,8 @@ def test_cancel_reply_reports_the_state_after_the_cancel(server, tmp_path):
 @pytest.mark.parametrize("options,code", [
     ({"source": "missing.wav", "stems": 2}, "input_missing"),
     ({"model": "no-such-model"}, "model_unknown"),
+    ({"model": "ensemble:/etc"}, "invalid_argument"),  # a folder outside the models dir
+    ({"model": "ensemble:../../etc"}, "invalid_argument"),
     ({"model": "spleeter-2stems", "stems": 6}, "stems_unsupported"),
     ({"model": "htdemucs_6s", "stems": 6, "overlap": 0.999}, None),
 ])
