@@ -17,6 +17,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # process they start, even where the developer's environment switches them on;
 # tests/engine/test_acceleration.py switches them on where it tests the compiler's paths.
 os.environ["STEMBRIDGE_COMPILE"] = "off"
+# One OpenMP/torch thread per test process and per process a test starts: pytest-xdist
+# already runs one worker per core, and the tiny test models gain nothing from a second
+# thread while two threads per worker on a shared core wait for each other (measured: a
+# full suite spent minutes spinning). A test that sets its own count still can.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 #: Every variable that decides where stembridge reads or writes per-user files. Before
 #: any fixture or test runs (module- and session-scoped fixtures included, and every
@@ -56,6 +61,10 @@ def _snapshot(folders: list[Path]) -> dict[str, tuple[int, int]]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    import sys
+
+    if "torch" in sys.modules:  # imported before this file (a plugin): set it there too
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     real = _user_folders()
     _SANDBOX["real"] = real
     _SANDBOX["before"] = _snapshot(real)
