@@ -140,12 +140,18 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_bytes_atomic(path, (json.dumps(data, indent=1) + "\n").encode("utf-8"))
 
 
-def remove_stale_temps(directory: Path) -> int:
-    """Delete the temporary files a killed writer left in `directory`; returns how many.
-    Call it only where no other live writer works in that folder."""
+def remove_stale_temps(directory: Path, min_age_seconds: float = 0.0) -> int:
+    """Delete the temporary files (`TEMP_PREFIX`) a killed writer left in `directory`
+    that are older than `min_age_seconds` (by modification time); returns how many. With
+    0 (the default) every one goes: call it so only where no other live writer works in
+    that folder."""
     count = 0
+    cutoff = time.time() - min_age_seconds
     for candidate in Path(directory).glob(TEMP_PREFIX + "*"):
         with contextlib.suppress(OSError):
+            if min_age_seconds > 0 and not (candidate.is_file()
+                                            and candidate.stat().st_mtime < cutoff):
+                continue
             candidate.unlink()
             count += 1
     return count

@@ -17,14 +17,13 @@ import contextlib
 import os
 import shutil
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from engine.errors import InvalidArgumentError, OutputError
-from protocol.files import TEMP_PREFIX, make_temp, publish, remove_stale_temps
+from protocol.files import make_temp, publish, remove_stale_temps
 
 #: Largest PCM value written: 1 - 2**-23, i.e. the 24-bit code 8388607.
 PCM_MAX = float(np.float32(1.0 - 2.0**-23))
@@ -490,24 +489,8 @@ def _same_dir(a: Path, b: Path) -> bool:
         return False
 
 
-def remove_stale_temp_files(
-    directory: str | os.PathLike[str], min_age_seconds: float = 24 * 3600
-) -> int:
-    """Delete the temporary files (``protocol.files.TEMP_PREFIX``) in `directory` that a
-    process killed while writing left behind, if older than `min_age_seconds` (seconds,
-    by modification time; the default, a day, spares the files of writers still running).
-    With `min_age_seconds` 0 or less every temporary file goes
-    (`protocol.files.remove_stale_temps`): only where no live writer shares the folder.
-    Returns how many were removed."""
-    if min_age_seconds <= 0:
-        return remove_stale_temps(Path(directory))
-    removed = 0
-    cutoff = time.time() - min_age_seconds
-    for candidate in Path(directory).glob(TEMP_PREFIX + "*"):
-        try:
-            if candidate.is_file() and candidate.stat().st_mtime < cutoff:
-                candidate.unlink()
-                removed += 1
-        except OSError:
-            continue
-    return removed
+def remove_stale_temp_files(directory: str | os.PathLike[str],
+                            min_age_seconds: float = 24 * 3600) -> int:
+    """`protocol.files.remove_stale_temps` with a day's grace by default (seconds), which
+    spares the files of writers still running; 0 or less: every temporary file."""
+    return remove_stale_temps(Path(directory), max(0.0, min_age_seconds))

@@ -161,7 +161,10 @@ class _FakeEngine:
     device, precision = "cpu", "fp32"
 
     def __init__(self) -> None:
+        from engine.config import EngineConfig
+
         self.go = threading.Event()
+        self.config = EngineConfig(device="cpu")  # the models folder the server lists
 
     def loaded_models(self) -> list[str]:
         return ["htdemucs"]
