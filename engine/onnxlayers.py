@@ -30,11 +30,13 @@ OPSET = 17
 
 
 def unavailable_reason() -> str | None:
-    """Why onnxruntime cannot run layers here (None when it can)."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return "onnxruntime is not installed (pip install 'stembridge[onnx]')"
+    """Why layers cannot be exported and run here (None when they can): onnxruntime runs
+    them, the `onnx` package is torch's ONNX writer."""
+    for name in ("onnxruntime", "onnx"):
+        try:
+            __import__(name)
+        except ImportError:
+            return f"{name} is not installed (pip install 'stembridge[onnx]')"
     return None
 
 

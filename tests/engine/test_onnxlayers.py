@@ -79,15 +79,16 @@ def test_onnx_is_not_built_for_bf16(htdemucs, tmp_path, monkeypatch):
         htdemucs.fast.clear()
 
 
-def test_without_onnxruntime_stays_eager(htdemucs, tmp_path, monkeypatch):
+@pytest.mark.parametrize("missing", ["onnxruntime", "onnx"])
+def test_without_onnxruntime_stays_eager(htdemucs, tmp_path, monkeypatch, missing):
     monkeypatch.setenv("STEMBRIDGE_COMPILE", "onnx")
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails: not installed
+    monkeypatch.setitem(sys.modules, missing, None)  # its import fails: not installed
     reason = acceleration.unavailable_reason("onnx")
-    assert reason is not None and "onnxruntime is not installed" in reason
+    assert reason is not None and f"{missing} is not installed" in reason
     try:
         (fast,) = htdemucs.accelerate(ArtifactCache(tmp_path), "fp32")
         assert not fast._threads
-        assert "onnxruntime is not installed" in next(iter(fast.status.values()))
+        assert f"{missing} is not installed" in next(iter(fast.status.values()))
         x = _window(htdemucs)
         with torch.inference_mode():
             assert torch.equal(htdemucs.models[0](x), htdemucs.forward(x))
