@@ -1,6 +1,6 @@
 """ONNX Runtime forwards by layer: chosen sub-modules of a network exported to ONNX at one
 fixed window shape and run by onnxruntime's CPU provider (graph optimisation ALL,
-intra-op threads = torch's), while the rest of the forward (demucs: STFT, iSTFT and the
+intra-op threads = torch's, no memory arena), while the rest of the forward (demucs: STFT, iSTFT and the
 glue between layers) stays in torch.
 
     fast, payload = export_layers(model, {"encoder": model.encoder, ...}, probe, None)
@@ -54,6 +54,9 @@ def _session(data: bytes) -> Any:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
+    # onnxruntime's CPU arena (one per session) grew the process to 6.5 GB after two
+    # released-size htdemucs windows; without it 1.8 GB, no slower (issue 15, round 2)
+    options.enable_cpu_mem_arena = False
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 

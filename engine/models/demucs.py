@@ -180,8 +180,9 @@ def compile_layers(model: Any) -> Any:
 def onnx_layers(model: Any, probe: torch.Tensor, payload: bytes | None) -> tuple[Any, bytes]:
     """`engine.onnxlayers.export_layers` on a demucs model's encoder and decoder layers
     (both branches) and its cross-transformer, for windows shaped like `probe`; the STFT,
-    iSTFT and the glue stay in torch. At the released htdemucs size this ran one window
-    faster than eager at fp32, within 4e-6 (issue 15's second closing note)."""
+    iSTFT and the glue stay in torch. At the released htdemucs size one window ran
+    1.30-1.52x faster than eager at fp32 (medians of 3, 2 loaded cores), max abs 4e-6;
+    export 30-37 s (issue 15, second round)."""
     from engine.onnxlayers import export_layers
 
     layers: dict[str, Any] = {}
