@@ -16,9 +16,11 @@ mostly measure the autocast). Each precision also prints the machine's practical
 matrix product on the same threads at that precision, `bench/limits.py`), the model's
 arithmetic per audio second, and the fraction of the limit the forward pass reaches.
 `--rss-only` runs the job in a fresh child process and reports its peak RSS.
-`--paths eager compiled` adds rows for the compiled forward (`engine.acceleration`, built
-or loaded from ``<models dir>/.compiled`` before the rows are timed; skipped with the
-reason when unavailable). `--process` adds whole-process rows: `stembridge split` against
+`--paths eager compiled onnx` adds rows for the compiled forward (`engine.acceleration`,
+built or loaded from ``<models dir>/.compiled`` before the rows are timed; skipped with the
+reason when unavailable): "compiled" is torch.compile by layer, "onnx" the layers through
+onnxruntime (fp32 only; `engine.onnxlayers`). One-window comparisons of the ONNX layers
+and of bf16 layers without autocast: `bench/bench_window.py`. `--process` adds whole-process rows: `stembridge split` against
 a script that loads the same model with demucs, reads the file, runs `apply_model` and
 writes the stems, both at the same precision and threads. `--repeats N` alternates ours
 and theirs N times and compares medians (a loaded machine drifts between runs).
@@ -174,8 +176,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-reference", action="store_true", help="skip apply_model")
     p.add_argument("--rss-only", action="store_true", help="peak RSS of a child process")
-    p.add_argument("--paths", nargs="+", default=["eager"], choices=("eager", "compiled"),
-                   help="engine forward paths to time (compiled: built or loaded first)")
+    p.add_argument("--paths", nargs="+", default=["eager"],
+                   choices=("eager", "compiled", "onnx"),
+                   help="engine forward paths to time (compiled, onnx: built or loaded "
+                        "first; onnx is fp32 only)")
     p.add_argument("--process", action="store_true",
                    help="also time whole processes: `stembridge split` vs an apply_model script")
     p.add_argument("--repeats", type=int, default=1,
@@ -224,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
             shutil.copy(work / f"input-{args.seconds[0]:g}s.wav", warm)
             run_job(engine, warm, args.model, work)  # warm-up (allocator, kernels)
             for path_name in args.paths:
-                if path_name == "compiled" and not _compile(engine, args.model):
+                if path_name != "eager" and not _compile(engine, args.model, path_name):
                     continue
                 for seconds in args.seconds:
                     _engine_row(engine, args, spec, seconds, work, prec, path_name, limit,
@@ -234,9 +238,13 @@ def main(argv: list[str] | None = None) -> None:
                     _process_row(args, seconds, models, work, prec)
 
 
-def _compile(engine, model: str) -> bool:
-    """Build (or load from the cache) the compiled forward; False when it is unavailable."""
+def _compile(engine, model: str, path_name: str = "compiled") -> bool:
+    """Build (or load from the cache) the compiled forward (`path_name` "compiled":
+    torch.compile, as ``STEMBRIDGE_COMPILE=on``; "onnx": onnxruntime, as
+    ``STEMBRIDGE_COMPILE=onnx``), replacing another path's; False when it is unavailable."""
     t0 = time.perf_counter()
+    getattr(engine.model(model), "fast", {}).clear()
+    os.environ["STEMBRIDGE_COMPILE"] = "onnx" if path_name == "onnx" else "on"
     fasts = engine.accelerate(model, wait=True)
     states = [s for f in fasts for s in f.status.values()]
     print(f"   compiled forward: {states or 'none for this model'} "

@@ -16,7 +16,12 @@ compared with the eager forward's on the same window (`TOLERANCE`); one that dif
 never used. Everything that can go wrong (no C++ compiler, a torch without
 `torch.compile`, a compile error, a damaged cache) leaves the eager forward in place and
 says why in `FastForward.status` and the log. Nothing is compiled unless
-``STEMBRIDGE_COMPILE=on`` (off by default, see `protocol.settings.compile_enabled`).
+``STEMBRIDGE_COMPILE=on`` (off by default, see `protocol.settings.compile_backend`).
+
+With ``STEMBRIDGE_COMPILE=onnx`` the builder is a model's `exporter` instead
+(`engine.onnxlayers`: its layers exported to ONNX and run by onnxruntime), fp32 only,
+cached and checked the same way; a model without an exporter, or no onnxruntime, stays
+eager.
 """
 
 from __future__ import annotations
@@ -43,12 +48,19 @@ TOLERANCE = {"fp32": 1e-4, "bf16": 3e-2, "fp16": 3e-3}
 Shape = tuple[int, ...]
 
 
-def unavailable_reason() -> str | None:
-    """Why the compiler cannot run here (None when it can): the setting, the torch
-    version, Python's support for dynamo, a C++ compiler for inductor's CPU code (the
-    search inductor itself does: ``$CXX``, else g++)."""
-    if not settings.compile_enabled():
+def unavailable_reason(backend: str | None = "setting") -> str | None:
+    """Why `backend` (default: the one ``STEMBRIDGE_COMPILE`` names; None: off) cannot
+    run here (None when it can): the setting, the
+    torch version, Python's support for dynamo, a C++ compiler for inductor's CPU code
+    (the search inductor itself does: ``$CXX``, else g++); for "onnx", onnxruntime."""
+    if backend == "setting":
+        backend = settings.compile_backend()
+    if backend is None:
         return "switched off (STEMBRIDGE_COMPILE is not on)"
+    if backend == "onnx":
+        from engine import onnxlayers
+
+        return onnxlayers.unavailable_reason()
     import torch
 
     if not hasattr(torch, "compile") or not hasattr(torch.compiler, "save_cache_artifacts"):
@@ -95,12 +107,18 @@ class FastForward:
         compiler: module -> a callable with the same forward, compiled where it pays
             (e.g. only the parts without complex tensors); default: the whole forward
             through ``torch.compile(dynamic=False)``. Its name is part of the key.
+        exporter: (module, probe window, cached payload or None) -> (a callable with
+            the same forward, the payload to cache): the "onnx" backend
+            (`engine.onnxlayers.export_layers` on the model's layers); None: no such path.
     """
 
     def __init__(self, module: Any, identity: dict[str, Any], cache: ArtifactCache,
-                 compiler: Callable[[Any], Any] | None = None) -> None:
+                 compiler: Callable[[Any], Any] | None = None,
+                 exporter: Callable[[Any, Any, bytes | None], tuple[Any, bytes]] | None = None
+                 ) -> None:
         self.module = module
         self.compiler = compiler
+        self.exporter = exporter
         self.identity = dict(identity)
         self.cache = cache
         self._ready: dict[tuple[Shape, str], Callable[[Any], Any]] = {}
@@ -124,14 +142,23 @@ class FastForward:
     def ready(self, shape: Shape, precision: str) -> bool:
         return (tuple(shape), precision) in self._ready
 
-    def key(self, shape: Shape, precision: str, device_type: str) -> dict[str, Any]:
+    def key(self, shape: Shape, precision: str, device_type: str,
+            backend: str = "inductor") -> dict[str, Any]:
         """The artifact cache key of one build."""
         if self._digest is None:
             self._digest = weights_digest(self.module)
+        versions = library_versions()
+        if backend == "onnx":
+            from engine import onnxlayers
+
+            builder = "onnx:" + getattr(self.exporter, "__name__", "?")
+            versions["onnxruntime"] = onnxlayers.version()
+            versions["opset"] = str(onnxlayers.OPSET)
+        else:
+            builder = "inductor:" + getattr(self.compiler, "__name__", "whole")
         return {**self.identity, "weights": self._digest, "shape": list(shape),
-                "precision": precision, "device": device_type,
-                "backend": "inductor:" + getattr(self.compiler, "__name__", "whole"),
-                "versions": library_versions()}
+                "precision": precision, "device": device_type, "backend": builder,
+                "versions": versions}
 
     def start(self, shape: Shape, precision: str, device_type: str = "cpu"
               ) -> threading.Thread | None:
@@ -141,23 +168,32 @@ class FastForward:
         with self._lock:
             if slot in self._ready or slot in self._threads:
                 return None
-            reason = unavailable_reason()
+            backend = settings.compile_backend()
+            reason = unavailable_reason(backend)
+            if reason is None and backend == "onnx":
+                reason = ("no ONNX path for this model" if self.exporter is None else
+                          None if precision == "fp32" else
+                          f"onnxruntime runs fp32 only, not {precision}")
             if reason is not None:
                 self.status[slot] = f"eager: {reason}"
                 return None
             self.status[slot] = "building"
-            thread = threading.Thread(target=self._build, args=(slot, device_type),
+            thread = threading.Thread(target=self._build, args=(slot, device_type, backend),
                                       name=f"stembridge-compile-{self.identity.get('model')}",
                                       daemon=True)
             self._threads[slot] = thread
         thread.start()
         return thread
 
-    def _build(self, slot: tuple[Shape, str], device_type: str) -> None:
+    def _build(self, slot: tuple[Shape, str], device_type: str, backend: str = "inductor"
+               ) -> None:
         shape, precision = slot
         t0 = time.perf_counter()
         try:
-            fn, source = self._compile(shape, precision, device_type)
+            if backend == "onnx":
+                fn, source = self._export(shape, device_type)
+            else:
+                fn, source = self._compile(shape, precision, device_type)
         except Exception as exc:  # any compiler failure: stay eager, say why
             log.warning("compiling %s for %s %s failed, staying eager: %s",
                         self.identity.get("model"), shape, precision, exc)
@@ -197,17 +233,64 @@ class FastForward:
             with _precision_context(precision, device_type):
                 return compiled(x)
 
-        probe = torch.randn(*shape, generator=torch.Generator().manual_seed(0)).to(
-            next(iter(module.parameters())).device)
-        with torch.inference_mode():
-            got = run(probe).float()
-            with _precision_context(precision, device_type):
-                want = module(probe).float()
-        err = float((got - want).abs().max() / want.abs().max().clamp_min(1e-12))
-        if not err <= TOLERANCE[precision]:
-            return None, f"compiled output differs from eager by {err:.2e} (relative)"
+        probe = _probe(module, shape)
+        refused = _differs(run, module, probe, precision, device_type)
+        if refused:
+            return None, refused
         if payload is None:
             artifacts = torch.compiler.save_cache_artifacts()
             if artifacts is not None:
                 self.cache.write(key, artifacts[0])
         return run, source
+
+    def _export(self, shape: Shape, device_type: str) -> tuple[Callable[[Any], Any] | None, str]:
+        """The "onnx" backend's build (fp32): (fn, where its layers came from), or
+        (None, why it is refused)."""
+        assert self.exporter is not None
+        key = self.key(shape, "fp32", device_type, "onnx")
+        payload = self.cache.read(key)
+        probe = _probe(self.module, shape)
+        fn = None
+        if payload is not None:
+            try:
+                fn, _ = self.exporter(self.module, probe, payload)
+                source = "ONNX, from the cache"
+            except Exception as exc:  # a payload onnxruntime cannot use: rebuild it
+                log.warning("ONNX cache for %s unusable (%s): rebuilding",
+                            key.get("model"), exc)
+                with contextlib.suppress(OSError):
+                    self.cache.path(key).unlink()
+                payload = None
+        if fn is None:
+            fn, fresh = self.exporter(self.module, probe, None)
+            source = "ONNX, exported"
+        refused = _differs(fn, self.module, probe, "fp32", device_type)
+        if refused:
+            return None, refused
+        if payload is None:
+            self.cache.write(key, fresh)
+        return fn, source
+
+
+def _probe(module: Any, shape: Shape) -> torch.Tensor:
+    """The window a build is checked on: seeded noise of `shape` on the module's device."""
+    import torch
+
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(0)).to(
+        next(iter(module.parameters())).device)
+
+
+def _differs(fn: Callable[[Any], Any], module: Any, probe: torch.Tensor, precision: str,
+             device_type: str) -> str | None:
+    """Why `fn` may not replace `module` (its output on `probe` is further from eager's
+    than `TOLERANCE`, relative to the peak), or None."""
+    import torch
+
+    with torch.inference_mode():
+        got = fn(probe).float()
+        with _precision_context(precision, device_type):
+            want = module(probe).float()
+    err = float((got - want).abs().max() / want.abs().max().clamp_min(1e-12))
+    if not err <= TOLERANCE[precision]:
+        return f"compiled output differs from eager by {err:.2e} (relative)"
+    return None

@@ -23,7 +23,7 @@ flags override these; these override the built-in defaults below. PROTOCOL.md
 | ``STEMBRIDGE_MODEL_MEMORY_MB`` | budget for warm models, MB (0: automatic) | 0 |
 | ``STEMBRIDGE_OFFLINE`` (or ``HF_HUB_OFFLINE``) | never try to download | off |
 | ``STEMBRIDGE_MODELS_MIRROR`` | base URL serving ``<model>/<file>`` instead of each file's origin | none |
-| ``STEMBRIDGE_COMPILE`` | ``on``: the server compiles models' forwards in the background | off |
+| ``STEMBRIDGE_COMPILE`` | ``on``: the server compiles models' forwards in the background (``onnx``: through onnxruntime, fp32) | off |
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ VARIABLES: dict[str, str] = {
     "STEMBRIDGE_MODEL_MEMORY_MB": "budget for warm models, MB (0: automatic)",
     "STEMBRIDGE_OFFLINE": "1: never try to download",
     "STEMBRIDGE_MODELS_MIRROR": "base URL serving <model>/<file> instead of each file's origin",
-    "STEMBRIDGE_COMPILE": "on: the server compiles models' forwards in the background",
+    "STEMBRIDGE_COMPILE": ("on: the server compiles models' forwards in the background "
+                           "(onnx: through onnxruntime, fp32)"),
 }
 
 
@@ -107,7 +108,16 @@ def compile_enabled() -> bool:
     """True when ``STEMBRIDGE_COMPILE`` is on/1/yes/true: compiled forwards are built
     (off by default: a build takes minutes of CPU for a modest gain on a CPU so far, see
     bench/bench_engine.py ``--paths compiled``)."""
-    return get_flag("STEMBRIDGE_COMPILE")
+    return compile_backend() is not None
+
+
+def compile_backend() -> str | None:
+    """What builds compiled forwards: "inductor" (``STEMBRIDGE_COMPILE`` on/1/yes/true:
+    torch.compile), "onnx" (``STEMBRIDGE_COMPILE=onnx``: onnxruntime, fp32 only), or
+    None (unset or anything else: eager)."""
+    if (get("STEMBRIDGE_COMPILE") or "").strip().lower() == "onnx":
+        return "onnx"
+    return "inductor" if get_flag("STEMBRIDGE_COMPILE") else None
 
 
 def cache_root() -> Path:
