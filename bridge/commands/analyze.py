@@ -56,13 +56,10 @@ def table(name: str, a: dict[str, Any]) -> str:
 
 def plot(analyses: list[tuple[str, dict[str, Any]]], out: Path, target: float = -14.0) -> Path:
     """Loudness curves and tonal balance of each analysis, side by side, into `out`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from bridge.commands.report import pyplot, save_png
     from engine.mastering.analysis import TARGET_CURVE
-    from protocol.files import make_temp, publish
+
+    plt = pyplot()
 
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 7))
     for name, a in analyses:
@@ -81,14 +78,7 @@ def plot(analyses: list[tuple[str, dict[str, Any]]], out: Path, target: float = 
     ax2.set(ylabel="dB relative to total", title="Tonal balance")
     ax2.legend(fontsize=7)
     fig.tight_layout()
-    tmp = make_temp(out.parent, ".png")
-    try:
-        fig.savefig(str(tmp), format="png", dpi=100)
-        publish(tmp, out)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return out
+    return save_png(fig, out)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:

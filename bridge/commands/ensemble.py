@@ -67,14 +67,12 @@ def _line(quiet: bool, text: str, end: bool = False) -> None:
 
 def plot(history: list[dict[str, float]], out: Path) -> Path | None:
     """The training and validation loss per epoch into `out` (None without matplotlib)."""
+    from bridge.commands.report import pyplot, save_png
+
     try:
-        import matplotlib
+        plt = pyplot()
     except ImportError:
         return None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from protocol.files import make_temp, publish
 
     fig, ax = plt.subplots(figsize=(7, 4))
     epochs = [h["epoch"] for h in history]
@@ -83,14 +81,7 @@ def plot(history: list[dict[str, float]], out: Path) -> Path | None:
     ax.set(xlabel="epoch", ylabel="L1 spectrogram loss", title="StemMixer training",
            yscale="log")
     ax.legend()
-    tmp = make_temp(out.parent, ".png")
-    try:
-        fig.savefig(str(tmp), format="png", dpi=100)
-        publish(tmp, out)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return out
+    return save_png(fig, out)
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:

@@ -99,12 +99,9 @@ def markdown(result: dict[str, Any]) -> str:
 def plot(result: dict[str, Any], out: Path) -> Path:
     """Per stem, the distribution over tracks of each model's SDR (box and points) into
     the PNG `out`, written atomically. Needs matplotlib (ImportError otherwise)."""
-    import matplotlib
+    from bridge.commands.report import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from protocol.files import make_temp, publish
+    plt = pyplot()
 
     models = list(result["aggregate"])
     stems = _stems(result)
@@ -131,14 +128,7 @@ def plot(result: dict[str, Any], out: Path) -> Path:
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = make_temp(out.parent, ".png")
-    try:
-        fig.savefig(str(tmp), format="png", dpi=100)
-        publish(tmp, out)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return out
+    return save_png(fig, out)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ the same table."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Any
 
 from protocol.errors import ErrorCode, hint
 
@@ -22,3 +24,30 @@ def error(code: str | ErrorCode, message: str, where: str = "") -> None:
 
 def warning(message: str) -> None:
     print(f"stembridge: warning: {message}", file=sys.stderr)
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (files only, no display). ImportError
+    without matplotlib (the `plot` extra)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_png(fig: Any, out: Path) -> Path:
+    """Write the matplotlib figure `fig` to the PNG `out` atomically, then close it."""
+    import matplotlib.pyplot as plt
+
+    from protocol.files import make_temp, publish
+
+    tmp = make_temp(out.parent, ".png")
+    try:
+        fig.savefig(str(tmp), format="png", dpi=100)
+        publish(tmp, out)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return out
