@@ -220,10 +220,7 @@ class FastForward:
                 torch.compiler.load_cache_artifacts(payload)
                 source = "from the cache"
             except Exception as exc:  # a payload torch cannot use: rebuild it
-                log.warning("compiled-model cache for %s unusable (%s): rebuilding",
-                            key.get("model"), exc)
-                with contextlib.suppress(OSError):
-                    self.cache.path(key).unlink()
+                self._drop(key, "compiled-model", exc)
                 payload = None
         module = self.module
         compiled = (torch.compile(module, dynamic=False) if self.compiler is None
@@ -243,6 +240,12 @@ class FastForward:
                 self.cache.write(key, artifacts[0])
         return run, source
 
+    def _drop(self, key: dict[str, Any], what: str, exc: BaseException) -> None:
+        """Delete the cached artifact at `key` that could not be used (it is rebuilt)."""
+        log.warning("%s cache for %s unusable (%s): rebuilding", what, key.get("model"), exc)
+        with contextlib.suppress(OSError):
+            self.cache.path(key).unlink()
+
     def _export(self, shape: Shape, device_type: str) -> tuple[Callable[[Any], Any] | None, str]:
         """The "onnx" backend's build (fp32): (fn, where its layers came from), or
         (None, why it is refused)."""
@@ -256,10 +259,7 @@ class FastForward:
                 fn, _ = self.exporter(self.module, probe, payload)
                 source = "ONNX, from the cache"
             except Exception as exc:  # a payload onnxruntime cannot use: rebuild it
-                log.warning("ONNX cache for %s unusable (%s): rebuilding",
-                            key.get("model"), exc)
-                with contextlib.suppress(OSError):
-                    self.cache.path(key).unlink()
+                self._drop(key, "ONNX", exc)
                 payload = None
         if fn is None:
             fn, fresh = self.exporter(self.module, probe, None)

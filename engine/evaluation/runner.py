@@ -36,7 +36,7 @@ from engine.evaluation.metrics import (
     museval_module,
     museval_version,
 )
-from engine.evaluation.tracks import Track
+from engine.evaluation.tracks import Track, samples_digest
 from engine.models.store import weights_id
 from protocol.files import make_temp, publish, write_json_atomic
 
@@ -72,15 +72,6 @@ class EvalProgress:
 
 def _sha(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
-
-
-def _array_digest(arrays: Iterable[tuple[str, np.ndarray]], rate: int) -> str:
-    digest = hashlib.sha256(f"rate={rate}".encode())
-    for name, arr in arrays:
-        a = np.ascontiguousarray(arr, dtype=np.float32)
-        digest.update(f"|{name}:{a.shape}|".encode())
-        digest.update(a.tobytes())
-    return digest.hexdigest()
 
 
 class _Store:
@@ -231,7 +222,7 @@ def _evaluate_track(engine: Engine, models: Sequence[str], track: Track, store: 
                     window_s: float, clock: _Clock, result: dict[str, Any],
                     cancel: Any) -> dict[str, Any]:
     frames = int(track.mixture.shape[0])
-    mix_hash = _array_digest([("mixture", track.mixture)], track.rate)
+    mix_hash = samples_digest([("mixture", track.mixture)], track.rate)
     entry: dict[str, Any] = {"name": track.name, "rate": track.rate, "frames": frames,
                              "seconds": round(frames / track.rate, 6),
                              "references": list(track.references),
@@ -297,7 +288,7 @@ def _evaluate_one(engine: Engine, name: str, track: Track, mix_hash: str, store:
     else:
         clock.report(track.name, name, "cached", 0.5)
     seconds = time.perf_counter() - t0
-    ref_hash = _array_digest(track.references.items(), track.rate)
+    ref_hash = samples_digest(track.references.items(), track.rate)
     score_key = _sha("scores-1", key, ref_hash, f"{window_s!r}",
                      museval_version())
     stems = store.get_scores(score_key)

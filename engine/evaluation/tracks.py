@@ -16,8 +16,9 @@ read time); nothing is written.
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -173,3 +174,14 @@ def iter_tracks(path: str | os.PathLike[str], subset: str | None = "test",
     builtin = str(path) == BUILTIN
     for p in find_tracks(path, subset, tracks):
         yield load_track(p, limits, builtin=builtin)
+
+
+def samples_digest(arrays: Iterable[tuple[str, np.ndarray]], rate: int) -> str:
+    """The sha256 of decoded audio: each (name, float32 array) with its shape, and the
+    rate (Hz): what the estimate caches of `eval` and of mixer training are keyed by."""
+    digest = hashlib.sha256(f"rate={rate}".encode())
+    for name, arr in arrays:
+        a = np.ascontiguousarray(arr, dtype=np.float32)
+        digest.update(f"|{name}:{a.shape}|".encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()

@@ -20,7 +20,7 @@ served for other audio or other weights.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,19 +33,6 @@ if TYPE_CHECKING:
 
     from engine.config import Limits
     from engine.evaluation.tracks import Track
-
-
-def samples_digest(arrays: Iterable[tuple[str, np.ndarray]], rate: int) -> str:
-    """The sha256 of decoded audio: each (name, float32 array) with its shape, and the
-    rate (Hz)."""
-    import numpy as np
-
-    digest = hashlib.sha256(f"rate={rate}".encode())
-    for name, arr in arrays:
-        a = np.ascontiguousarray(arr, dtype=np.float32)
-        digest.update(f"|{name}:{a.shape}|".encode())
-        digest.update(a.tobytes())
-    return digest.hexdigest()
 
 
 def _at(x: np.ndarray, src_rate: int, rate: int) -> np.ndarray:
@@ -89,6 +76,8 @@ def targets(track: Track, stems: Sequence[str], rate: int, mix_digest: str,
     """The references (stems, 2, samples) of one decoded track at `rate` (cached by the
     sha256 of the decoded mixture and references)."""
     import numpy as np
+
+    from engine.evaluation.tracks import samples_digest
 
     refs = track.references
     for s in stems:
@@ -185,7 +174,7 @@ def prepare(members: Sequence[str], data: str | Path, cache_dir: Path, models_ro
         if progress is not None:
             progress(i, len(paths), path.name)
         track = data_sets.load_track(path, limits, builtin=builtin)
-        digest = samples_digest([("mixture", track.mixture)], track.rate)
+        digest = data_sets.samples_digest([("mixture", track.mixture)], track.rate)
         ref = targets(track, stems, rate, digest, cache_dir)
         mix, name = _at(track.mixture, track.rate, rate), track.name
         del track  # only the memory-mapped arrays stay
