@@ -37,16 +37,6 @@ def bucket():
         fs.rm(f"/{name}", recursive=True)
 
 
-@pytest.fixture
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _wav(seconds: float, sr: int, ch: int, seed: int, fmt: str = "WAV") -> bytes:
     buf = io.BytesIO()
     sf.write(buf, 0.3 * music_like(seconds, sr, ch, seed=seed).T, sr, format=fmt)
@@ -68,7 +58,7 @@ def _staged() -> set[str]:
 
 
 def test_batch_from_and_to_a_remote_store_equals_a_local_batch(
-        bucket, test_models_dir, tmp_path, one_thread):
+        bucket, test_models_dir, tmp_path, one_torch_thread):
     fs, b = bucket
     files = {"cat/a.wav": _wav(1.0, 44100, 2, 1), "cat/sub/b.flac": _wav(0.8, 48000, 1, 2,
                                                                           "FLAC"),
@@ -202,3 +192,36 @@ def test_staged_copies_of_a_dead_batch_process_are_swept(tmp_path):
     assert sweep_stale_stages(tmp_path) == [left]
     assert not left.exists() and mine.is_dir() and other.is_dir()
     assert sweep_stale_stages(tmp_path) == []  # once per process
+
+
+def test_batch_from_and_to_s3_through_a_local_s3_server(test_models_dir, tmp_path,
+                                                        monkeypatch, one_torch_thread):
+    """s3:// itself (s3fs, botocore), against moto's S3 server on 127.0.0.1."""
+    pytest.importorskip("s3fs")
+    moto_server = pytest.importorskip("moto.server")
+
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        for var, value in (("AWS_ENDPOINT_URL", f"http://{host}:{port}"),
+                           ("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
+                           ("AWS_DEFAULT_REGION", "us-east-1")):
+            monkeypatch.setenv(var, value)
+        fs = fsspec.filesystem("s3", skip_instance_cache=True)
+        fs.mkdir("label")
+        fs.pipe("label/cat/a.wav", _wav(0.6, 44100, 2, 1))
+        fsspec.filesystem("s3").invalidate_cache()
+        status, summary = _batch(test_models_dir, "s3://label/cat", "--out",
+                                 "s3://label/stems", "--work", str(tmp_path / "work"))
+        assert status == 0 and summary["files"]["done"] == 1, summary
+        fs.invalidate_cache()
+        assert sorted(p.split("/", 2)[2] for p in fs.find("label/stems")) == sorted(
+            [f"a/{s}" for s in (*STEMS, "stems.json")] + ["stembridge-batch-summary.json"])
+        meta = json.loads(fs.cat("label/stems/a/stems.json"))
+        assert meta["input"]["path"] == "s3://label/cat/a.wav"
+        status, summary = _batch(test_models_dir, "s3://label/cat", "--out",
+                                 "s3://label/stems", "--work", str(tmp_path / "work"))
+        assert summary["files"]["done_before"] == 1  # resumed from the store
+    finally:
+        server.stop()
