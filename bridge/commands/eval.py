@@ -81,30 +81,18 @@ class EvalBar:
     redrawn in place on a TTY, printed at each step's start and end otherwise."""
 
     def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.tty = sys.stderr.isatty()
-        self.last: tuple[int, str] = (-1, "")
+        self.line = report.StatusLine(enabled, clear=True)
 
     def __call__(self, p: Any) -> None:
-        if not self.enabled:
-            return
         total = p.total or 0
         frac = (p.done + p.step_fraction) / total if total else 0.0
-        width = 24
-        bar = "#" * int(frac * width) + "." * (width - int(frac * width))
         eta = "--" if p.eta is None else f"{p.eta:5.1f}s"
-        line = (f"eval [{bar}] {p.done}/{total or '?'} {p.track} | {p.model}: {p.phase} "
-                f"{frac * 100:5.1f}% ETA {eta}")
-        if self.tty:
-            sys.stderr.write("\r\x1b[K" + line)
-            sys.stderr.flush()
-        elif (p.done, p.phase) != self.last:
-            self.last = (p.done, p.phase)
-            sys.stderr.write(line + "\n")
+        self.line.show(f"eval [{report.bar(frac)}] {p.done}/{total or '?'} {p.track} | "
+                       f"{p.model}: {p.phase} {frac * 100:5.1f}% ETA {eta}",
+                       (p.done, p.phase))
 
     def close(self) -> None:
-        if self.enabled and self.tty:
-            sys.stderr.write("\n")
+        self.line.close()
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

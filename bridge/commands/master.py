@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -63,24 +62,15 @@ class _Bar:
     """A one-line progress bar on stderr (redrawn on a TTY, every ~25 % otherwise)."""
 
     def __init__(self, label: str, enabled: bool) -> None:
-        self.label, self.enabled, self.tty = label, enabled, sys.stderr.isatty()
-        self.last = -1
+        self.label = label
+        self.line = report.StatusLine(enabled)
 
     def __call__(self, frac: float, what: str) -> None:
-        if not self.enabled:
-            return
-        bar = "#" * int(frac * 24) + "." * (24 - int(frac * 24))
-        line = f"{self.label} [{bar}] {frac * 100:5.1f}% {what}"
-        if self.tty:
-            sys.stderr.write("\r" + line.ljust(78))
-            sys.stderr.flush()
-        elif int(frac * 4) > self.last:
-            self.last = int(frac * 4)
-            sys.stderr.write(line + "\n")
+        text = f"{self.label} [{report.bar(frac)}] {frac * 100:5.1f}% {what}"
+        self.line.show(text.ljust(78), int(frac * 4))
 
     def close(self) -> None:
-        if self.enabled and self.tty:
-            sys.stderr.write("\n")
+        self.line.close()
 
 
 def _options(args: argparse.Namespace) -> Any:

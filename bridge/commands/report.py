@@ -51,3 +51,35 @@ def save_png(fig: Any, out: Path) -> Path:
         plt.close(fig)
         tmp.unlink(missing_ok=True)
     return out
+
+
+def bar(frac: float, width: int = 24) -> str:
+    """``[####....]``'s inside: `frac` (0..1) of `width` characters filled."""
+    filled = int(frac * width)
+    return "#" * filled + "." * (width - filled)
+
+
+class StatusLine:
+    """One progress line on stderr: redrawn in place on a TTY; otherwise printed only
+    when its `key` changes (a decile, a phase), so logs stay short. `enabled` False
+    draws nothing. `clear` also erases the rest of the TTY line before each redraw."""
+
+    def __init__(self, enabled: bool, clear: bool = False) -> None:
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.prefix = "\r\x1b[K" if clear else "\r"
+        self.last: Any = object()
+
+    def show(self, line: str, key: Any) -> None:
+        if not self.enabled:
+            return
+        if self.tty:
+            sys.stderr.write(self.prefix + line)
+            sys.stderr.flush()
+        elif key != self.last:
+            self.last = key
+            sys.stderr.write(line + "\n")
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            sys.stderr.write("\n")

@@ -45,29 +45,16 @@ class ProgressBar:
 
     def __init__(self, label: str, enabled: bool) -> None:
         self.label = label
-        self.enabled = enabled
-        self.tty = sys.stderr.isatty()
-        self.last_decile = -1
+        self.line = report.StatusLine(enabled)
 
     def __call__(self, p: Any) -> None:
-        if not self.enabled:
-            return
         frac = p.frames_done / p.frames_total if p.frames_total else 1.0
         eta = "--" if p.eta is None else f"{p.eta:5.1f}s"
-        width = 24
-        bar = "#" * int(frac * width) + "." * (width - int(frac * width))
-        line = (f"{self.label} [{bar}] regions {p.regions_done}/{p.regions_total} "
-                f"{frac * 100:5.1f}% ETA {eta}")
-        if self.tty:
-            sys.stderr.write("\r" + line)
-            sys.stderr.flush()
-        elif int(frac * 10) > self.last_decile:
-            self.last_decile = int(frac * 10)
-            sys.stderr.write(line + "\n")
+        self.line.show(f"{self.label} [{report.bar(frac)}] regions {p.regions_done}/"
+                       f"{p.regions_total} {frac * 100:5.1f}% ETA {eta}", int(frac * 10))
 
     def close(self) -> None:
-        if self.enabled and self.tty:
-            sys.stderr.write("\n")
+        self.line.close()
 
 
 # ---------------------------------------------------------------------- folders
