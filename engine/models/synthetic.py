@@ -40,6 +40,17 @@ def _env(n: int, attack: int, decay: float, rng_len: int) -> np.ndarray:
     return e
 
 
+def _note_envelopes(starts: np.ndarray, n: int, attack: int, decay: float) -> np.ndarray:
+    """(n,) gain: each note from its start to the next one's, `_env` shaped."""
+    import numpy as np
+
+    env = np.zeros(n)
+    for i, s in enumerate(starts):
+        e = starts[i + 1] if i + 1 < len(starts) else n
+        env[s:e] = _env(e - s, attack, decay, e - s)
+    return env
+
+
 def _notes(rng: np.random.Generator, n: int, rate: int, lo: float, hi: float,
            per_s: float) -> tuple[np.ndarray, np.ndarray]:
     """Per-sample frequency (Hz) and note-start flags for notes drawn in [lo, hi]."""
@@ -64,10 +75,7 @@ def _voice(rng: np.random.Generator, n: int, rate: int) -> np.ndarray:
     phase = 2 * np.pi * np.cumsum(f) / rate
     x = sum(0.7 ** h * np.sin(h * phase) for h in range(1, 13)
             if h * f0.max() < rate / 2 - 200)
-    env = np.zeros(n)
-    for i, s in enumerate(starts):
-        e = starts[i + 1] if i + 1 < len(starts) else n
-        env[s:e] = _env(e - s, rate // 50, 0.8, e - s)
+    env = _note_envelopes(starts, n, rate // 50, 0.8)
     return np.asarray(x * env)
 
 
@@ -96,10 +104,7 @@ def _bass(rng: np.random.Generator, n: int, rate: int) -> np.ndarray:
     f, starts = _notes(rng, n, rate, 40, 110, 2)
     phase = 2 * np.pi * np.cumsum(f) / rate
     x = sum(np.sin(h * phase) / h for h in range(1, 5))
-    env = np.zeros(n)
-    for i, s in enumerate(starts):
-        e = starts[i + 1] if i + 1 < len(starts) else n
-        env[s:e] = _env(e - s, rate // 200, 0.6, e - s)
+    env = _note_envelopes(starts, n, rate // 200, 0.6)
     return np.asarray(x * env)
 
 
