@@ -197,9 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     from engine.errors import StembridgeError
 
     if args.command in ("split", "serve", "batch", "master"):  # they run torch here
+        from engine import allocator
         from engine.device import configure_threads
 
         configure_threads()
+        allocator.configure()
     try:
         if args.command == "split":
             return cmd_split(args)

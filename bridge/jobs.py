@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine import allocator
 from protocol.files import MANIFEST, remove_stale_temps
 from protocol.jobfiles import Manifest, ManifestRegion
 from protocol.messages import JobError, JobSummary, ProtocolError, SplitRequest
@@ -170,6 +171,8 @@ class Worker:
             except Exception as exc:  # never let one job kill the worker
                 log.exception("job %s failed", rec.id)
                 self.on_crash(rec, exc)
+            if not len(self.queue):  # idle: do not hold the job's peak memory
+                allocator.release()
 
     def join(self, timeout: float) -> None:
         if self.thread.is_alive():

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine import __version__ as ENGINE_VERSION
+from engine import allocator
 from engine.config import EngineConfig
 from engine.errors import InvalidArgumentError, StembridgeError
 from protocol.messages import SplitRequest
@@ -139,6 +140,7 @@ class Engine:
         self._lock = threading.Lock()
         self._device: torch.device | None = None
         self._precision: str | None = None
+        allocator.configure()  # before torch's threads first allocate: engine.allocator
         if self.config.threads:
             import torch
 

@@ -42,7 +42,7 @@ def test_switched_off_stays_eager(htdemucs, tmp_path, monkeypatch):
         x = _window(htdemucs)
         assert not fasts[0].ready(tuple(x.shape), "fp32")
         eager, served = _eager_and_via_separator(htdemucs, x)
-        assert torch.equal(eager, served)
+        assert torch.allclose(eager, served, atol=1e-5)  # eager_layers: fused attention
         assert not list(tmp_path.iterdir())  # nothing was written to the cache
     finally:
         htdemucs.fast.clear()
@@ -65,7 +65,7 @@ def test_no_cpp_compiler_stays_eager(htdemucs, tmp_path, monkeypatch):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert acceleration.current_precision("cpu") == "bf16"
             eager, served = _eager_and_via_separator(htdemucs, x)
-        assert torch.equal(eager, served)
+        assert torch.allclose(eager, served, atol=1e-5)  # eager_layers: fused attention
         assert not (tmp_path / "c").exists()
     finally:
         htdemucs.fast.clear()
@@ -109,3 +109,39 @@ def test_thread_settings_are_set_before_torch_and_respect_the_user(tmp_path):
     assert "torch" in sys.modules and configure_threads() is False  # too late here
     child: dict[str, str] = {}
     assert configure_threads(child) is True and child == {"GOMP_SPINCOUNT": GOMP_SPINCOUNT}
+
+
+def test_eager_layers_fuse_self_attention_and_leave_the_model_alone(htdemucs, monkeypatch):
+    """The engine's eager forward (`eager_layers`) runs each transformer self-attention
+    as one scaled-dot-product attention, in fp32 only; the demucs model itself (what
+    `apply_model` would run) keeps torch's own attention modules."""
+    raw, eager = htdemucs.models[0], htdemucs.eager[0]
+    assert eager is not raw
+    pairs = [(r.self_attn, e.self_attn)
+             for stack in ("layers", "layers_t")
+             for r, e in zip(getattr(raw.crosstransformer, stack),
+                             getattr(eager.crosstransformer, stack), strict=True)
+             if hasattr(r, "self_attn")]
+    assert pairs
+    assert all(isinstance(r, torch.nn.MultiheadAttention) for r, _ in pairs)
+    assert all(isinstance(e, dm.SelfAttention) and e.attention is r for r, e in pairs)
+
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        lambda *a, **k: calls.append(1) or sdpa(*a, **k))
+    mha, fused = pairs[0]
+    x = torch.randn(2, 37, mha.embed_dim, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        want = mha(x, x, x, need_weights=False)[0]
+        got, weights = fused(x, x, x, attn_mask=None, key_padding_mask=None,
+                             need_weights=False, is_causal=False)
+        assert weights is None and calls == [1]
+        assert torch.allclose(got, want, atol=1e-6)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # native under autocast
+            assert torch.equal(fused(x, x, x, need_weights=False)[0],
+                               mha(x, x, x, need_weights=False)[0])
+        assert calls == [1]
+        w = _window(htdemucs)
+        assert torch.allclose(htdemucs.forward(w), raw(w), atol=1e-5)
+    assert len(calls) == 1 + len(pairs)
