@@ -22,7 +22,8 @@ reason when unavailable): "compiled" is torch.compile by layer, "onnx" the layer
 onnxruntime (fp32 only; `engine.onnxlayers`). One-window comparisons of the ONNX layers
 and of bf16 layers without autocast: `bench/bench_window.py`. `--process` adds whole-process rows: `stembridge split` against
 a script that loads the same model with demucs, reads the file, runs `apply_model` and
-writes the stems, both at the same precision and threads. `--repeats N` alternates ours
+writes the stems, both at the same precision, threads and allocator settings
+(`engine.allocator`; the script also once more with glibc's malloc defaults, labelled). `--repeats N` alternates ours
 and theirs N times and compares medians (a loaded machine drifts between runs).
 
 Demucs models use random weights of the released architecture (`make-test --size full`),
@@ -185,9 +186,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=1,
                    help="alternate ours and theirs this many times; compare medians")
     args = p.parse_args(argv)
+    from engine import allocator
     from engine.device import configure_threads
 
     configure_threads()  # as the CLI does: this process and its children alike
+    allocator.configure()  # as the CLI does; apply_model, in this process, runs with it
 
     import torch
 
@@ -320,20 +323,31 @@ def _process_row(args, seconds: float, models: Path, work: Path, prec: str) -> N
                                          precision=prec, overlap=spec.default_overlap,
                                          out=str(theirs_out))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    from engine.allocator import TUNABLES
     from engine.device import configure_threads
 
     configure_threads(env)  # the same OpenMP setting the CLI gives `split`, for both
-    ours: list[float] = []
-    theirs: list[float] = []
+    # `split` keeps freed memory for reuse (engine.allocator); the script gets the same
+    # settings through glibc's tunables, and is also run with glibc's defaults (what a
+    # user running demucs gets), labelled as such
+    same = dict(env, GLIBC_TUNABLES=TUNABLES)
+    runs: dict[str, tuple[list[str], dict[str, str]]] = {
+        "split": (ours_cmd, env),
+        "script": ([sys.executable, "-c", theirs_code], same),
+        "script, glibc malloc defaults": ([sys.executable, "-c", theirs_code], env)}
+    times: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(max(1, args.repeats)):
-        for cmd, times in ((ours_cmd, ours), ([sys.executable, "-c", theirs_code], theirs)):
+        for key, (cmd, run_env) in runs.items():
             t0 = time.perf_counter()
-            subprocess.run(cmd, env=env, check=True, capture_output=True)
-            times.append(time.perf_counter() - t0)
-    a, b = statistics.median(ours), statistics.median(theirs)
+            subprocess.run(cmd, env=run_env, check=True, capture_output=True)
+            times[key].append(time.perf_counter() - t0)
+    a, b, c = (statistics.median(times[k]) for k in runs)
     print(f"[{seconds:g}s {prec} process] stembridge split {a:.2f}s  apply_model script "
-          f"{b:.2f}s  -> {b / a:.2f}x (median of {len(ours)}, interleaved; import, model "
-          "load, decode and writing included)", flush=True)
+          f"{b:.2f}s  -> {b / a:.2f}x (median of {len(times['split'])}, interleaved; same "
+          "threads and allocator settings; import, model load, decode and writing "
+          f"included). The script with glibc's malloc defaults: {c:.2f}s -> {c / a:.2f}x",
+          flush=True)
+
 
 if __name__ == "__main__":
     main()

@@ -33,6 +33,11 @@ _M_ARENA_MAX = -8
 #: working set stays mapped between windows; `release` trims after a job)
 TRIM_THRESHOLD = 1 << 30
 
+#: the same settings for a process that does not call `configure` (read by glibc at
+#: start), e.g. a reference script in a benchmark
+TUNABLES = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
+            f"glibc.malloc.trim_threshold={TRIM_THRESHOLD}")
+
 _lock = threading.Lock()
 _state: dict[str, object] = {}
 
