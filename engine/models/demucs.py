@@ -257,7 +257,8 @@ def onnx_layers(model: Any, probe: torch.Tensor, payload: bytes | None) -> tuple
     (both branches) and its cross-transformer, for windows shaped like `probe`; the STFT,
     iSTFT and the glue stay in torch. At the released htdemucs size one window ran
     1.30-1.52x faster than eager at fp32 (medians of 3, 2 loaded cores), max abs 4e-6;
-    export 30-37 s (issue 15, second round)."""
+    export 30-37 s (issue 15, second round); 0.77x eager once `engine.allocator` keeps
+    freed memory for reuse (the gain had been onnxruntime's own memory reuse)."""
     from engine.onnxlayers import export_layers
 
     layers: dict[str, Any] = {}
