@@ -14,7 +14,7 @@ Every ratio is at one precision: the engine in fp32 against apply_model in fp32,
 in bf16 against apply_model under the same bf16 autocast (a ratio across precisions would
 mostly measure the autocast). Each precision also prints the machine's practical limit (a
 matrix product on the same threads at that precision, `bench/limits.py`), the model's
-arithmetic per audio second, and the fraction of the limit the forward pass reaches.
+arithmetic per second of window (the windows a job computes, overlap included), and the fraction of the limit the forward pass reaches.
 `--rss-only` runs the job in a fresh child process and reports its peak RSS.
 `--paths eager compiled onnx` adds rows for the compiled forward (`engine.acceleration`,
 built or loaded from ``<models dir>/.compiled`` before the rows are timed; skipped with the
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{time.perf_counter() - t0:.2f}s; matmul limit {limit:.0f} GFLOP/s ({prec})")
             if flops_per_s is None and spec.family == "demucs":
                 flops_per_s = model_flops_per_second(engine, args.model)
-                print(f"   model arithmetic: {flops_per_s / 1e9:.1f} GFLOP per audio second "
+                print(f"   model arithmetic: {flops_per_s / 1e9:.1f} GFLOP per second of window "
                       "(matmuls and convolutions)")
             warm = work / "warm.wav"
             shutil.copy(work / f"input-{args.seconds[0]:g}s.wav", warm)
@@ -274,8 +274,17 @@ def _engine_row(engine, args, spec, seconds: float, work: Path, prec: str, path_
             f"  forward {r['forward']:.2f}s  overhead {overhead:.1f}%  peak RSS "
             f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     if flops_per_s:
-        got = flops_per_s * seconds / r["forward"] / 1e9
-        line += f"  {got:.0f} GFLOP/s = {got / limit * 100:.0f}% of the limit"
+        # the windows the job computed (overlap and the padded last window included),
+        # not the audio's length, are what the forward pass did
+        from engine.chunking import ChunkPlan
+
+        sep = engine.model(args.model)
+        frames = int(round(r["duration"] * sep.spec.samplerate))
+        windows = len(ChunkPlan(frames, sep.segment_length, spec.default_overlap).windows)
+        done = flops_per_s * windows * sep.segment_length / sep.spec.samplerate
+        got = done / r["forward"] / 1e9
+        line += (f"  {got:.0f} GFLOP/s over {windows} windows = {got / limit * 100:.0f}% "
+                 "of the limit")
     print(line, flush=True)
     if theirs:
         ref = statistics.median(theirs)
