@@ -16,7 +16,6 @@ from engine.batcher import WindowBatcher
 from engine.chunking import CancelToken, separate
 from engine.errors import BatcherClosedError, CancelledError
 from engine.models import demucs as dm
-from engine.models import testmodels
 
 CPU = torch.device("cpu")
 
@@ -29,14 +28,11 @@ def htdemucs(test_models_dir):
 
 
 @pytest.fixture(scope="module")
-def voc(tmp_path_factory: pytest.TempPathFactory):
+def voc(tiny_mdx_dir: Path):
     """The tiny MDX-Net model: 0.35 s windows of a few ms each, for scheduling tests."""
-    pytest.importorskip("onnxruntime")
     from engine.models import mdx
 
-    root: Path = tmp_path_factory.mktemp("batcher-mdx")
-    testmodels.make_test_mdx("mdx-voc-ft", root, seed=1)
-    return mdx.load("mdx-voc-ft", CPU, root)
+    return mdx.load("mdx-voc-ft", CPU, tiny_mdx_dir)
 
 
 def _window(model, seed: int, channels: int = 2) -> torch.Tensor:
