@@ -47,6 +47,35 @@ def _wait_queued(batcher: WindowBatcher, n: int) -> None:
         time.sleep(0.005)
 
 
+def _through_batcher(batcher: WindowBatcher, model, mixes: list[torch.Tensor],
+                     precision: str) -> dict[int, torch.Tensor]:
+    """Each mix separated by a job on a thread of its own, every pass through `batcher`;
+    the batcher is paused until each job has its first window queued (so they share
+    the first pass), and closed at the end."""
+    outs: dict[int, torch.Tensor] = {}
+    errors: list[BaseException] = []
+
+    def job(i: int) -> None:
+        try:
+            fwd = functools.partial(batcher.forward, model, precision=precision,
+                                    job=f"job{i}")
+            outs[i] = separate(model, mixes[i], forward=fwd)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    batcher.pause()
+    threads = [threading.Thread(target=job, args=(i,)) for i in range(len(mixes))]
+    for t in threads:
+        t.start()
+    _wait_queued(batcher, len(mixes))
+    batcher.resume()
+    for t in threads:
+        t.join(120)
+    batcher.close()
+    assert not errors, errors
+    return outs
+
+
 def _jobs_of_passes(batcher: WindowBatcher) -> list[tuple[str, ...]]:
     return list(batcher.stats.jobs)
 
@@ -59,27 +88,7 @@ def test_concurrent_jobs_equal_their_solo_outputs_and_share_passes(htdemucs):
              for i in range(4)]
     solo = [separate(htdemucs, mix) for mix in mixes]
     batcher = WindowBatcher(max_windows=4)
-    outs: dict[int, torch.Tensor] = {}
-    errors: list[BaseException] = []
-
-    def job(i: int) -> None:
-        try:
-            fwd = functools.partial(batcher.forward, htdemucs, precision="fp32",
-                                    job=f"job{i}")
-            outs[i] = separate(htdemucs, mixes[i], forward=fwd)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    batcher.pause()  # all four queued before the first pass: merging is certain
-    threads = [threading.Thread(target=job, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    _wait_queued(batcher, 4)
-    batcher.resume()
-    for t in threads:
-        t.join(120)
-    batcher.close()
-    assert not errors, errors
+    outs = _through_batcher(batcher, htdemucs, mixes, "fp32")
     for i in range(4):
         assert outs[i].shape == solo[i].shape
         torch.testing.assert_close(outs[i], solo[i], atol=1e-5, rtol=0)
@@ -248,3 +257,26 @@ def test_a_queued_window_of_a_cancelled_job_is_dropped(voc):
     other.result(60)
     batcher.close()
     assert _jobs_of_passes(batcher) == [("stays",)]
+
+
+@pytest.mark.gpu
+def test_on_cuda_the_batcher_merges_jobs_in_the_precision_asked(test_models_dir):
+    """On a GPU: the pass runs on the model's device under the precision's autocast
+    (entered on the batcher thread); bf16 jobs through the batcher stay close to their
+    solo outputs (same precision), and fp32 ones equal them."""
+    from engine.device import autocast_factory
+
+    cuda = torch.device("cuda")
+    model = dm.load("htdemucs", cuda, test_models_dir)
+    length = model.segment_length + model.segment_length // 3  # two windows per job
+    mixes = [torch.randn(2, length, generator=torch.Generator().manual_seed(i)) * 0.3
+             for i in range(4)]
+    for precision, tol in (("fp32", 1e-4), ("bf16", 5e-2)):
+        solo = [separate(model, mix, autocast=autocast_factory(cuda, precision))
+                for mix in mixes]
+        batcher = WindowBatcher(max_windows=8)
+        outs = _through_batcher(batcher, model, mixes, precision)
+        assert batcher.stats.sizes[0] == 4
+        for i in range(4):
+            assert outs[i].device.type == "cpu"
+            torch.testing.assert_close(outs[i], solo[i], atol=tol, rtol=0)
