@@ -111,6 +111,13 @@ def _build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--models-dir", type=Path, default=None)
     sv.add_argument("--model-memory-mb", type=float, default=None, help="budget for warm "
                     "models (least recently used ones are unloaded; 0 = automatic)")
+    sv.add_argument("--jobs", type=int, default=None, metavar="N", help="jobs run at "
+                    "once (default: 4 on a CUDA GPU, else 1)")
+    sv.add_argument("--batcher", default=None, choices=("auto", "on", "off"),
+                    help="windows of concurrent jobs on one model in one forward pass "
+                    "(auto, the default: on a CUDA GPU only)")
+    sv.add_argument("--batch-windows", type=int, default=None, metavar="N", help="windows "
+                    "per merged pass at most (default: as fit the GPU's memory; 4 on a CPU)")
     sv.add_argument("--detach", action="store_true", help="start in the background and "
                     "return once it answers (idempotent: reuses a running server)")
 

@@ -7,8 +7,8 @@ at the end the consolidated ``<stem>.<format>`` files (at the request's `sample_
 `normalize`d, in its `format` and `bit_depth`: `engine.audio.output`; regions stay at the
 source's rate, unscaled, as float WAV) and ``job/done``, whose metadata's ``output``
 states the files' rate, frames and gain.
-Layout: PROTOCOL.md, "Files". Everything runs on the worker thread, so a job's pushes
-are always in order.
+Layout: PROTOCOL.md, "Files". Everything of a job runs on its worker thread, so a job's
+pushes are always in order.
 """
 
 from __future__ import annotations
@@ -179,6 +179,7 @@ class _Run:
                 return False
             rec.source_stat = stat
             self.job = prepare_unblocked(self.engine, rec.request, rec.cancel)
+            self.job.label = rec.id  # names the job's windows to the engine's batcher
         except StembridgeError as err:
             if rec.stopping and err.code is ErrorCode.CANCELLED:
                 checkpoint(rec, self.send)

@@ -1,8 +1,8 @@
 """Jobs of `stembridge serve`: their records, the priority queue and the worker loop.
 
 A `JobRecord` is the server's state of one job (what `status` reports). The `JobQueue`
-hands queued jobs to the one `Worker` thread, interactive before batch, then in arrival
-order. `recover` turns the manifests an earlier server left unfinished back into records.
+hands queued jobs to the `Worker` threads (one by default; `ServerConfig.jobs`),
+interactive before batch, then in arrival order. `recover` turns the manifests an earlier server left unfinished back into records.
 """
 
 from __future__ import annotations
@@ -30,8 +30,11 @@ NO_CLIENT: Addr = ("", 0)
 
 
 def priority_of(request: SplitRequest) -> int:
-    """Queue rank: 0 interactive, 1 batch (lower runs first)."""
-    return 0 if request.priority == "interactive" else 1
+    """Queue rank: 0 interactive, 1 batch (lower runs first; the engine's batcher ranks
+    windows the same way)."""
+    from engine.batcher import rank
+
+    return rank(request.priority)
 
 
 @dataclass
@@ -144,18 +147,19 @@ class JobQueue:
 
 
 class Worker:
-    """The one engine thread: runs `run(rec)` for each job `queue` hands out; an
-    exception `run` lets through goes to `on_crash` and the loop goes on."""
+    """An engine thread: runs `run(rec)` for each job `queue` hands out; an exception
+    `run` lets through goes to `on_crash` and the loop goes on. Several workers may share
+    one queue (jobs at once); each job runs on one of them from start to end."""
 
     def __init__(self, queue: JobQueue, records: dict[str, JobRecord],
                  run: Callable[[JobRecord], None],
-                 on_crash: Callable[[JobRecord, Exception], None]) -> None:
+                 on_crash: Callable[[JobRecord, Exception], None],
+                 name: str = "stembridge-engine") -> None:
         self.queue = queue
         self.records = records
         self.run = run
         self.on_crash = on_crash
-        self.thread = threading.Thread(target=self._loop, name="stembridge-engine",
-                                       daemon=True)
+        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
     def start(self) -> Worker:
         self.thread.start()
@@ -171,8 +175,14 @@ class Worker:
             except Exception as exc:  # never let one job kill the worker
                 log.exception("job %s failed", rec.id)
                 self.on_crash(rec, exc)
-            if not len(self.queue):  # idle: do not hold the job's peak memory
+            if self._idle():  # do not hold the job's peak memory
                 allocator.release()
+
+    def _idle(self) -> bool:
+        """No job queued, none running (on another worker)."""
+        with self.queue.cond:
+            return not len(self.queue) and not any(
+                r.state == "running" for r in self.records.values())
 
     def join(self, timeout: float) -> None:
         if self.thread.is_alive():

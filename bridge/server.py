@@ -112,6 +112,9 @@ class ServerConfig:
         regions_grace_s: seconds a done job keeps its region files.
         write_discovery: publish a discovery record (tests with several servers turn it
             off).
+        jobs: jobs run at once, each on a worker thread of its own (priorities as
+            before); 0: 4 on a CUDA engine (its batcher merges their windows), else 1 (on
+            a CPU, jobs at once only share the same cores).
     """
 
     host: str = settings.DEFAULT_HOST
@@ -124,6 +127,7 @@ class ServerConfig:
     jobs_max_bytes: int = field(default_factory=settings.jobs_max_bytes)
     regions_grace_s: float = DEFAULT_REGIONS_GRACE_S
     write_discovery: bool = True
+    jobs: int = 0
 
 
 class StembridgeServer:
@@ -150,7 +154,8 @@ class StembridgeServer:
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
         self._udp: UdpEndpoint | None = None
-        self._worker: Worker | None = None
+        self._workers: list[Worker] = []
+        self._housekeeping = threading.Lock()
         self._record: DiscoveryRecord | None = None
         self.started = time.time()
         self._handlers: dict[str, Callable[[Any, Addr], None]] = {
@@ -179,7 +184,9 @@ class StembridgeServer:
         for rec in recover(self.config.output_root):
             self.jobs[rec.id] = rec
             self.queue.put(rec)
-        self._worker = Worker(self.queue, self.jobs, self._run, self._crashed).start()
+        self._workers = [Worker(self.queue, self.jobs, self._run, self._crashed,
+                                name=f"stembridge-engine-{i}").start()
+                         for i in range(self.job_slots())]
         self._udp.start(self._handle, on_error=self._internal_error)
         if self.config.write_discovery:
             self._publish()
@@ -201,8 +208,12 @@ class StembridgeServer:
                         rec.cancel.cancel()
             self.queue.close()
             self.masters.stop()
-            if self._worker is not None:
-                self._worker.join(timeout)
+            deadline = time.monotonic() + timeout
+            for worker in self._workers:
+                worker.join(max(0.0, deadline - time.monotonic()))
+            stop_batching = getattr(self.engine, "stop_batching", None)
+            if stop_batching is not None:  # windows still waiting fail: jobs checkpoint
+                stop_batching()
             for rec in self.jobs.values():
                 if rec.shm is not None:
                     rec.shm.unlink()
@@ -212,6 +223,13 @@ class StembridgeServer:
             if self._record is not None:
                 discovery.withdraw(self._record)
             self._stopped.set()
+
+    def job_slots(self) -> int:
+        """Jobs run at once (`ServerConfig.jobs`, resolved for the engine's device)."""
+        if self.config.jobs > 0:
+            return self.config.jobs
+        device = getattr(self.engine, "device", None)
+        return 4 if getattr(device, "type", "cpu") == "cuda" else 1
 
     def wait(self) -> None:
         """Block until a stop is requested (signal, `shutdown` or `stop()`)."""
@@ -518,7 +536,8 @@ class StembridgeServer:
             records = list(self.jobs.values())
         keeper = Housekeeper(self.config.jobs_max_bytes, self.config.regions_grace_s)
         try:
-            removed = keeper.sweep(records)
+            with self._housekeeping:  # one sweep at a time (several workers)
+                removed = keeper.sweep(records)
         except OSError:
             log.exception("housekeeping failed")
             return

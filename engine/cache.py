@@ -24,9 +24,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine import __version__ as ENGINE_VERSION
+
+if TYPE_CHECKING:
+    from engine.separator import Job, Region
 
 
 def cache_key(audio_sha256: str, model_name: str, model_version: str, stem_config: str,
@@ -152,3 +155,40 @@ class ResultCache:
         if self.max_bytes:
             self.prune(self.max_bytes, keep=key)
         return CacheEntry(key, folder, {s: folder / n for s, n in files.items()}, meta)
+
+
+class CacheWriter:
+    """Writes a job's regions (`engine.separator.Region`) into a cache staging folder;
+    commits or aborts."""
+
+    def __init__(self, cache: Any, job: Job) -> None:
+        from engine.audio import StemFileWriter
+
+        self.cache = cache
+        self.job = job
+        self.staging = cache.staging()
+        self.names = {n: f"{n}.wav" for n in job.plan.names}
+        self.writers = {
+            n: StemFileWriter(self.staging, job.frames, job.channels, job.samplerate)
+            for n in job.plan.names
+        }
+        self.done = False
+
+    def write(self, region: Region) -> None:
+        for name, arr in region.stems.items():
+            self.writers[name].write(region.start, arr)
+
+    def commit(self, meta: dict[str, Any]) -> Any:
+        for name, writer in self.writers.items():
+            writer.commit(self.staging / self.names[name])
+        entry = self.cache.commit(self.job.cache_key(), self.staging, self.names, meta)
+        self.done = True
+        return entry
+
+    def abort(self) -> None:
+        if self.done:
+            return
+        for writer in self.writers.values():
+            writer.abort()
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.done = True

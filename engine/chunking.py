@@ -290,6 +290,7 @@ def iter_separate(
     stats: ChunkStats | None = None,
     transition_power: float = 1.0,
     already_final: Sequence[tuple[int, int]] = (),
+    forward: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
 ) -> Iterator[FinalRegion]:
     """Separate `mix` and yield each region as soon as it is final.
 
@@ -306,6 +307,13 @@ def iter_separate(
         stats: filled in with timings.
         already_final: sample ranges finished earlier (a resumed job): regions inside them
             are neither computed nor yielded, and windows that only cover them are skipped.
+        forward: replaces the model call (e.g. `engine.batcher.WindowBatcher.forward`,
+            which merges several jobs' windows): ``forward(inp, length)`` gets `inp`
+            float32 (batch, channels, samples) on the CPU and the windows' real length,
+            and returns the model's output (batch, sources, channels, samples'); it owns
+            the device, the precision and inference mode (`autocast` is then unused).
+            Not used by a model with its own loop (an ensemble: its members run
+            unbatched across jobs). `stats.forward_seconds` then includes its waiting.
 
     Yields:
         `FinalRegion`s covering ``[0, samples)`` exactly once, in the order they become
@@ -345,9 +353,12 @@ def iter_separate(
         target = model.valid_length(plan.windows[batch[0]].length)
         inp = torch.stack([window_input(mix, plan.windows[i], target, align) for i in batch])
         tf = time.perf_counter()
-        with torch.inference_mode(), ctx():
-            out = model.forward(inp.to(device, non_blocking=True),
-                                length=plan.windows[batch[0]].length)
+        if forward is not None:
+            out = forward(inp, plan.windows[batch[0]].length)
+        else:
+            with torch.inference_mode(), ctx():
+                out = model.forward(inp.to(device, non_blocking=True),
+                                    length=plan.windows[batch[0]].length)
         out = out.float().cpu()
         stats.forward_seconds += time.perf_counter() - tf
         stats.batches += 1

@@ -11,7 +11,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.errors import InvalidArgumentError
 from protocol import settings
+
+#: Values of `EngineConfig.batcher`.
+BATCHER_MODES = ("auto", "on", "off")
 
 
 def user_cache_dir() -> Path:
@@ -86,6 +90,13 @@ class EngineConfig:
         compile: build each loaded model's compiled forward in the background
             (`engine.acceleration`; jobs run eagerly until it is ready). The server sets
             it; a one-shot process gains nothing from a build it would not live to use.
+        batcher: windows of concurrent jobs on the same model in one forward pass
+            (`engine.batcher`): ``"auto"`` (on CUDA only: on a CPU a pass of several
+            windows is no faster than one at a time), ``"on"`` or ``"off"``.
+        batcher_windows: windows per merged pass at most; 0: as many as fit the GPU's
+            free memory (`engine.device.auto_batch_size`, per model), 4 elsewhere.
+        batcher_wait_ms: milliseconds a window waits at most for other jobs' windows
+            to join its pass.
     """
 
     device: str = "auto"
@@ -99,6 +110,17 @@ class EngineConfig:
     limits: Limits = field(default_factory=Limits)
     cache_max_bytes: int = field(default_factory=settings.cache_max_bytes)
     compile: bool = False
+    batcher: str = "auto"
+    batcher_windows: int = 0
+    batcher_wait_ms: float = 2.0
+
+    def batcher_enabled(self, device_type: str) -> bool:
+        """Whether jobs on a `device_type` ("cuda", "cpu", ...) share a batcher."""
+        mode = (self.batcher or "auto").lower()
+        if mode not in BATCHER_MODES:
+            raise InvalidArgumentError(
+                f"The batcher setting is {self.batcher!r}; use one of {', '.join(BATCHER_MODES)}.")
+        return mode == "on" or (mode == "auto" and device_type == "cuda")
 
     def resolved_cache_dir(self) -> Path:
         return self.cache_dir if self.cache_dir is not None else results_cache_dir()

@@ -80,3 +80,12 @@ class StorageError(StembridgeError):
     package is a `PackageMissingError`.)"""
 
     code = ErrorCode.STORAGE_UNAVAILABLE
+
+
+class BatcherClosedError(CancelledError):
+    """The engine stopped running forward passes (it is shutting down) while a job's
+    windows waited for one: the job was interrupted, as by a cancel, and can run again."""
+
+    def __init__(self, message: str = "The engine is shutting down and runs no more "
+                 "forward passes; the job was interrupted: run it again.") -> None:
+        super().__init__(message)

@@ -14,6 +14,8 @@ stores the result in the cache. A cache hit replays the stored stems at once.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
 import threading
 import time
@@ -44,6 +46,8 @@ __all__ = ["CACHE_REPLAY_SECONDS", "Engine", "Job", "JobResult", "Progress", "Re
 
 #: Seconds of audio per region replayed from the cache.
 CACHE_REPLAY_SECONDS = 30.0
+#: Numbers the jobs of this process (`Job.label`).
+_JOB_NUMBERS = itertools.count(1)
 
 
 @dataclass
@@ -140,6 +144,7 @@ class Engine:
         self._lock = threading.Lock()
         self._device: torch.device | None = None
         self._precision: str | None = None
+        self._batcher: Any = None
         allocator.configure()  # before torch's threads first allocate: engine.allocator
         if self.config.threads:
             import torch
@@ -161,6 +166,28 @@ class Engine:
 
             self._precision = select_precision(self.device, self.config.precision)
         return self._precision
+
+    def batcher(self) -> Any:
+        """The `engine.batcher.WindowBatcher` the jobs of this engine's device share
+        (started on first use, again after `stop_batching`), or None when
+        `config.batcher` leaves it off for this device."""
+        if not self.config.batcher_enabled(self.device.type):
+            return None
+        with self._lock:
+            if self._batcher is None or self._batcher.closed:
+                from engine.batcher import WindowBatcher, pass_limit
+
+                self._batcher = WindowBatcher(pass_limit(self.config, self.device),
+                                              max_wait=self.config.batcher_wait_ms / 1000)
+            return self._batcher
+
+    def stop_batching(self) -> None:
+        """Close the batcher (its waiting windows fail with `BatcherClosedError`); the
+        next job starts a new one."""
+        with self._lock:
+            batcher, self._batcher = self._batcher, None
+        if batcher is not None:
+            batcher.close()
 
     def loaded_models(self) -> list[str]:
         return list(self._models)
@@ -259,7 +286,8 @@ class Engine:
 
 
 class Job:
-    """One separation: created by `Engine.prepare`, executed by `run`."""
+    """One separation: created by `Engine.prepare`, executed by `run`. `label` names it
+    to the engine's batcher (the server sets its job id; default ``job-<n>``)."""
 
     def __init__(self, engine: Engine, request: SplitRequest, spec: ModelSpec,
                  plan: StemPlan, overlap: float, decoded: DecodedAudio,
@@ -280,6 +308,7 @@ class Job:
         self.cache_hit = False
         self._key: str | None = None
         self._resume: list[tuple[int, int]] = []
+        self.label = f"job-{next(_JOB_NUMBERS)}"
 
     # ------------------------------------------------------------------ facts
 
@@ -387,7 +416,7 @@ class Job:
         store = None
         try:
             if self.engine.config.use_cache and not self._resume:
-                from engine.cache import ResultCache
+                from engine.cache import CacheWriter, ResultCache
 
                 cache = ResultCache(self.engine.config.resolved_cache_dir(),
                                     self.engine.config.cache_max_bytes)
@@ -399,7 +428,7 @@ class Job:
                     self.result = JobResult(self.metadata_dict(runtime=self.timings.total),
                                             entry)
                     return
-            store = _CacheWriter(cache, self) if cache is not None else None
+            store = CacheWriter(cache, self) if cache is not None else None
             for region in self._compute(cancel, on_progress, t0):
                 if store is not None:
                     store.write(region)
@@ -489,23 +518,37 @@ class Job:
 
         start_at = int(round(self.request.start_at * sr_model))
         already = self._resume if self.samplerate == sr_model else []
-        for fr in iter_separate(model, mix, overlap=self.overlap, batch_size=batch,
-                                first_batch=1, start_at=start_at, already_final=already,
-                                autocast=autocast_factory(engine.device, self.precision),
-                                cancel=cancel, progress=chunk_progress, stats=stats):
-            src = fr.audio
-            if std != 1.0 or mean != 0.0:  # undo per model source, as demucs does
-                src = src * std + mean
-            out = torch.stack([src[g].sum(0) if len(g) > 1 else src[g[0]] for g in groups])
-            for dst_start, arr in resampler.push(fr.start, out.numpy()):
-                arr = audio.from_model_channels(arr, self.channels)
-                stems = {name: np.ascontiguousarray(arr[k], dtype=np.float32)
-                         for k, name in enumerate(self.plan.names)}
-                frames_done += arr.shape[-1]
-                regions_done += 1
-                if self.timings.first_region is None:
-                    self.timings.first_region = time.perf_counter() - t0
-                yield Region(dst_start, dst_start + arr.shape[-1], self.samplerate, stems)
+        batcher = engine.batcher()
+        forward = None
+        if batcher is not None and getattr(model, "iter_regions", None) is None:
+            from engine.batcher import rank
+
+            forward = functools.partial(batcher.forward, model, precision=self.precision,
+                                        priority=rank(self.request.priority),
+                                        job=self.label, cancel=cancel)
+        regions = iter_separate(
+            model, mix, overlap=self.overlap, batch_size=batch, first_batch=1,
+            start_at=start_at, already_final=already, cancel=cancel, stats=stats,
+            autocast=autocast_factory(engine.device, self.precision),
+            progress=chunk_progress, forward=forward)
+        try:
+            for fr in regions:
+                src = fr.audio
+                if std != 1.0 or mean != 0.0:  # undo per model source, as demucs does
+                    src = src * std + mean
+                out = torch.stack([src[g].sum(0) if len(g) > 1 else src[g[0]] for g in groups])
+                for dst_start, arr in resampler.push(fr.start, out.numpy()):
+                    arr = audio.from_model_channels(arr, self.channels)
+                    stems = {name: np.ascontiguousarray(arr[k], dtype=np.float32)
+                             for k, name in enumerate(self.plan.names)}
+                    frames_done += arr.shape[-1]
+                    regions_done += 1
+                    if self.timings.first_region is None:
+                        self.timings.first_region = time.perf_counter() - t0
+                    yield Region(dst_start, dst_start + arr.shape[-1], self.samplerate, stems)
+        finally:
+            if batcher is not None:
+                batcher.finish_job(self.label)
         self.timings.forward = stats.forward_seconds
         frames_done += sum(b - a for a, b in already)
         if frames_done != self.frames:
@@ -551,41 +594,3 @@ def _mono_mean_std(mix: torch.Tensor, block: int = 1 << 20) -> tuple[float, floa
     for start in range(0, n, block):
         sq += float(((mix[:, start:start + block].mean(0).double() - mean) ** 2).sum())
     return mean, (sq / max(1, n - 1)) ** 0.5
-
-
-class _CacheWriter:
-    """Writes a job's regions into a cache staging folder; commits or aborts."""
-
-    def __init__(self, cache: Any, job: Job) -> None:
-        from engine.audio import StemFileWriter
-
-        self.cache = cache
-        self.job = job
-        self.staging = cache.staging()
-        self.names = {n: f"{n}.wav" for n in job.plan.names}
-        self.writers = {
-            n: StemFileWriter(self.staging, job.frames, job.channels, job.samplerate)
-            for n in job.plan.names
-        }
-        self.done = False
-
-    def write(self, region: Region) -> None:
-        for name, arr in region.stems.items():
-            self.writers[name].write(region.start, arr)
-
-    def commit(self, meta: dict[str, Any]) -> Any:
-        for name, writer in self.writers.items():
-            writer.commit(self.staging / self.names[name])
-        entry = self.cache.commit(self.job.cache_key(), self.staging, self.names, meta)
-        self.done = True
-        return entry
-
-    def abort(self) -> None:
-        if self.done:
-            return
-        import shutil
-
-        for writer in self.writers.values():
-            writer.abort()
-        shutil.rmtree(self.staging, ignore_errors=True)
-        self.done = True

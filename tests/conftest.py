@@ -114,6 +114,18 @@ def test_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_mdx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder with the tiny MDX-Net ``mdx-voc-ft`` (ONNX, windows of 0.35 s that
+    take milliseconds): cheap real windows for scheduling tests. Needs onnxruntime."""
+    pytest.importorskip("onnxruntime")
+    from engine.models.testmodels import make_test_mdx
+
+    root = tmp_path_factory.mktemp("tiny-mdx")
+    make_test_mdx("mdx-voc-ft", root, seed=1)
+    return root
+
+
+@pytest.fixture(scope="session")
 def th_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """htdemucs in demucs' LocalRepo (.th) format."""
     from engine.models.testmodels import make_test_model

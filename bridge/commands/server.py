@@ -4,8 +4,8 @@ runs in the background with the options given.
 Every option reaches the detached process: ``--host``, ``--port`` (when given; else the
 detached server takes a free port and publishes it in the discovery record),
 ``--device``, ``--precision``, ``--preload``, ``--output-root``, ``--models-dir``,
-``--model-memory-mb``, and ``--token`` (or ``--token-file``'s token) through the child's
-``STEMBRIDGE_TOKEN`` (never on
+``--model-memory-mb``, ``--jobs``, ``--batcher``, ``--batch-windows``, and ``--token``
+(or ``--token-file``'s token) through the child's ``STEMBRIDGE_TOKEN`` (never on
 its command line, where other local users could read it). A server that already runs is
 reused as it is; a warning names the options it does not match.
 """
@@ -28,7 +28,9 @@ def detached_args(args: argparse.Namespace) -> tuple[str, ...]:
     out: list[str] = []
     for flag, value in (("--host", args.host), ("--port", args.port),
                         ("--device", args.device), ("--precision", args.precision),
-                        ("--model-memory-mb", args.model_memory_mb)):
+                        ("--model-memory-mb", args.model_memory_mb),
+                        ("--jobs", args.jobs), ("--batcher", args.batcher),
+                        ("--batch-windows", args.batch_windows)):
         if value is not None:
             out += [flag, str(value)]
     if args.preload:
@@ -92,6 +94,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import logging
     import signal
 
+    if any(n is not None and n < 1 for n in (args.jobs, args.batch_windows)):
+        print("stembridge serve: --jobs and --batch-windows take a number of at least 1.",
+              file=sys.stderr)
+        return 2
     if args.detach:
         return _detach(args)
     from bridge.server import ServerConfig, StembridgeServer, default_output_root
@@ -106,7 +112,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         precision=args.precision or "auto", models_dir=args.models_dir,
         model_memory_mb=(settings.model_memory_mb() if args.model_memory_mb is None
                          else args.model_memory_mb),
-        compile=True))  # with STEMBRIDGE_COMPILE=on: compiled forwards, built in the background
+        compile=True,  # with STEMBRIDGE_COMPILE=on: compiled forwards, built in the background
+        batcher=args.batcher or "auto", batcher_windows=args.batch_windows or 0))
     for name in filter(None, args.preload.split(",")):
         engine.model(name.strip())
     try:
@@ -114,7 +121,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except settings.SettingError as exc:
         print(f"stembridge serve: {exc}", file=sys.stderr)
         return 2
-    config = ServerConfig(host=host, port=port, token=token,
+    config = ServerConfig(host=host, port=port, token=token, jobs=args.jobs or 0,
                           output_root=args.output_root or default_output_root())
     try:
         server = StembridgeServer(config, engine).start()
