@@ -68,9 +68,9 @@ def capture(module: Any, probe: torch.Tensor, precision: str,
     torch.cuda.current_stream(device).wait_stream(side)
     torch.cuda.synchronize(device)
     graph = torch.cuda.CUDAGraph()
-    with torch.inference_mode(), torch.cuda.graph(graph, capture_error_mode="thread_local"):
-        with _precision(precision):
-            static_out = module(static_in)
+    with (torch.inference_mode(), torch.cuda.graph(graph, capture_error_mode="thread_local"),
+          _precision(precision)):
+        static_out = module(static_in)
     shape = tuple(static_in.shape)
 
     def run(x: torch.Tensor) -> torch.Tensor:

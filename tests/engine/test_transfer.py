@@ -10,7 +10,7 @@ import torch
 
 from engine import acceleration, graphs, transfer
 from engine.artifacts import ArtifactCache
-from engine.chunking import ChunkPlan, iter_separate, separate
+from engine.chunking import ChunkPlan, separate
 from engine.device import MAX_BATCH, auto_batch_size, batch_size_for
 from engine.models import demucs as dm
 from protocol import settings
