@@ -20,8 +20,9 @@ off; bf16 autocast) and per batch size it prints:
 - a CUDA-graphs row (``STEMBRIDGE_COMPILE=graphs``: graphs for the first window and the
   largest batch) at the largest batch size.
 
-Every ratio is between runs at one precision. `--budget` (seconds) time-boxes the whole
-run: rows that would start after it are skipped and say so. Each row that fails prints its
+Every ratio is between runs at one precision. ``--device cpu --size tiny --seconds 20``
+is a smoke run of the script itself on a machine without a GPU (memory figures n/a, no
+graphs). `--budget` (seconds) time-boxes the whole run: rows that would start after it are skipped and say so. Each row that fails prints its
 error and the benchmark goes on. Run by bench/device_check.sh.
 """
 
@@ -41,6 +42,19 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 MODEL = "htdemucs"
+#: where everything runs: "cuda" (the benchmark) or "cpu" (a smoke run of the script)
+DEVICE = "cuda"
+
+
+def on_gpu() -> bool:
+    return DEVICE == "cuda"
+
+
+def sync() -> None:
+    import torch
+
+    if on_gpu():
+        torch.cuda.synchronize()
 
 
 def say(text: str) -> None:
@@ -71,12 +85,10 @@ def stage(name: str, budget: Budget, fn: Callable[[], Any]) -> Any:
 
 def synced(fn: Callable[[], Any]) -> tuple[float, Any]:
     """(seconds, result) of `fn`, the GPU synchronised on both sides."""
-    import torch
-
-    torch.cuda.synchronize()
+    sync()
     t0 = time.perf_counter()
     out = fn()
-    torch.cuda.synchronize()
+    sync()
     return time.perf_counter() - t0, out
 
 
@@ -87,7 +99,7 @@ def precision_context(precision: str) -> Any:
 
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    return torch.autocast(DEVICE, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def prepared_mix(path: Path) -> Any:
@@ -116,7 +128,7 @@ def apply_model_row(sep: Any, mix: Any, precision: str, overlap: float, repeats:
         def run() -> Any:
             with torch.inference_mode(), precision_context(precision):
                 return apply_model(sep.raw, mix[None], shifts=0, split=True, overlap=overlap,
-                                   device="cuda")[0]
+                                   device=DEVICE)[0]
         seconds, out = synced(run)
         times.append(seconds)
     assert out is not None
@@ -124,18 +136,36 @@ def apply_model_row(sep: Any, mix: Any, precision: str, overlap: float, repeats:
 
 
 def window_bytes(sep: Any, batch: int, precision: str) -> int:
-    """Peak device bytes of one forward of `batch` full windows, per window."""
+    """Peak device bytes of one forward of `batch` full windows, per window (0 on the
+    CPU)."""
     import torch
 
     from engine.device import peak_memory
 
-    x = torch.zeros(batch, 2, sep.valid_length(sep.segment_length), device="cuda")
+    if not on_gpu():
+        return 0
+    x = torch.zeros(batch, 2, sep.valid_length(sep.segment_length), device=DEVICE)
 
     def run() -> None:
         with torch.inference_mode(), precision_context(precision):
             sep.forward(x)
 
-    return peak_memory(run, torch.device("cuda")) // batch
+    return peak_memory(run, torch.device(DEVICE)) // batch
+
+
+def forwards_alone(sep: Any, windows: int, batch: int, precision: str) -> float:
+    """Seconds of ``ceil(windows / batch)`` forward passes of `batch` full windows already
+    on the device, nothing else: what the loop's copies and overlap-add add to."""
+    import torch
+
+    x = torch.zeros(batch, 2, sep.valid_length(sep.segment_length), device=DEVICE)
+
+    def run() -> None:
+        with torch.inference_mode(), precision_context(precision):
+            for _ in range(-(-windows // batch)):
+                sep.forward(x)
+
+    return synced(run)[0]
 
 
 def job_row(engine: Any, path: Path, work: Path, repeats: int) -> dict:
@@ -144,11 +174,12 @@ def job_row(engine: Any, path: Path, work: Path, repeats: int) -> dict:
     from bench.bench_engine import run_job
 
     rows = []
-    torch.cuda.reset_peak_memory_stats()
+    if on_gpu():
+        torch.cuda.reset_peak_memory_stats()
     for _ in range(max(1, repeats)):
         rows.append(run_job(engine, path, MODEL, work))
     row = sorted(rows, key=lambda r: r["wall"])[len(rows) // 2]
-    row["peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
+    row["peak_gb"] = torch.cuda.max_memory_allocated() / 1e9 if on_gpu() else float("nan")
     return row
 
 
@@ -159,7 +190,7 @@ def loop_row(sep: Any, mix: Any, batch: int, precision: str, overlap: float,
     from engine.chunking import separate
     from engine.device import autocast_factory
 
-    autocast = autocast_factory(torch.device("cuda"), precision)
+    autocast = autocast_factory(torch.device(DEVICE), precision)
     times, out = [], None
     for _ in range(max(1, repeats)):
         seconds, out = synced(lambda: separate(sep, mix, overlap=overlap, batch_size=batch,
@@ -186,7 +217,7 @@ def run_precision(args: argparse.Namespace, precision: str, models: Path, song: 
 
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
-    engine = Engine(EngineConfig(device="cuda", precision=precision, batch_size=max(args.batches),
+    engine = Engine(EngineConfig(device=DEVICE, precision=precision, batch_size=max(args.batches),
                                  use_cache=False, models_dir=models))
     sep = engine.model(MODEL)
     overlap = sep.spec.default_overlap
@@ -194,15 +225,19 @@ def run_precision(args: argparse.Namespace, precision: str, models: Path, song: 
 
     t0 = time.perf_counter()
     run_job(engine, song, MODEL, work)  # warm-up: kernels, cuDNN, allocator, pinned buffers
-    say(f"== {MODEL} (released size, random weights) {precision} (TF32 off) on "
-        f"{torch.cuda.get_device_name()}: warm-up job {time.perf_counter() - t0:.2f}s")
+    name = torch.cuda.get_device_name() if on_gpu() else "the CPU"
+    say(f"== {MODEL} ({args.size} size, random weights) {precision} (TF32 off) on {name}: "
+        f"warm-up job {time.perf_counter() - t0:.2f}s")
     mix = prepared_mix(song)
     seconds = mix.shape[-1] / 44100
+    from engine.chunking import ChunkPlan
+
+    windows = len(ChunkPlan(mix.shape[-1], sep.segment_length, overlap).windows)
     ref = stage("apply_model", budget,
                 lambda: apply_model_row(sep, mix, precision, overlap, args.repeats))
     if ref is not None:
         say(f"   apply_model ({precision}, same autocast, shifts=0, overlap {overlap}, same "
-            f"GPU): {ref[0]:.3f}s  RTF {ref[0] / seconds:.4f}")
+            f"device): {ref[0]:.3f}s  RTF {ref[0] / seconds:.4f}")
     assumed = int(sep.spec.extra.get("bytes_per_window", 1 << 30))
     for batch in args.batches:
         engine.config.batch_size = batch
@@ -211,11 +246,13 @@ def run_precision(args: argparse.Namespace, precision: str, models: Path, song: 
             per = window_bytes(sep, batch, precision)
             job = job_row(engine, song, work, args.repeats)
             wall, out = loop_row(sep, mix, batch, precision, overlap, args.repeats)
+            alone = forwards_alone(sep, windows, batch, precision)
             line = (f"   [batch {batch:2d}] job wall {job['wall']:.3f}s (goal <= 0.5)  first "
                     f"region {job['first_region']:.3f}s (goal <= 0.1)  RTF "
                     f"{job['wall'] / seconds:.4f}  peak device memory {job['peak_gb']:.1f} GB"
-                    f"\n              loop {wall:.3f}s  bytes/window measured {per / 1e9:.2f} "
-                    f"GB (assumed {assumed / 1e9:.2f} GB)")
+                    f"\n              loop {wall:.3f}s ({windows} windows); "
+                    f"{-(-windows // batch)} forward passes of {batch} alone {alone:.3f}s; "
+                    f"bytes/window measured {per / 1e9:.2f} GB (assumed {assumed / 1e9:.2f} GB)")
             if ref is not None:
                 line += (f"\n              apply_model/ours at {precision}: job "
                          f"{ref[0] / job['wall']:.2f}x, loop {ref[0] / wall:.2f}x (goal >= 10x)"
@@ -269,24 +306,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--budget", type=float, default=300.0,
                         help="seconds for the whole run; later rows are skipped")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
+                        help="cpu: a smoke run of this script")
+    parser.add_argument("--size", default="full", choices=["full", "tiny"])
     args = parser.parse_args(argv)
     budget = Budget(args.budget)
+    global DEVICE
+    DEVICE = args.device
     import torch
 
     say(f"torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN "
         f"{torch.backends.cudnn.version()}, GPU available: {torch.cuda.is_available()}")
-    if not torch.cuda.is_available():
+    if on_gpu() and not torch.cuda.is_available():
         say("no CUDA GPU: nothing to benchmark")
         return
-    free, total = torch.cuda.mem_get_info()
-    say(f"{torch.cuda.get_device_name()}: {free / 1e9:.1f} of {total / 1e9:.1f} GB free")
+    if on_gpu():
+        free, total = torch.cuda.mem_get_info()
+        say(f"{torch.cuda.get_device_name()}: {free / 1e9:.1f} of {total / 1e9:.1f} GB free")
     from bench.bench_engine import make_input, models_dir_for
 
     os.environ["STEMBRIDGE_COMPILE"] = "off"
     with tempfile.TemporaryDirectory(prefix="stembridge-bench-gpu-") as tmp:
         work = Path(tmp)
         t0 = time.perf_counter()
-        models = models_dir_for(MODEL, work / "models", "full")
+        models = models_dir_for(MODEL, work / "models", args.size)
         song = make_input(args.seconds, work, None)
         say(f"model and {args.seconds:g} s song made in {time.perf_counter() - t0:.1f}s")
         for precision in args.precision:

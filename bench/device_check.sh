@@ -25,8 +25,8 @@ PY="${PY:-.venv/bin/python}"
 [ -x "$PY" ] || PY="$(command -v python3)"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1 STEMBRIDGE_OFFLINE=1 HF_HUB_OFFLINE=1
-STAGE_TESTS_S="${STAGE_TESTS_S:-200}"
-STAGE_BENCH_S="${STAGE_BENCH_S:-300}"
+STAGE_TESTS_S="${STAGE_TESTS_S:-150}"
+STAGE_BENCH_S="${STAGE_BENCH_S:-330}"
 BENCH_ARGS="${BENCH_ARGS:---seconds 240 --batches 1 4 8 16 --precision fp32 bf16 --repeats 1}"
 START=$(date +%s)
 failed=()

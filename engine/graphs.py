@@ -61,15 +61,18 @@ def capture(module: Any, probe: torch.Tensor, precision: str,
     static_in = probe.detach().clone()
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
-    with torch.inference_mode(), torch.cuda.stream(side):
+    # `torch.device(device)`: tensors a forward makes without naming a device (demucs'
+    # STFT window, its 2-D positional embedding) are made on the GPU, inside the graph,
+    # instead of on the host and copied (a copy from pageable memory cannot be captured)
+    with torch.inference_mode(), torch.device(device), torch.cuda.stream(side):
         for _ in range(max(1, warmup)):
             with _precision(precision):
                 module(static_in)
     torch.cuda.current_stream(device).wait_stream(side)
     torch.cuda.synchronize(device)
     graph = torch.cuda.CUDAGraph()
-    with (torch.inference_mode(), torch.cuda.graph(graph, capture_error_mode="thread_local"),
-          _precision(precision)):
+    with (torch.inference_mode(), torch.device(device),
+          torch.cuda.graph(graph, capture_error_mode="thread_local"), _precision(precision)):
         static_out = module(static_in)
     shape = tuple(static_in.shape)
 

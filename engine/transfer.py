@@ -2,17 +2,19 @@
 
     pipe = transfer.pipeline(device)        # None on the CPU (and on MPS): nothing changes
     counter = RegionCounter(remaining, plan.regions_of)
-    x = pipe.upload(inp)                    # pinned staging, H2D on the copy stream
+    x = pipe.upload(inp)                    # pinned staging, H2D on the upload stream
     out = model.forward(x)                  # the current (compute) stream waits for x only
     for batch, host in pipe.download(batch, out, final=counter.submit(batch)):
         ...                                 # host: float32 on the CPU, that batch's output
 
-A window batch's input is copied into a pinned host buffer and sent to the device on a
-copy stream; the compute stream waits for that copy (an event), not for the host. Its
-output goes back on the copy stream into another pinned buffer, after the compute
-(another event). The host waits for a batch only when the batch makes a region final
-(`RegionCounter`): then, since every download runs in order on the one copy stream, the
-batch's event covers every batch before it, and all of them are handed back. Batches
+A window batch's input is copied into a pinned host buffer and sent to the device on an
+upload stream; the compute stream waits for that copy (an event), not for the host. Its
+output goes back on a download stream into another pinned buffer, after the compute
+(another event). Two copy streams, so that the next batch's upload need not wait for
+this batch's compute and download. The host waits for a batch only when the batch makes a
+region final (`RegionCounter`): then, since every download runs in order on the one
+download stream, the batch's event covers every batch before it, and all of them are
+handed back. Batches
 that finish no region are handed back when their copies have completed anyway (checked
 without waiting) or with the next final one.
 
@@ -72,7 +74,7 @@ class RegionCounter:
 
 class Inflight(Generic[K, H]):
     """Downloads in submission order, each with the event recorded after its copy was
-    enqueued on the one copy stream (so a later event's completion implies an earlier
+    enqueued on the one download stream (so a later event's completion implies an earlier
     one's)."""
 
     def __init__(self) -> None:
@@ -119,7 +121,8 @@ class HostBuffers:
         if free:
             return free.pop()
         self.allocated += 1
-        return torch.empty(tuple(shape), dtype=dtype, pin_memory=self.pin)
+        with torch.inference_mode(False):  # a normal tensor: writable in and out of it
+            return torch.empty(tuple(shape), dtype=dtype, pin_memory=self.pin)
 
     def give(self, buffer: torch.Tensor) -> None:
         self._free.setdefault((tuple(buffer.shape), buffer.dtype), []).append(buffer)
@@ -133,7 +136,9 @@ class StreamPipeline:
         import torch
 
         self.device = device
-        self.copy_stream = torch.cuda.Stream(device)
+        self.upload_stream = torch.cuda.Stream(device)
+        self.download_stream = torch.cuda.Stream(device)
+        self._staging_buffers = HostBuffers(pin=True)
         self._buffers = HostBuffers(pin=True)
         self._uploads: list[tuple[torch.Tensor, Any]] = []
         self._inflight: Inflight[Any, torch.Tensor] = Inflight()
@@ -141,16 +146,16 @@ class StreamPipeline:
 
     def upload(self, inp: torch.Tensor) -> torch.Tensor:
         """`inp` (batch, channels, samples) on the CPU -> the same on the device, sent on
-        the copy stream; the current stream waits for the copy before using it."""
+        the upload stream; the current stream waits for the copy before using it."""
         import torch
 
         staging = self._staging(inp)
         staging.copy_(inp)
         compute = torch.cuda.current_stream(self.device)
-        with torch.cuda.stream(self.copy_stream):
+        with torch.cuda.stream(self.upload_stream):
             x = staging.to(self.device, non_blocking=True)
             done = torch.cuda.Event()
-            done.record(self.copy_stream)
+            done.record(self.upload_stream)
         compute.wait_event(done)
         x.record_stream(compute)
         self._uploads.append((staging, done))
@@ -165,11 +170,11 @@ class StreamPipeline:
         keep = []
         for buf, done in self._uploads:  # completed uploads of other shapes: reusable
             if done.query():
-                self._buffers.give(buf)
+                self._staging_buffers.give(buf)
             else:
                 keep.append((buf, done))
         self._uploads = keep
-        return self._buffers.take(inp.shape, inp.dtype)
+        return self._staging_buffers.take(inp.shape, inp.dtype)
 
     def download(self, key: Any, out: torch.Tensor, final: bool) -> list[tuple[Any, torch.Tensor]]:
         """Send `out` (on the device, any float dtype) back as float32 into a pinned
@@ -182,12 +187,12 @@ class StreamPipeline:
         computed = torch.cuda.Event()
         computed.record(compute)
         host = self._buffers.take(out.shape, torch.float32)
-        with torch.cuda.stream(self.copy_stream):
-            self.copy_stream.wait_event(computed)
+        with torch.cuda.stream(self.download_stream):
+            self.download_stream.wait_event(computed)
             host.copy_(out, non_blocking=True)
             copied = torch.cuda.Event()
-            copied.record(self.copy_stream)
-        out.record_stream(self.copy_stream)
+            copied.record(self.download_stream)
+        out.record_stream(self.download_stream)
         self._inflight.push(key, host, copied)
         return self._lend(self._inflight.pop(wait=final))
 

@@ -90,9 +90,18 @@ def test_batch_size_from_the_real_free_memory(cuda_model):
     one = peak_memory(lambda: forward(window), CUDA)
     two = peak_memory(lambda: forward(window.repeat(2, 1, 1)), CUDA)
     assert 0 < one < two
-    free, _total = torch.cuda.mem_get_info(CUDA)
-    batch = auto_batch_size(CUDA, one)
+    seen: list[tuple[int, int]] = []
+
+    def memory(device: torch.device) -> tuple[int, int]:
+        seen.append(torch.cuda.mem_get_info(device))
+        return seen[-1]
+
+    batch = auto_batch_size(CUDA, one, memory=memory)
+    free, total = seen[0]
+    assert 0 < free <= total
     assert batch == max(1, min(16, (free // 2) // one))
+    assert 1 <= auto_batch_size(CUDA, one) <= 16  # torch's own figure
+    assert auto_batch_size(CUDA, total) == 1  # a window as large as the device
 
 
 @pytest.mark.usefixtures("no_tf32")
