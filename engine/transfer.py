@@ -130,16 +130,17 @@ class HostBuffers:
 
 class StreamPipeline:
     """The transfers of one `iter_separate` run on CUDA device `device` (see the module
-    docstring). Not thread-safe: one loop uses it."""
+    docstring). Not thread-safe: one loop uses it. `pin`: page-locked host buffers (False
+    only where there is no GPU, for tests with stand-in streams)."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, pin: bool = True) -> None:
         import torch
 
         self.device = device
         self.upload_stream = torch.cuda.Stream(device)
         self.download_stream = torch.cuda.Stream(device)
-        self._staging_buffers = HostBuffers(pin=True)
-        self._buffers = HostBuffers(pin=True)
+        self._staging_buffers = HostBuffers(pin=pin)
+        self._buffers = HostBuffers(pin=pin)
         self._uploads: list[tuple[torch.Tensor, Any]] = []
         self._inflight: Inflight[Any, torch.Tensor] = Inflight()
         self._lent: list[torch.Tensor] = []

@@ -10,7 +10,7 @@ import torch
 
 from engine import acceleration, graphs, transfer
 from engine.artifacts import ArtifactCache
-from engine.chunking import ChunkPlan, separate
+from engine.chunking import ChunkPlan, iter_separate, separate
 from engine.device import MAX_BATCH, auto_batch_size, batch_size_for
 from engine.models import demucs as dm
 from protocol import settings
@@ -159,6 +159,72 @@ def test_the_cpu_path_takes_no_stream_pipeline_and_is_unchanged(htdemucs, monkey
     mix = torch.randn(2, int(htdemucs.segment_length * windows) + 3) * 0.3
     want = _plain_loop(htdemucs, mix, batch)
     assert torch.equal(separate(htdemucs, mix, batch_size=batch), want)  # bit for bit
+
+
+class Toy:
+    """A tiny deterministic `SeparationModel` on the CPU: two sources, x/2 and x*x/4."""
+
+    segment_length = 1000
+    align = "center"
+    normalize_input = False
+    device = CPU
+
+    def valid_length(self, length: int) -> int:
+        return self.segment_length
+
+    def forward(self, mix: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        return torch.stack([mix * 0.5, mix * mix * 0.25], dim=1)
+
+
+class StandInStream:
+    def wait_event(self, event: object) -> None:
+        pass
+
+    def wait_stream(self, stream: object) -> None:
+        pass
+
+
+class StandInEvent(FakeEvent):
+    """Recorded copies complete only when waited for (the slowest GPU), or at once."""
+
+    at_once = False
+
+    def record(self, stream: object = None) -> None:
+        self.done = self.at_once
+
+
+@pytest.mark.parametrize("at_once", [False, True])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_stream_pipeline_on_stand_in_streams_yields_what_the_plain_path_does(
+        monkeypatch, batch, at_once):
+    """The loop through `StreamPipeline` with CPU stand-ins for CUDA's streams and events:
+    the same regions, in the same order, bit for bit, as the plain path."""
+    import contextlib
+
+    model = Toy()
+    torch.manual_seed(2)
+    mix = torch.randn(2, 7_654)
+    plain = [(r.start, r.end, r.audio) for r in
+             iter_separate(model, mix, batch_size=batch, start_at=3000)]
+    monkeypatch.setattr(StandInEvent, "at_once", at_once)
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device=None: StandInStream())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: StandInStream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "Event", StandInEvent)
+    monkeypatch.setattr(torch.Tensor, "record_stream", lambda self, s: None)
+    made: list[transfer.StreamPipeline] = []
+
+    def stand_in(device):
+        made.append(transfer.StreamPipeline(device, pin=False))
+        return made[-1]
+
+    monkeypatch.setattr(transfer, "pipeline", stand_in)
+    piped = [(r.start, r.end, r.audio) for r in
+             iter_separate(model, mix, batch_size=batch, start_at=3000)]
+    assert made and len(made[0]._inflight) == 0  # nothing left in flight
+    assert [r[:2] for r in piped] == [r[:2] for r in plain]
+    assert all(torch.equal(a[2], b[2]) for a, b in zip(piped, plain, strict=True))
+    assert made[0]._buffers.allocated <= 3  # download buffers are reused
 
 
 def test_cuda_graphs_are_never_built_for_the_cpu(htdemucs, monkeypatch, tmp_path):
