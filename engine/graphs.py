@@ -40,12 +40,15 @@ def unavailable_reason() -> str | None:
 
 
 def _precision(precision: str) -> contextlib.AbstractContextManager[object]:
+    """Autocast for `precision`, without its cache of cast weights: cast copies made
+    during a capture would be freed when the context ends while the graph still reads
+    them (PyTorch's CUDA-graphs notes); the graph casts the weights on every replay."""
     import torch
 
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype)
+    return torch.autocast(device_type="cuda", dtype=dtype, cache_enabled=False)
 
 
 def capture(module: Any, probe: torch.Tensor, precision: str,

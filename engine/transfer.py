@@ -193,7 +193,8 @@ class StreamPipeline:
             host.copy_(out, non_blocking=True)
             copied = torch.cuda.Event()
             copied.record(self.download_stream)
-        out.record_stream(self.download_stream)
+        if out.is_cuda:  # a model may hand back a host tensor: nothing to keep alive
+            out.record_stream(self.download_stream)
         self._inflight.push(key, host, copied)
         return self._lend(self._inflight.pop(wait=final))
 
