@@ -29,6 +29,7 @@ error and the benchmark goes on. Run by bench/device_check.sh.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -333,8 +334,8 @@ def main(argv: list[str] | None = None) -> None:
         song = make_input(args.seconds, work, None)
         say(f"model and {args.seconds:g} s song made in {time.perf_counter() - t0:.1f}s")
         for precision in args.precision:
-            stage(precision, budget,
-                  lambda p=precision: run_precision(args, p, models, song, work, budget))
+            stage(precision, budget, functools.partial(run_precision, args, precision, models,
+                                                       song, work, budget))
     say(f"bench_gpu done ({args.budget - budget.left():.0f} s)")
 
 
