@@ -66,7 +66,9 @@ def capture(module: Any, probe: torch.Tensor, precision: str,
     side.wait_stream(torch.cuda.current_stream(device))
     # `torch.device(device)`: tensors a forward makes without naming a device (demucs'
     # STFT window, its 2-D positional embedding) are made on the GPU, inside the graph,
-    # instead of on the host and copied (a copy from pageable memory cannot be captured)
+    # instead of on the host and copied (a copy from pageable memory cannot be captured).
+    # Being a torch-function mode, it also turns off nn.MultiheadAttention's fused fast
+    # path in what is captured (same result to float rounding; `_differs` checks it).
     with torch.inference_mode(), torch.device(device), torch.cuda.stream(side):
         for _ in range(max(1, warmup)):
             with _precision(precision):
