@@ -22,6 +22,10 @@ With ``STEMBRIDGE_COMPILE=onnx`` the builder is a model's `exporter` instead
 (`engine.onnxlayers`: its layers exported to ONNX and run by onnxruntime), fp32 only,
 cached and checked the same way; a model without an exporter, or no onnxruntime, stays
 eager.
+
+With ``STEMBRIDGE_COMPILE=graphs`` (CUDA only, never on the CPU) the forward for the
+window shape is captured as a CUDA graph (`engine.graphs`) and replayed: no compiler,
+nothing cached on disk, checked the same way; without a CUDA device it stays eager.
 """
 
 from __future__ import annotations
@@ -61,6 +65,10 @@ def unavailable_reason(backend: str | None = "setting") -> str | None:
         from engine import onnxlayers
 
         return onnxlayers.unavailable_reason()
+    if backend == "graphs":
+        from engine import graphs
+
+        return graphs.unavailable_reason()
     import torch
 
     if not hasattr(torch, "compile") or not hasattr(torch.compiler, "save_cache_artifacts"):
@@ -170,6 +178,8 @@ class FastForward:
                 return None
             backend = settings.compile_backend()
             reason = unavailable_reason(backend)
+            if reason is None and backend == "graphs" and device_type != "cuda":
+                reason = f"CUDA graphs run on a CUDA device, not {device_type}"
             if reason is None and backend == "onnx":
                 reason = ("no ONNX path for this model" if self.exporter is None else
                           None if precision == "fp32" else
@@ -192,6 +202,8 @@ class FastForward:
         try:
             if backend == "onnx":
                 fn, source = self._export(shape, device_type)
+            elif backend == "graphs":
+                fn, source = self._capture(shape, precision, device_type)
             else:
                 fn, source = self._compile(shape, precision, device_type)
         except Exception as exc:  # any compiler failure: stay eager, say why
@@ -239,6 +251,17 @@ class FastForward:
             if artifacts is not None:
                 self.cache.write(key, artifacts[0])
         return run, source
+
+    def _capture(self, shape: Shape, precision: str, device_type: str
+                 ) -> tuple[Callable[[Any], Any] | None, str]:
+        """The "graphs" backend's build: (replayed CUDA graph, "CUDA graph"), or (None,
+        why it is refused)."""
+        from engine import graphs
+
+        probe = _probe(self.module, shape)
+        fn = graphs.capture(self.module, probe, precision)
+        refused = _differs(fn, self.module, probe, precision, device_type)
+        return (None, refused) if refused else (fn, "CUDA graph")
 
     def _drop(self, key: dict[str, Any], what: str, exc: BaseException) -> None:
         """Delete the cached artifact at `key` that could not be used (it is rebuilt)."""

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from engine import transfer
 from engine.errors import CancelledError, InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -318,7 +319,8 @@ def iter_separate(
     Yields:
         `FinalRegion`s covering ``[0, samples)`` exactly once, in the order they become
         final. The concatenation equals `apply_model(model, mix[None], shifts=0,
-        split=True, overlap=overlap)[0]` up to float rounding (bit-exact with batch size 1).
+        split=True, overlap=overlap)[0]` up to float rounding (demucs: within 1e-6 in fp32;
+        the eager forward fuses self-attention, `engine.models.demucs.eager_layers`).
     """
     import torch
 
@@ -347,39 +349,47 @@ def iter_separate(
     windows_done = regions_done = 0
     ctx = autocast or contextlib.nullcontext
     order = [w for w in plan.order(start_at) if w in needed]
+    # On CUDA: pinned, stream-overlapped copies, waiting only where a region becomes
+    # final (`engine.transfer`); elsewhere None, and the copies below are as they were.
+    pipe = transfer.pipeline(device) if forward is None else None
+    counter = transfer.RegionCounter(remaining, plan.regions_of) if pipe else None
     for batch in _batches(order, plan.windows, model, batch_size, first_batch):
         if cancel is not None:
             cancel.raise_if_cancelled()
         target = model.valid_length(plan.windows[batch[0]].length)
         inp = torch.stack([window_input(mix, plan.windows[i], target, align) for i in batch])
         tf = time.perf_counter()
-        if forward is not None:
-            out = forward(inp, plan.windows[batch[0]].length)
+        if forward is not None:  # e.g. the cross-job batcher: it owns device and precision
+            ready = [(batch, forward(inp, plan.windows[batch[0]].length).float().cpu())]
         else:
             with torch.inference_mode(), ctx():
-                out = model.forward(inp.to(device, non_blocking=True),
-                                    length=plan.windows[batch[0]].length)
-        out = out.float().cpu()
+                out = model.forward(inp.to(device, non_blocking=True) if pipe is None
+                                    else pipe.upload(inp), length=plan.windows[batch[0]].length)
+            if pipe is None or counter is None:
+                ready = [(batch, out.float().cpu())]
+            else:  # the last batch always finishes a region: nothing stays in flight
+                ready = pipe.download(batch, out.float(), final=counter.submit(batch))
         stats.forward_seconds += time.perf_counter() - tf
         stats.batches += 1
         stats.batch_sizes.append(len(batch))
-        for j, idx in enumerate(batch):
-            win = plan.windows[idx]
-            chunk_out = _center_trim(out[j], win.length, align)
-            for r in plan.regions_of(idx):
-                if r in skip:
-                    continue
-                region = plan.regions[r]
-                a, b = region.start - win.offset, region.end - win.offset
-                weight = plan.window_weight(idx)
-                pending.setdefault(r, {})[idx] = weight[a:b] * chunk_out[..., a:b]
-                remaining[r] -= 1
-                if remaining[r] == 0:
-                    yield _finish(region, pending.pop(r), plan)
-                    regions_done += 1
-                    if stats.first_region_seconds is None:
-                        stats.first_region_seconds = time.perf_counter() - t0
-            windows_done += 1
+        for done, host in ready:
+            for j, idx in enumerate(done):
+                win = plan.windows[idx]
+                chunk_out = _center_trim(host[j], win.length, align)
+                for r in plan.regions_of(idx):
+                    if r in skip:
+                        continue
+                    region = plan.regions[r]
+                    a, b = region.start - win.offset, region.end - win.offset
+                    weight = plan.window_weight(idx)
+                    pending.setdefault(r, {})[idx] = weight[a:b] * chunk_out[..., a:b]
+                    remaining[r] -= 1
+                    if remaining[r] == 0:
+                        yield _finish(region, pending.pop(r), plan)
+                        regions_done += 1
+                        if stats.first_region_seconds is None:
+                            stats.first_region_seconds = time.perf_counter() - t0
+                windows_done += 1
         if progress is not None:
             elapsed = time.perf_counter() - t0
             total = len(order)

@@ -105,15 +105,57 @@ def autocast_factory(
     return functools.partial(torch.autocast, device_type=device.type, dtype=dtype)
 
 
-def auto_batch_size(device: torch.device, bytes_per_window: int) -> int:
-    """Windows per forward pass: 1 on the CPU (batching buys nothing on a few cores and
-    delays the first region); on a GPU as many as fit in half the free memory, up to 16."""
-    import torch
+#: Most windows per forward pass: past 16 a GPU is busy and a bigger batch only delays
+#: the regions it holds.
+MAX_BATCH = 16
+#: Share of the device's free memory the windows of one batch may take (the rest: the
+#: caching allocator's slack, the copies in flight, other models).
+MEMORY_SHARE = 0.5
 
+
+def batch_size_for(free_bytes: int, bytes_per_window: int, cap: int = MAX_BATCH,
+                   share: float = MEMORY_SHARE) -> int:
+    """Windows per pass that fit in `share` of `free_bytes` at `bytes_per_window` each
+    (bytes of device memory one window's forward takes at its peak): at least 1 (one
+    window always runs; too little memory then fails with the device's own error), at
+    most `cap`, otherwise proportional to the free memory."""
+    fit = int(free_bytes * share) // max(1, int(bytes_per_window))
+    return int(max(1, min(int(cap), fit)))
+
+
+def auto_batch_size(device: torch.device, bytes_per_window: int,
+                    memory: Callable[[torch.device], tuple[int, int]] | None = None,
+                    cap: int = MAX_BATCH) -> int:
+    """Windows per forward pass: 1 on the CPU (batching buys nothing on a few cores and
+    delays the first region); on a GPU as many as fit in half the free memory, up to
+    `cap` (`batch_size_for`). `memory`: device -> (free, total) bytes, by default
+    ``torch.cuda.mem_get_info`` (a test passes its own figure).
+
+    `bytes_per_window` comes from the model's catalogue entry (``extra``) when it has
+    one, else 1 GiB (`engine.separator`); `peak_memory` measures the real figure."""
     if device.type != "cuda":
         return 1
-    free, _total = torch.cuda.mem_get_info(device)
-    return int(max(1, min(16, (free // 2) // max(1, bytes_per_window))))
+    if memory is None:
+        import torch
+
+        memory = torch.cuda.mem_get_info
+    free, _total = memory(device)
+    return batch_size_for(free, bytes_per_window, cap)
+
+
+def peak_memory(run: Callable[[], object], device: torch.device) -> int:
+    """Bytes of device memory `run()` allocated at its peak beyond what was allocated
+    before it (CUDA's caching-allocator statistics; the work is synchronised on both
+    sides). Per batch size, ``peak_memory(lambda: model.forward(batch), device)`` gives
+    the real bytes per window (bench/bench_gpu.py)."""
+    import torch
+
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    run()
+    torch.cuda.synchronize(device)
+    return int(torch.cuda.max_memory_allocated(device) - base)
 
 
 #: libgomp's spin count before a waiting OpenMP thread sleeps (its default: 300,000).

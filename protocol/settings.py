@@ -23,7 +23,7 @@ flags override these; these override the built-in defaults below. PROTOCOL.md
 | ``STEMBRIDGE_MODEL_MEMORY_MB`` | budget for warm models, MB (0: automatic) | 0 |
 | ``STEMBRIDGE_OFFLINE`` (or ``HF_HUB_OFFLINE``) | never try to download | off |
 | ``STEMBRIDGE_MODELS_MIRROR`` | base URL serving ``<model>/<file>`` instead of each file's origin | none |
-| ``STEMBRIDGE_COMPILE`` | ``on``: the server compiles models' forwards in the background (``onnx``: through onnxruntime, fp32) | off |
+| ``STEMBRIDGE_COMPILE`` | ``on``: the server compiles models' forwards in the background (``onnx``: through onnxruntime, fp32; ``graphs``: CUDA graphs, CUDA only) | off |
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ VARIABLES: dict[str, str] = {
     "STEMBRIDGE_OFFLINE": "1: never try to download",
     "STEMBRIDGE_MODELS_MIRROR": "base URL serving <model>/<file> instead of each file's origin",
     "STEMBRIDGE_COMPILE": ("on: the server compiles models' forwards in the background "
-                           "(onnx: through onnxruntime, fp32)"),
+                           "(onnx: through onnxruntime, fp32; graphs: CUDA graphs, "
+                           "CUDA only)"),
 }
 
 
@@ -113,10 +114,12 @@ def compile_enabled() -> bool:
 
 def compile_backend() -> str | None:
     """What builds compiled forwards: "inductor" (``STEMBRIDGE_COMPILE`` on/1/yes/true:
-    torch.compile), "onnx" (``STEMBRIDGE_COMPILE=onnx``: onnxruntime, fp32 only), or
+    torch.compile), "onnx" (``STEMBRIDGE_COMPILE=onnx``: onnxruntime, fp32 only),
+    "graphs" (``STEMBRIDGE_COMPILE=graphs``: CUDA graphs, on a CUDA device only), or
     None (unset or anything else: eager)."""
-    if (get("STEMBRIDGE_COMPILE") or "").strip().lower() == "onnx":
-        return "onnx"
+    value = (get("STEMBRIDGE_COMPILE") or "").strip().lower()
+    if value in ("onnx", "graphs"):
+        return value
     return "inductor" if get_flag("STEMBRIDGE_COMPILE") else None
 
 

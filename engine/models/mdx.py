@@ -227,6 +227,10 @@ class MDXNet:
         self._fixed_batch = fixed if isinstance(fixed, int) else None
         self._window = torch.hann_window(settings.n_fft, periodic=True)
         self._primary_index = spec.sources.index(settings.primary)
+        self._output_name = session.get_outputs()[0].name
+        #: the network reads and writes device memory (onnxruntime's CUDA provider,
+        #: I/O binding) instead of numpy arrays on the host
+        self.device_binding = binds_device(session, device)
 
     @property
     def device(self) -> torch.device:
@@ -234,6 +238,7 @@ class MDXNet:
 
     def to(self, device: torch.device) -> MDXNet:
         self._device = device
+        self.device_binding = binds_device(self.session, device)
         return self
 
     def valid_length(self, length: int) -> int:
@@ -275,11 +280,36 @@ class MDXNet:
         import numpy as np
         import torch
 
+        if self.device_binding and spec.device.type == "cuda":
+            return self._network_bound(spec)
         x = spec.detach().float().cpu().numpy()
         step = self._fixed_batch or x.shape[0]
         outs = [self.session.run(None, {self._input.name: x[i: i + step]})[0]
                 for i in range(0, x.shape[0], step)]
         return torch.from_numpy(np.concatenate(outs)).to(spec.device)
+
+    def _network_bound(self, spec: torch.Tensor) -> torch.Tensor:
+        """`network` on a CUDA tensor through I/O binding: onnxruntime reads `spec` and
+        writes the output (same shape, float32) in device memory, with no host copy."""
+        import numpy as np
+        import torch
+
+        x = spec.detach().float().contiguous()
+        out = torch.empty_like(x)
+        step = self._fixed_batch or x.shape[0]
+        device_id = x.device.index or 0
+        # onnxruntime runs on its own stream: the STFT that wrote `x` must be done
+        torch.cuda.current_stream(x.device).synchronize()
+        for i in range(0, x.shape[0], step):
+            part, dest = x[i: i + step], out[i: i + step]
+            binding = self.session.io_binding()
+            binding.bind_input(self._input.name, "cuda", device_id, np.float32,
+                               list(part.shape), part.data_ptr())
+            binding.bind_output(self._output_name, "cuda", device_id, np.float32,
+                                list(dest.shape), dest.data_ptr())
+            self.session.run_with_iobinding(binding)
+            binding.synchronize_outputs()
+        return out
 
     def forward(self, mix: torch.Tensor, length: int | None = None) -> torch.Tensor:
         import torch
@@ -306,6 +336,13 @@ def providers(device: torch.device) -> list[str]:
         log.warning("onnxruntime has no CUDA execution provider (install onnxruntime-gpu); "
                     "the MDX-Net model runs on the CPU.")
     return ["CPUExecutionProvider"]
+
+
+def binds_device(session: Any, device: torch.device) -> bool:
+    """Whether the network's input and output stay in device memory (I/O binding): on a
+    CUDA device, when `session` really runs on onnxruntime's CUDA provider (a session
+    that fell back to the CPU provider keeps the numpy path)."""
+    return device.type == "cuda" and "CUDAExecutionProvider" in session.get_providers()
 
 
 def _session(path: Path, device: torch.device) -> Any:

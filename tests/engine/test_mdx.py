@@ -183,6 +183,32 @@ def test_cuda_without_the_gpu_runtime_falls_back_with_a_warning(
     assert "onnxruntime-gpu" in caplog.text
 
 
+def test_device_binding_only_on_a_cuda_session(voc: mdx.MDXNet, monkeypatch) -> None:
+    import onnxruntime as ort
+
+    class Session:
+        def __init__(self, providers: list[str]) -> None:
+            self.providers = providers
+
+        def get_providers(self) -> list[str]:
+            return self.providers
+
+    cuda = torch.device("cuda")
+    both = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert mdx.binds_device(Session(both), cuda)
+    assert not mdx.binds_device(Session(both), CPU)
+    assert not mdx.binds_device(Session(["CPUExecutionProvider"]), cuda)  # fell back
+    monkeypatch.setattr(ort, "get_available_providers", lambda: both)
+    assert mdx.providers(cuda) == both  # CUDA first when onnxruntime-gpu offers it
+    assert mdx.providers(CPU) == ["CPUExecutionProvider"]
+    assert not voc.device_binding
+    mix = torch.randn(2, voc.segment_length + 5) * 0.3
+    before = separate(voc, mix)
+    # a CPU-provider session for a CUDA device: numpy round trips, as before
+    assert not mdx.binds_device(voc.session, cuda)
+    assert torch.equal(separate(voc, mix), before)
+
+
 def test_engine_splits_with_an_mdx_model(tmp_path: Path, mdx_root: Path) -> None:
     import soundfile as sf
 
