@@ -33,11 +33,14 @@ SETTINGS: dict[str, tuple[int, dict[str, str]]] = {
     # what `engine.device.configure_threads` sets for the CLI's engine commands
     "spin-short": (2, {"GOMP_SPINCOUNT": "10000"}),
     "one-thread": (1, {}),
+    "spin-1000": (2, {"GOMP_SPINCOUNT": "1000"}),
 }
 
 _CHILD = """
 import json, statistics, sys, time
 sys.path.insert(0, {root!r})
+from engine import allocator
+allocator.configure()  # as the engine's commands do
 import torch
 torch.set_num_threads({threads})
 from pathlib import Path
