@@ -35,7 +35,7 @@ PY="${PY:-.venv/bin/python}"
 [ -x "$PY" ] || PY="$(command -v python3)"
 if compgen -G ".whl/*.whl" >/dev/null; then  # carried wheels (bench/device_wheels.sh)
   echo "installing $(ls .whl/*.whl | wc -l) carried wheels into /tmp/site"
-  timeout 120 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+  timeout 60 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || { echo "cannot install the wheels in .whl/"; exit 1; }
   export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
