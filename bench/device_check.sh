@@ -62,8 +62,12 @@ stage() {  # stage NAME SECONDS COMMAND...
 }
 
 stage "machine" 60 bash -c '
-  nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,clocks.max.sm \
-    --format=csv || nvidia-smi || echo "no nvidia-smi"
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,clocks.max.sm \
+      --format=csv || nvidia-smi
+  else
+    echo "no nvidia-smi"
+  fi
   "$0" -c "
 import platform, torch
 print(\"python\", platform.python_version(), \"torch\", torch.__version__, \"CUDA\",

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Python packages bench/device_check.sh needs that the lent GPU machine lacks, as
 # wheels in .whl/ (issue 16). Run HERE (a machine with the package registry), from the
-# repository root, before the device call:
+# root of the checkout the device call sends (the one the session started in, not a
+# helper's worktree), before the device call:
 #
 #     bash bench/device_wheels.sh            # fills .whl/, prints the wheels and sizes
 #
