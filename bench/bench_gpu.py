@@ -5,7 +5,10 @@
 
 htdemucs at the released size with random weights (`engine.models.testmodels`, made here:
 nothing is downloaded; speed does not depend on weight values), a song made of the MUSDB18
-excerpt that stempeg ships, looped to `--seconds` (as bench/bench_engine.py does). Warm:
+excerpt that stempeg ships, looped to `--seconds` (as bench/bench_engine.py does); where
+that excerpt cannot be read (no stempeg, or no ffmpeg to decode it: the lent GPU machine)
+a deterministic music-like signal of `--seconds` (`tests.conftest.music_like`), said in
+the output (speed does not depend on the music either). Warm:
 the model is loaded and run once before anything is timed. Per precision (fp32 with TF32
 off; bf16 autocast) and per batch size it prints:
 
@@ -101,6 +104,25 @@ def precision_context(precision: str) -> Any:
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(DEVICE, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def make_song(seconds: float, work: Path) -> tuple[Path, str]:
+    """A `seconds`-long 44.1 kHz stereo WAV under `work` and what it is made of: the
+    stempeg excerpt looped, else (no stempeg or no ffmpeg) the music-like signal."""
+    from bench.bench_engine import make_input
+    from engine.errors import StembridgeError
+
+    try:
+        return make_input(seconds, work, None), "the MUSDB18 excerpt stempeg ships, looped"
+    except (ImportError, StembridgeError) as exc:  # no stempeg; no ffmpeg to decode it
+        import soundfile as sf
+
+        from tests.conftest import music_like
+
+        path = work / f"music-like-{seconds:g}s.wav"
+        sf.write(path, music_like(seconds, seed=1).T, 44100, subtype="PCM_16")
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return path, f"a music-like signal (the stempeg excerpt cannot be read here: {why})"
 
 
 def prepared_mix(path: Path) -> Any:
@@ -324,15 +346,16 @@ def main(argv: list[str] | None = None) -> None:
     if on_gpu():
         free, total = torch.cuda.mem_get_info()
         say(f"{torch.cuda.get_device_name()}: {free / 1e9:.1f} of {total / 1e9:.1f} GB free")
-    from bench.bench_engine import make_input, models_dir_for
+    from bench.bench_engine import models_dir_for
 
     os.environ["STEMBRIDGE_COMPILE"] = "off"
     with tempfile.TemporaryDirectory(prefix="stembridge-bench-gpu-") as tmp:
         work = Path(tmp)
         t0 = time.perf_counter()
         models = models_dir_for(MODEL, work / "models", args.size)
-        song = make_input(args.seconds, work, None)
-        say(f"model and {args.seconds:g} s song made in {time.perf_counter() - t0:.1f}s")
+        song, source = make_song(args.seconds, work)
+        say(f"model and {args.seconds:g} s song made in {time.perf_counter() - t0:.1f}s; the "
+            f"song: {source}")
         for precision in args.precision:
             stage(precision, budget, functools.partial(run_precision, args, precision, models,
                                                        song, work, budget))

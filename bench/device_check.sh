@@ -5,16 +5,26 @@
 #     bash bench/device_check.sh                 # from the repository root
 #     PY=/path/to/python bash bench/device_check.sh
 #
-# Needs the virtual environment the README's test set-up creates (`make test`: .venv with
-# the project and its `test` extra, a CUDA build of torch); onnxruntime-gpu is optional
-# (the MDX-Net I/O-binding test skips without it). Nothing is installed or downloaded:
-# the device machine is offline; the models are random-weight ones of the released
-# architecture made on the spot (engine.models.testmodels), the audio the MUSDB18
-# excerpt stempeg ships.
+# The python: $PY, else .venv/bin/python (the README's `make test` set-up: the project,
+# its `test` extra, a CUDA build of torch), else python3. On the lent GPU machine (the
+# device tool; offline, its python3 is Python 3.12 with a CUDA torch and most of what we
+# need, not demucs or soundfile), a session lent one runs, here first:
+#
+#     bash bench/device_wheels.sh                # the missing wheels into .whl/
+#
+# then the device tool's run with carry [".whl"], command "bash bench/device_check.sh"
+# and timeout_s about 560. Where .whl/ is present this script first installs its wheels
+# with pip --no-index --no-deps into /tmp/site and puts that on PYTHONPATH.
+# onnxruntime-gpu is optional (the MDX-Net I/O-binding test skips without it). Nothing
+# is downloaded: the models are random-weight ones of the released architecture made on
+# the spot (engine.models.testmodels); the audio is the MUSDB18 excerpt stempeg ships, or
+# where it cannot be read (no stempeg or ffmpeg, as on the device machine) a
+# deterministic music-like signal (bench_gpu says which).
 #
 # Stages, each time-boxed (`timeout`), each printing as it goes; a stage that fails
 # prints its error and the script goes on:
-#   1. the machine: nvidia-smi, torch, CUDA, cuDNN, onnxruntime versions and providers
+#   1. the machine: nvidia-smi, torch, CUDA, cuDNN, onnxruntime versions and providers,
+#      and the import of everything the checks use (a missing wheel shows here)
 #   2. pytest -m gpu tests/engine/test_gpu.py
 #   3. bench/bench_gpu.py: htdemucs, a 4-minute song, fp32 (TF32 off) and bf16, batch
 #      sizes 1 4 8 16, against apply_model on the same GPU, the CUDA-graphs row
@@ -23,6 +33,12 @@ set -u
 cd "$(dirname "$0")/.." || exit 1
 PY="${PY:-.venv/bin/python}"
 [ -x "$PY" ] || PY="$(command -v python3)"
+if compgen -G ".whl/*.whl" >/dev/null; then  # carried wheels (bench/device_wheels.sh)
+  echo "installing $(ls .whl/*.whl | wc -l) carried wheels into /tmp/site"
+  timeout 60 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || { echo "cannot install the wheels in .whl/"; exit 1; }
+  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1 STEMBRIDGE_OFFLINE=1 HF_HUB_OFFLINE=1
 STAGE_TESTS_S="${STAGE_TESTS_S:-150}"
@@ -46,8 +62,12 @@ stage() {  # stage NAME SECONDS COMMAND...
 }
 
 stage "machine" 60 bash -c '
-  nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,clocks.max.sm \
-    --format=csv || nvidia-smi || echo "no nvidia-smi"
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,clocks.max.sm \
+      --format=csv || nvidia-smi
+  else
+    echo "no nvidia-smi"
+  fi
   "$0" -c "
 import platform, torch
 print(\"python\", platform.python_version(), \"torch\", torch.__version__, \"CUDA\",
@@ -62,6 +82,13 @@ try:
     print(\"onnxruntime\", ort.__version__, ort.get_available_providers())
 except ImportError as exc:
     print(\"onnxruntime: not installed\", exc)
+from importlib.metadata import version
+import demucs.apply, demucs.hf, demucs.repo, demucs.htdemucs, demucs.states, julius, soundfile
+import engine.models.demucs, engine.models.testmodels, engine.models.mdx, engine.separator
+import engine.chunking, engine.transfer, engine.graphs, engine.device, engine.acceleration
+import engine.artifacts, engine.audio, bench.bench_engine, bench.bench_gpu, tests.conftest
+print(\"imports ok:\", *(f\"{n} {version(n)}\" for n in (\"demucs\", \"julius\", \"soundfile\",
+      \"cffi\")), \"libsndfile\", soundfile.__libsndfile_version__)
 "' "$PY"
 
 stage "gpu tests" "$STAGE_TESTS_S" "$PY" -m pytest -p no:cacheprovider -n 0 -q -rs \
