@@ -276,15 +276,20 @@ def run_precision(args: argparse.Namespace, precision: str, models: Path, song: 
                     f"\n              loop {wall:.3f}s ({windows} windows); "
                     f"{-(-windows // batch)} forward passes of {batch} alone {alone:.3f}s; "
                     f"bytes/window measured {per / 1e9:.2f} GB (assumed {assumed / 1e9:.2f} GB)")
-            if ref is not None:
-                line += (f"\n              apply_model/ours at {precision}: job "
-                         f"{ref[0] / job['wall']:.2f}x, loop {ref[0] / wall:.2f}x (goal >= 10x)"
-                         f"; {compare(out, ref[1], precision)}")
+            line += against(ref, job["wall"], wall, out, precision)
             say(line)
 
         stage(f"batch {batch}", budget, rows)
     stage("CUDA graphs", budget,
           lambda: graphs_row(engine, sep, song, mix, work, precision, overlap, args, ref))
+
+
+def against(ref: Any, job_wall: float, loop_wall: float, out: Any, precision: str) -> str:
+    """The ratio line against apply_model's (seconds, output) `ref` at `precision`, or ""."""
+    if ref is None:
+        return ""
+    return (f"\n              apply_model/ours at {precision}: job {ref[0] / job_wall:.2f}x, "
+            f"loop {ref[0] / loop_wall:.2f}x (goal >= 10x); {compare(out, ref[1], precision)}")
 
 
 def graphs_row(engine: Any, sep: Any, song: Path, mix: Any, work: Path, precision: str,
@@ -310,10 +315,7 @@ def graphs_row(engine: Any, sep: Any, song: Path, mix: Any, work: Path, precisio
         line = (f"   [batch {batch:2d} CUDA graphs] job wall {job['wall']:.3f}s  first region "
                 f"{job['first_region']:.3f}s  loop {wall:.3f}s  peak device memory "
                 f"{job['peak_gb']:.1f} GB")
-        if ref is not None:
-            line += (f"\n              apply_model/ours at {precision}: job "
-                     f"{ref[0] / job['wall']:.2f}x, loop {ref[0] / wall:.2f}x; "
-                     f"{compare(out, ref[1], precision)}")
+        line += against(ref, job["wall"], wall, out, precision)
         say(line)
     finally:
         sep.fast.clear()

@@ -30,10 +30,10 @@ sys.path.insert(0, str(ROOT))
 SETTINGS: dict[str, tuple[int, dict[str, str]]] = {
     "default": (2, {}),
     "passive": (2, {"OMP_WAIT_POLICY": "PASSIVE"}),
-    # what `engine.device.configure_threads` sets for the CLI's engine commands
-    "spin-short": (2, {"GOMP_SPINCOUNT": "10000"}),
+    "spin-10000": (2, {"GOMP_SPINCOUNT": "10000"}),
     "one-thread": (1, {}),
-    "spin-1000": (2, {"GOMP_SPINCOUNT": "1000"}),
+    # what `engine.device.configure_threads` sets for the CLI's engine commands
+    "spin-short": (2, {"GOMP_SPINCOUNT": "1000"}),
 }
 
 _CHILD = """

@@ -160,8 +160,10 @@ def peak_memory(run: Callable[[], object], device: torch.device) -> int:
 
 #: libgomp's spin count before a waiting OpenMP thread sleeps (its default: 300,000).
 #: Measured (bench/bench_threads.py): with the cores shared, the default's spinning
-#: threads take the CPU from the thread everyone waits for.
-GOMP_SPINCOUNT = "10000"
+#: threads take the CPU from the thread everyone waits for. One htdemucs window, 2 threads,
+#: idle / with a competing process: default 2.70 / 5.62 s, 10,000 spins 2.40 / 4.53 s,
+#: 1,000 spins 2.35 / 4.19 s, OMP_WAIT_POLICY=PASSIVE 2.73 / 3.85 s (issue 15).
+GOMP_SPINCOUNT = "1000"
 
 
 def configure_threads(environ: MutableMapping[str, str] | None = None) -> bool:
