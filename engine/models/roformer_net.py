@@ -250,9 +250,13 @@ class RoFormer(nn.Module):
         for layer in self.layers:
             time_tf, freq_tf = layer[0], layer[1]  # type: ignore[index]
             bands = x.shape[2]
-            x = x.transpose(1, 2).reshape(b * bands, t, -1)
+            # contiguous: with one item in the batch, reshape keeps a transposed view, and
+            # a linear layer on one runs as a batched product with its weight copied
+            # once per row (BS-RoFormer, released size, bf16: 17.3 s of copies in a
+            # 55.8 s window; issue 15)
+            x = x.transpose(1, 2).reshape(b * bands, t, -1).contiguous()
             x = time_tf(x).view(b, bands, t, -1).transpose(1, 2).reshape(b * t, bands, -1)
-            x = freq_tf(x).view(b, t, bands, -1)
+            x = freq_tf(x.contiguous()).view(b, t, bands, -1)
         if self.final_norm is not None:
             x = self.final_norm(x)
         mask = torch.stack([m(x) for m in self.mask_estimators], dim=1)  # (b, n, t, f*2)

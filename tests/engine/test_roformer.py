@@ -190,3 +190,23 @@ def test_wrong_checkpoints_and_configs_are_refused(tmp_path: Path, root: Path) -
     ckpt.write_bytes(ckpt.read_bytes()[:100])
     with pytest.raises(ModelError, match="checksum"):
         registry.load(name, CPU, tmp_path)
+
+
+@pytest.mark.parametrize("name", NAMES[:2])
+def test_transformers_get_contiguous_input(name: str,
+                                           models: dict[str, roformer.RoFormerModel]) -> None:
+    """Each attention's projections see a contiguous (rows, seq, dim) input, so they run
+    as one matrix product: a transposed view made them batched products that copy the
+    weight once per row (a third of a released-size BS-RoFormer window in bf16)."""
+    net = models[name].net
+    layouts: list[bool] = []
+    hooks = [m.to_qkv.register_forward_pre_hook(
+        lambda _m, args: layouts.append(args[0].is_contiguous()))
+        for m in net.modules() if m.__class__.__name__ == "Attention"]
+    try:
+        with torch.inference_mode():
+            net(torch.zeros(1, 2, models[name].config.chunk))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert layouts and all(layouts)
