@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         model = registry.load(args.model, device, models)
         spec = registry.get_spec(args.model)
         batch = args.job_batch or auto_batch_size(
-            device, int(spec.extra.get("bytes_per_window", 1 << 30)))
+            device, spec.window_bytes)
         limit = pass_limit(EngineConfig(batcher_windows=args.batch_windows), device)
         autocast = autocast_factory(device, precision)
         print(f"model {args.model} ({args.size}), device {device}, precision {precision}, "

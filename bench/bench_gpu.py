@@ -261,7 +261,7 @@ def run_precision(args: argparse.Namespace, precision: str, models: Path, song: 
     if ref is not None:
         say(f"   apply_model ({precision}, same autocast, shifts=0, overlap {overlap}, same "
             f"device): {ref[0]:.3f}s  RTF {ref[0] / seconds:.4f}")
-    assumed = int(sep.spec.extra.get("bytes_per_window", 1 << 30))
+    assumed = sep.spec.window_bytes
     for batch in args.batches:
         engine.config.batch_size = batch
 

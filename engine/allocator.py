@@ -19,6 +19,7 @@ jemalloc/tcmalloc, or ``STEMBRIDGE_ALLOCATOR=system``), nothing changes.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 import sys
@@ -42,7 +43,10 @@ _lock = threading.Lock()
 _state: dict[str, object] = {}
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
+    """glibc, or None elsewhere (``platform.libc_ver`` scans the interpreter's file:
+    once per process)."""
     if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
         return None
     try:

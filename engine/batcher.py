@@ -371,6 +371,6 @@ def pass_limit(config: Any, device: torch.device) -> int | Callable[[Any], int]:
     def limit(model: Any) -> int:
         from engine.device import auto_batch_size
 
-        return auto_batch_size(device, int(model.spec.extra.get("bytes_per_window", 1 << 30)))
+        return auto_batch_size(device, model.spec.window_bytes)
 
     return limit

@@ -506,7 +506,7 @@ class Job:
         resampler = audio.RegionResampler(sr_model, self.samplerate, total_model)
         groups = [list(s) for s in self.plan.sources]
         batch = engine.config.batch_size or auto_batch_size(
-            engine.device, int(self.spec.extra.get("bytes_per_window", 1 << 30)))
+            engine.device, self.spec.window_bytes)
         stats = ChunkStats()
         frames_done = 0
         regions_done = 0

@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import torch
 
+#: Device memory assumed for one window's forward pass when a spec does not say, bytes.
+DEFAULT_WINDOW_BYTES = 1 << 30
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -61,6 +64,13 @@ class ModelSpec:
     hub_repo: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     scores: tuple[tuple[str, str, float], ...] = ()
+
+    @property
+    def window_bytes(self) -> int:
+        """Device memory one window's forward pass needs, bytes: ``extra
+        ["bytes_per_window"]``, else `DEFAULT_WINDOW_BYTES` (what batch sizes are
+        chosen from)."""
+        return int(self.extra.get("bytes_per_window", DEFAULT_WINDOW_BYTES))
 
 
 class SeparationModel(Protocol):

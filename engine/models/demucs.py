@@ -187,21 +187,27 @@ class SelfAttention:
         return F.linear(out, m.out_proj.weight, m.out_proj.bias), None
 
 
+def _shallow(module: Any) -> Any:
+    """A copy of `module` sharing its weights and submodules, whose submodules can be
+    replaced without touching `module`."""
+    import copy
+
+    fast = copy.copy(module)
+    fast._modules = dict(module._modules)
+    return fast
+
+
 def eager_layers(model: Any) -> Any:
     """A shallow copy of a demucs model (same weights; `model` itself unchanged) whose
     transformer layers' self-attention runs through `SelfAttention`. What the engine's
     eager forward runs; a model without a cross-transformer is returned as is."""
-    import copy
-
     import torch
 
     cross = getattr(model, "crosstransformer", None)
     if cross is None:
         return model
-    fast = copy.copy(model)
-    fast._modules = dict(model._modules)
-    cross = copy.copy(cross)
-    cross._modules = dict(cross._modules)
+    fast = _shallow(model)
+    cross = _shallow(cross)
     for name in ("layers", "layers_t"):
         stack = cross._modules.get(name)
         if not isinstance(stack, torch.nn.ModuleList):
@@ -210,8 +216,7 @@ def eager_layers(model: Any) -> Any:
         for layer in stack:
             attention = getattr(layer, "self_attn", None)
             if isinstance(attention, torch.nn.MultiheadAttention):
-                layer = copy.copy(layer)
-                layer._modules = dict(layer._modules)
+                layer = _shallow(layer)
                 del layer._modules["self_attn"]
                 object.__setattr__(layer, "self_attn", SelfAttention(attention))
             layers.append(layer)
@@ -228,7 +233,6 @@ def compile_layers(model: Any) -> Any:
     had not built after 40 minutes on 2 busy cores; by layer, htdemucs at the released
     size built in minutes and ran one window 1.25x faster than eager at fp32 (1.14-1.5x
     at bf16), same process, noisy machine (issue 15's closing note)."""
-    import copy
 
     import torch
 
@@ -236,15 +240,13 @@ def compile_layers(model: Any) -> Any:
         return torch.nn.ModuleList([torch.compile(m, dynamic=False)  # type: ignore[misc]
                                     for m in modules])
 
-    fast = copy.copy(model)
-    fast._modules = dict(model._modules)
+    fast = _shallow(model)
     for name in ("encoder", "decoder", "tencoder", "tdecoder"):
         if isinstance(fast._modules.get(name), torch.nn.ModuleList):
             fast._modules[name] = layers(fast._modules[name])
     cross = fast._modules.get("crosstransformer")
     if cross is not None:  # compiled by layer: demucs tests `if self.crosstransformer`
-        cross = copy.copy(cross)
-        cross._modules = dict(cross._modules)
+        cross = _shallow(cross)
         for name in ("layers", "layers_t"):
             if isinstance(cross._modules.get(name), torch.nn.ModuleList):
                 cross._modules[name] = layers(cross._modules[name])

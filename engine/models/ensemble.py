@@ -184,8 +184,7 @@ def spec_for(name: str) -> ModelSpec:
                                          f"{', '.join(entry.members)}.",
         size_mb=sum(s.size_mb for s in members),
         extra={"members": entry.members, "algorithm": entry.algorithm,
-               "bytes_per_window": max(int(s.extra.get("bytes_per_window", 1 << 30))
-                                       for s in members)})
+               "bytes_per_window": max(s.window_bytes for s in members)})
 
 
 def _weights(entry: EnsembleEntry, stems: Sequence[str]) -> list[list[float]]:

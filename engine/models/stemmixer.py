@@ -434,8 +434,7 @@ def spec_for(name: str, models_root: Path | None = None) -> ModelSpec:
                     f"{config.members[1]}.",
         size_mb=sum(s.size_mb for s in members), license="MIT (the mixer)",
         extra={"members": config.members, "algorithm": "stemmixer", "folder": str(folder),
-               "bytes_per_window": max(int(s.extra.get("bytes_per_window", 1 << 30))
-                                       for s in members)})
+               "bytes_per_window": max(s.window_bytes for s in members)})
 
 
 class StemMixerModel(ensemble.EnsembleModel):
